@@ -1,0 +1,428 @@
+//! Streaming HTTP/1.x request parsing: bytes go in as they arrive, complete requests come out
+//! in order (pipelining), bounded by [`Limits`].
+
+use crate::error::HttpError;
+use crate::request::{Limits, Request, Version};
+
+/// Longest accepted chunk-size line (size plus extensions).
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Incremental request parser for one connection.
+///
+/// Feed bytes with [`push`](Self::push) and take requests with
+/// [`next_request`](Self::next_request) until it returns `Ok(None)` (more bytes needed).
+/// An error is final: every later call returns it again, and the connection should be
+/// answered with the error and closed.
+#[derive(Debug)]
+pub struct RequestParser {
+    limits: Limits,
+    buf: Vec<u8>,
+    state: State,
+    continue_pending: bool,
+    failed: Option<HttpError>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for a complete request head.
+    Head,
+    /// The head is parsed; the body is still arriving.
+    Body { request: Request, framing: Framing },
+}
+
+#[derive(Debug)]
+enum Framing {
+    Length { remaining: usize },
+    Chunked(Chunk),
+}
+
+#[derive(Debug)]
+enum Chunk {
+    Size,
+    Data { remaining: u64 },
+    DataEnd,
+    Trailers,
+}
+
+impl RequestParser {
+    /// A parser with nothing buffered.
+    pub fn new(limits: Limits) -> Self {
+        RequestParser {
+            limits,
+            buf: Vec::new(),
+            state: State::Head,
+            continue_pending: false,
+            failed: None,
+        }
+    }
+
+    /// Appends bytes received from the client.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Whether no part of a request has been received (nothing buffered, no body pending).
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Head) && self.buf.is_empty()
+    }
+
+    /// Bytes received but not yet consumed by a request.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True once per request whose head carried `Expect: 100-continue` (HTTP/1.1) while its
+    /// body has not fully arrived: the caller should then send `100 Continue`.
+    pub fn take_continue(&mut self) -> bool {
+        std::mem::take(&mut self.continue_pending)
+    }
+
+    /// The next complete request, `Ok(None)` when more bytes are needed.
+    pub fn next_request(&mut self) -> Result<Option<Request>, HttpError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let result = self.advance();
+        if let Err(error) = &result {
+            self.failed = Some(error.clone());
+            self.continue_pending = false;
+        }
+        result
+    }
+
+    fn advance(&mut self) -> Result<Option<Request>, HttpError> {
+        if matches!(self.state, State::Head) {
+            if self.buf.is_empty() {
+                return Ok(None);
+            }
+            let Some(head) = parse_head(&self.buf, &self.limits)? else {
+                return Ok(None);
+            };
+            self.buf.drain(..head.consumed);
+            match head.framing {
+                None => return Ok(Some(head.request)),
+                Some(framing) => {
+                    self.continue_pending = head.expect_continue;
+                    self.state = State::Body {
+                        request: head.request,
+                        framing,
+                    };
+                }
+            }
+        }
+        let State::Body { request, framing } = &mut self.state else {
+            return Ok(None);
+        };
+        let (consumed, done) = advance_body(
+            &mut request.body,
+            &mut request.trailers,
+            framing,
+            &self.buf,
+            &self.limits,
+        )?;
+        self.buf.drain(..consumed);
+        if !done {
+            return Ok(None);
+        }
+        self.continue_pending = false;
+        match std::mem::replace(&mut self.state, State::Head) {
+            State::Body { request, .. } => Ok(Some(request)),
+            State::Head => Ok(None),
+        }
+    }
+}
+
+/// A parsed request head.
+struct Head {
+    request: Request,
+    /// `None` when the request has no body (or an empty one).
+    framing: Option<Framing>,
+    consumed: usize,
+    expect_continue: bool,
+}
+
+fn bad(message: impl Into<String>) -> HttpError {
+    HttpError::BadRequest(message.into())
+}
+
+fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError> {
+    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let consumed = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(consumed)) => consumed,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > limits.max_header_bytes {
+                return Err(HttpError::HeadersTooLarge);
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(error) => return Err(bad(error.to_string())),
+    };
+    if consumed > limits.max_header_bytes {
+        return Err(HttpError::HeadersTooLarge);
+    }
+    let version = match parsed.version {
+        Some(0) => Version::Http10,
+        Some(1) => Version::Http11,
+        _ => return Err(HttpError::VersionNotSupported),
+    };
+    let method = parsed
+        .method
+        .ok_or_else(|| bad("missing method"))?
+        .to_string();
+    let (path, query) = split_target(parsed.path.ok_or_else(|| bad("missing target"))?)?;
+    let headers = convert_fields(parsed.headers)?;
+    let mut request = Request {
+        method,
+        path,
+        query,
+        version,
+        headers,
+        trailers: Vec::new(),
+        body: Vec::new(),
+    };
+
+    let framing = body_framing(&request, limits)?;
+    let expects_body = match &framing {
+        Some(Framing::Length { remaining }) => *remaining > 0,
+        Some(Framing::Chunked(_)) => true,
+        None => false,
+    };
+    let mut expect_continue = false;
+    for value in request.header_values("expect") {
+        if !value.eq_ignore_ascii_case("100-continue") {
+            return Err(HttpError::ExpectationFailed(value.to_string()));
+        }
+        expect_continue = version == Version::Http11 && expects_body;
+    }
+    let framing = match framing {
+        Some(Framing::Length { remaining: 0 }) | None => None,
+        Some(Framing::Length { remaining }) => {
+            request.body.reserve_exact(remaining);
+            Some(Framing::Length { remaining })
+        }
+        chunked => chunked,
+    };
+    Ok(Some(Head {
+        request,
+        framing,
+        consumed,
+        expect_continue,
+    }))
+}
+
+/// 505 when the request line ends in something shaped like `HTTP/x.y`, 400 otherwise.
+fn version_error(buf: &[u8]) -> HttpError {
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let line = String::from_utf8_lossy(&buf[..line_end]);
+    let looks_like_http = line
+        .split_ascii_whitespace()
+        .nth(2)
+        .is_some_and(|token| token.starts_with("HTTP/"));
+    if looks_like_http {
+        HttpError::VersionNotSupported
+    } else {
+        bad("invalid HTTP version")
+    }
+}
+
+/// Splits an origin-form or absolute-form target into path and query.
+fn split_target(target: &str) -> Result<(String, Option<String>), HttpError> {
+    if target == "*" {
+        return Ok(("*".to_string(), None));
+    }
+    let origin = if target.starts_with('/') {
+        target
+    } else {
+        let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+        let after_scheme = if lower.starts_with("http://") {
+            &target[7..]
+        } else if lower.starts_with("https://") {
+            &target[8..]
+        } else {
+            return Err(bad("invalid request target"));
+        };
+        match after_scheme.find(['/', '?']) {
+            Some(index) => &after_scheme[index..],
+            None => "/",
+        }
+    };
+    let (path, query) = match origin.split_once('?') {
+        Some((path, query)) => (path, Some(query.to_string())),
+        None => (origin, None),
+    };
+    let path = if path.is_empty() { "/" } else { path };
+    Ok((path.to_string(), query))
+}
+
+fn convert_fields(fields: &[httparse::Header<'_>]) -> Result<Vec<(String, String)>, HttpError> {
+    fields
+        .iter()
+        .map(|field| {
+            let value = std::str::from_utf8(field.value)
+                .map_err(|_| bad(format!("header {} is not UTF-8", field.name)))?;
+            Ok((field.name.to_ascii_lowercase(), value.trim().to_string()))
+        })
+        .collect()
+}
+
+/// How the body is delimited, per RFC 9112 §6.
+fn body_framing(request: &Request, limits: &Limits) -> Result<Option<Framing>, HttpError> {
+    let has_transfer_encoding = request.header("transfer-encoding").is_some();
+    let content_length = content_length(request)?;
+    if has_transfer_encoding && content_length.is_some() {
+        return Err(bad("both Transfer-Encoding and Content-Length"));
+    }
+    if has_transfer_encoding {
+        let codings: Vec<String> = request
+            .header_values("transfer-encoding")
+            .flat_map(|v| v.split(','))
+            .map(|c| c.trim().to_ascii_lowercase())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if let Some(unknown) = codings.iter().find(|c| *c != "chunked") {
+            return Err(HttpError::NotImplemented(format!(
+                "transfer coding {unknown}"
+            )));
+        }
+        if codings.len() != 1 {
+            return Err(bad("invalid Transfer-Encoding"));
+        }
+        return Ok(Some(Framing::Chunked(Chunk::Size)));
+    }
+    match content_length {
+        Some(length) if length > limits.max_body_bytes => Err(HttpError::PayloadTooLarge {
+            limit: limits.max_body_bytes,
+        }),
+        Some(length) => Ok(Some(Framing::Length { remaining: length })),
+        None => Ok(None),
+    }
+}
+
+/// The Content-Length, which must be identical across repeated fields and list elements.
+fn content_length(request: &Request) -> Result<Option<usize>, HttpError> {
+    let mut length = None;
+    for element in request
+        .header_values("content-length")
+        .flat_map(|v| v.split(','))
+    {
+        let element = element.trim();
+        if element.is_empty() || !element.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("invalid Content-Length"));
+        }
+        let value: usize = element
+            .parse()
+            .map_err(|_| bad("Content-Length out of range"))?;
+        match length {
+            Some(previous) if previous != value => return Err(bad("conflicting Content-Length")),
+            _ => length = Some(value),
+        }
+    }
+    Ok(length)
+}
+
+/// Consumes body bytes from `buf`; returns how many were consumed and whether the body is done.
+fn advance_body(
+    body: &mut Vec<u8>,
+    trailers: &mut Vec<(String, String)>,
+    framing: &mut Framing,
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<(usize, bool), HttpError> {
+    let chunk = match framing {
+        Framing::Length { remaining } => {
+            let take = (*remaining).min(buf.len());
+            body.extend_from_slice(&buf[..take]);
+            *remaining -= take;
+            return Ok((take, *remaining == 0));
+        }
+        Framing::Chunked(chunk) => chunk,
+    };
+    let mut pos = 0;
+    loop {
+        let rest = &buf[pos..];
+        match chunk {
+            Chunk::Size => {
+                let Some(&first) = rest.first() else {
+                    return Ok((pos, false));
+                };
+                if !first.is_ascii_hexdigit() {
+                    return Err(bad("invalid chunk size"));
+                }
+                match httparse::parse_chunk_size(rest) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        pos += used;
+                        let total = (body.len() as u64).saturating_add(size);
+                        if total > limits.max_body_bytes as u64 {
+                            return Err(HttpError::PayloadTooLarge {
+                                limit: limits.max_body_bytes,
+                            });
+                        }
+                        *chunk = if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data { remaining: size }
+                        };
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if rest.len() > MAX_CHUNK_LINE {
+                            return Err(bad("chunk size line too long"));
+                        }
+                        return Ok((pos, false));
+                    }
+                    Err(_) => return Err(bad("invalid chunk size")),
+                }
+            }
+            Chunk::Data { remaining } => {
+                if rest.is_empty() {
+                    return Ok((pos, false));
+                }
+                // `remaining` fits in usize: it was checked against max_body_bytes.
+                let take = usize::try_from(*remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(rest.len());
+                body.extend_from_slice(&rest[..take]);
+                pos += take;
+                *remaining -= take as u64;
+                if *remaining == 0 {
+                    *chunk = Chunk::DataEnd;
+                }
+            }
+            Chunk::DataEnd => {
+                if rest.starts_with(b"\r\n") {
+                    pos += 2;
+                    *chunk = Chunk::Size;
+                } else if rest.is_empty() || rest == b"\r" {
+                    return Ok((pos, false));
+                } else {
+                    return Err(bad("chunk data not followed by CRLF"));
+                }
+            }
+            Chunk::Trailers => {
+                let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
+                return match httparse::parse_headers(rest, &mut fields) {
+                    Ok(httparse::Status::Complete((used, parsed))) => {
+                        if used > limits.max_header_bytes {
+                            return Err(HttpError::HeadersTooLarge);
+                        }
+                        *trailers = convert_fields(parsed)?;
+                        Ok((pos + used, true))
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if rest.len() > limits.max_header_bytes {
+                            return Err(HttpError::HeadersTooLarge);
+                        }
+                        Ok((pos, false))
+                    }
+                    Err(httparse::Error::TooManyHeaders) => Err(HttpError::HeadersTooLarge),
+                    Err(error) => Err(bad(format!("invalid trailer: {error}"))),
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,458 @@
+use super::*;
+
+fn limits() -> Limits {
+    Limits {
+        max_header_bytes: 1024,
+        max_headers: 8,
+        max_body_bytes: 64,
+        ..Limits::default()
+    }
+}
+
+type Outcome = (Vec<Request>, Option<HttpError>);
+
+/// Feeds `input` in pieces of the given sizes (cycled) and collects everything parsed.
+fn feed(input: &[u8], piece_sizes: &[usize], limits: Limits) -> (Outcome, bool) {
+    let mut parser = RequestParser::new(limits);
+    let mut requests = Vec::new();
+    let mut rest = input;
+    let mut sizes = piece_sizes.iter().cycle();
+    loop {
+        let size = (*sizes.next().unwrap_or(&1)).clamp(1, rest.len().max(1));
+        let (piece, tail) = rest.split_at(size.min(rest.len()));
+        parser.push(piece);
+        rest = tail;
+        loop {
+            match parser.next_request() {
+                Ok(Some(request)) => requests.push(request),
+                Ok(None) => break,
+                Err(error) => return ((requests, Some(error)), false),
+            }
+        }
+        if rest.is_empty() {
+            return ((requests, None), parser.is_idle());
+        }
+    }
+}
+
+/// A tiny deterministic generator for split sizes and mutations.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
+
+/// Parses `input` whole, byte by byte and in random splits; all must agree.
+/// Returns the requests, the error (if any) and whether the parser ended idle.
+fn parse_with(input: &[u8], limits: Limits) -> (Vec<Request>, Option<HttpError>, bool) {
+    let (whole, whole_idle) = feed(input, &[usize::MAX], limits);
+    let (bytewise, bytewise_idle) = feed(input, &[1], limits);
+    assert_eq!(whole, bytewise, "whole vs byte-by-byte for {input:?}");
+    assert_eq!(whole_idle, bytewise_idle);
+    for seed in 1..12 {
+        let mut rng = Lcg(seed);
+        let sizes: Vec<usize> = (0..16).map(|_| 1 + (rng.next() % 40) as usize).collect();
+        let (split, split_idle) = feed(input, &sizes, limits);
+        assert_eq!(whole, split, "whole vs split {sizes:?} for {input:?}");
+        assert_eq!(whole_idle, split_idle);
+    }
+    (whole.0, whole.1, whole_idle)
+}
+
+fn parse(input: &[u8]) -> (Vec<Request>, Option<HttpError>, bool) {
+    parse_with(input, limits())
+}
+
+fn one(input: &[u8]) -> Request {
+    let (mut requests, error, idle) = parse(input);
+    assert_eq!(error, None);
+    assert!(idle, "bytes left over");
+    assert_eq!(requests.len(), 1);
+    requests.remove(0)
+}
+
+fn error_of(input: &[u8]) -> HttpError {
+    let (_, error, _) = parse(input);
+    error.unwrap_or_else(|| panic!("no error for {:?}", String::from_utf8_lossy(input)))
+}
+
+#[test]
+fn parses_a_simple_get() {
+    let request = one(b"GET /a/b%20c?x=1&y HTTP/1.1\r\nHost: h\r\nX-Thing:  v  \r\n\r\n");
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.path, "/a/b%20c");
+    assert_eq!(request.query.as_deref(), Some("x=1&y"));
+    assert_eq!(request.version, Version::Http11);
+    assert_eq!(
+        request.headers,
+        vec![
+            ("host".to_string(), "h".to_string()),
+            ("x-thing".to_string(), "v".to_string())
+        ]
+    );
+    assert_eq!(request.header("X-THING"), Some("v"));
+    assert!(request.body.is_empty());
+    assert!(request.keep_alive());
+    assert_eq!(request.target(), "/a/b%20c?x=1&y");
+}
+
+#[test]
+fn targets_in_other_forms() {
+    let request = one(b"GET http://example.com:80/p?q HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        (request.path.as_str(), request.query.as_deref()),
+        ("/p", Some("q"))
+    );
+    let request = one(b"GET HTTPS://example.com HTTP/1.1\r\n\r\n");
+    assert_eq!(request.path, "/");
+    let request = one(b"GET http://example.com?z HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        (request.path.as_str(), request.query.as_deref()),
+        ("/", Some("z"))
+    );
+    let request = one(b"OPTIONS * HTTP/1.1\r\n\r\n");
+    assert_eq!(request.path, "*");
+    let request = one(b"GET /? HTTP/1.1\r\n\r\n");
+    assert_eq!(request.query.as_deref(), Some(""));
+    assert_eq!(error_of(b"GET foo HTTP/1.1\r\n\r\n").status(), 400);
+    assert_eq!(error_of(b"CONNECT host:443 HTTP/1.1\r\n\r\n").status(), 400);
+}
+
+#[test]
+fn leading_empty_lines_are_skipped() {
+    let request = one(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+    assert_eq!(request.path, "/");
+}
+
+#[test]
+fn garbage_is_a_bad_request() {
+    for input in [
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+        b"HELLO WORLD\r\n\r\n",
+        b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\n\r\n",
+        b" GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\r\n continued\r\n\r\n",
+    ] {
+        assert_eq!(error_of(input).status(), 400, "{input:?}");
+    }
+}
+
+#[test]
+fn unsupported_versions_get_505() {
+    assert_eq!(
+        error_of(b"GET / HTTP/2.0\r\n\r\n"),
+        HttpError::VersionNotSupported
+    );
+    assert_eq!(
+        error_of(b"GET / HTTP/1.2\r\n\r\n"),
+        HttpError::VersionNotSupported
+    );
+    assert_eq!(error_of(b"GET / FTP/1.1\r\n\r\n").status(), 400);
+}
+
+#[test]
+fn http_1_0_and_connection_tokens() {
+    let request = one(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(request.version, Version::Http10);
+    assert!(!request.keep_alive());
+    assert!(one(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive());
+    assert!(!one(b"GET / HTTP/1.1\r\nConnection: upgrade, CLOSE\r\n\r\n").keep_alive());
+    assert!(one(b"GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n").keep_alive());
+}
+
+#[test]
+fn oversized_heads_get_431() {
+    let long = format!("GET / HTTP/1.1\r\nX-Long: {}\r\n\r\n", "a".repeat(2000));
+    assert_eq!(error_of(long.as_bytes()), HttpError::HeadersTooLarge);
+    // Still incomplete but already over the limit.
+    let unfinished = format!("GET / HTTP/1.1\r\nX-Long: {}", "a".repeat(2000));
+    assert_eq!(error_of(unfinished.as_bytes()), HttpError::HeadersTooLarge);
+    // Endless empty lines are bounded too.
+    assert_eq!(
+        error_of("\r\n".repeat(600).as_bytes()),
+        HttpError::HeadersTooLarge
+    );
+    // Exactly at the limit is fine.
+    let base = "GET / HTTP/1.1\r\nX: \r\n\r\n".len();
+    let exact = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "b".repeat(1024 - base));
+    assert_eq!(exact.len(), 1024);
+    assert_eq!(
+        one(exact.as_bytes()).header("x").map(str::len),
+        Some(1024 - base)
+    );
+}
+
+#[test]
+fn too_many_headers_get_431() {
+    let mut input = String::from("GET / HTTP/1.1\r\n");
+    for i in 0..9 {
+        input.push_str(&format!("X-{i}: v\r\n"));
+    }
+    input.push_str("\r\n");
+    assert_eq!(error_of(input.as_bytes()), HttpError::HeadersTooLarge);
+    let eight: String = (0..8).map(|i| format!("X-{i}: v\r\n")).collect();
+    assert_eq!(
+        one(format!("GET / HTTP/1.1\r\n{eight}\r\n").as_bytes())
+            .headers
+            .len(),
+        8
+    );
+}
+
+#[test]
+fn non_utf8_header_values_are_rejected() {
+    assert_eq!(
+        error_of(b"GET / HTTP/1.1\r\nX: \xff\xfe\r\n\r\n").status(),
+        400
+    );
+}
+
+#[test]
+fn content_length_bodies() {
+    let request = one(b"POST /f HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world");
+    assert_eq!(request.body, b"hello world");
+    let request = one(b"POST /f HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert!(request.body.is_empty());
+    // Repeated identical values are accepted.
+    let request = one(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3, 3\r\n\r\nabc");
+    assert_eq!(request.body, b"abc");
+    // Exactly the limit.
+    let body = "x".repeat(64);
+    let input = format!("POST / HTTP/1.1\r\nContent-Length: 64\r\n\r\n{body}");
+    assert_eq!(one(input.as_bytes()).body.len(), 64);
+}
+
+#[test]
+fn truncated_bodies_wait_for_more() {
+    let (requests, error, idle) = parse(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    assert!(requests.is_empty());
+    assert_eq!(error, None);
+    assert!(!idle);
+    let (requests, error, idle) =
+        parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab");
+    assert!(requests.is_empty() && error.is_none() && !idle);
+    let (requests, error, idle) = parse(b"GET / HTTP/1.1\r\nHost: x\r\n");
+    assert!(requests.is_empty() && error.is_none() && !idle);
+}
+
+#[test]
+fn bad_content_lengths_are_rejected() {
+    for value in [
+        "abc",
+        "-1",
+        "+5",
+        "",
+        "1 2",
+        "0x10",
+        "5, 6",
+        "99999999999999999999999999",
+    ] {
+        let input = format!("POST / HTTP/1.1\r\nContent-Length: {value}\r\n\r\n");
+        assert_eq!(error_of(input.as_bytes()).status(), 400, "{value:?}");
+    }
+    let conflicting = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd";
+    assert_eq!(error_of(conflicting).status(), 400);
+}
+
+#[test]
+fn large_bodies_get_413_before_they_arrive() {
+    let (_, error, _) = parse(b"POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n");
+    assert_eq!(error, Some(HttpError::PayloadTooLarge { limit: 64 }));
+}
+
+#[test]
+fn transfer_encoding_rules() {
+    let both = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+    assert_eq!(error_of(both).status(), 400);
+    let gzip = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
+    assert_eq!(error_of(gzip).status(), 501);
+    let gzip_chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+    assert_eq!(error_of(gzip_chunked).status(), 501);
+    let twice =
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_eq!(error_of(twice).status(), 400);
+    let empty = b"POST / HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n";
+    assert_eq!(error_of(empty).status(), 400);
+}
+
+#[test]
+fn chunked_bodies() {
+    let request = one(b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n\
+          4\r\nWiki\r\n5;name=value\r\npedia\r\nD \r\n in\r\n\r\nchunks\r\n0\r\n\r\n");
+    assert_eq!(request.body, b"Wikipedia in\r\n\r\nchunks");
+    assert!(request.trailers.is_empty());
+    let request = one(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert!(request.body.is_empty());
+}
+
+#[test]
+fn chunked_trailers() {
+    let request = one(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n0\r\nX-Checksum: 42\r\nX-Other: y\r\n\r\n");
+    assert_eq!(request.body, b"abc");
+    assert_eq!(
+        request.trailers,
+        vec![
+            ("x-checksum".to_string(), "42".to_string()),
+            ("x-other".to_string(), "y".to_string())
+        ]
+    );
+    let mut many = String::from("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n");
+    for i in 0..9 {
+        many.push_str(&format!("T-{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(error_of(many.as_bytes()), HttpError::HeadersTooLarge);
+    let long = format!(
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: {}",
+        "v".repeat(2000)
+    );
+    assert_eq!(error_of(long.as_bytes()), HttpError::HeadersTooLarge);
+    let bad = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nnot a field\r\n\r\n";
+    assert_eq!(error_of(bad).status(), 400);
+}
+
+#[test]
+fn chunked_errors() {
+    let head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let cases: &[(&str, u16)] = &[
+        ("ffffffffffffffffffff\r\n", 400), // overflow
+        ("10000000000000000\r\n", 400),    // 17 digits
+        ("zz\r\n", 400),                   // not hex
+        ("\r\n", 400),                     // empty size
+        ("-1\r\n", 400),                   // sign
+        ("4\r\nWikiX\r\n0\r\n\r\n", 400),  // data longer than size
+        ("4\nWiki\r\n0\r\n\r\n", 400),     // bare LF after size
+        ("41\r\n", 413),                   // single chunk over the limit
+        ("ffffffffffffff\r\n", 413),       // huge but parseable
+    ];
+    for (body, status) in cases {
+        let input = format!("{head}{body}");
+        assert_eq!(error_of(input.as_bytes()).status(), *status, "{body:?}");
+    }
+    // Many small chunks adding up beyond the limit.
+    let chunks = "8\r\n01234567\r\n".repeat(9);
+    let input = format!("{head}{chunks}0\r\n\r\n");
+    assert_eq!(error_of(input.as_bytes()).status(), 413);
+    // An endless chunk extension is bounded.
+    let input = format!("{head}1;{}", "e".repeat(5000));
+    assert_eq!(error_of(input.as_bytes()).status(), 400);
+}
+
+#[test]
+fn pipelined_requests_come_out_in_order() {
+    let input = b"GET /one HTTP/1.1\r\n\r\n\
+        POST /two HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\
+        POST /three HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxy\r\n0\r\n\r\n\
+        GET /four HTTP/1.0\r\n\r\n";
+    let (requests, error, idle) = parse(input);
+    assert_eq!(error, None);
+    assert!(idle);
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/one", "/two", "/three", "/four"]);
+    assert_eq!(requests[1].body, b"abc");
+    assert_eq!(requests[2].body, b"xy");
+    assert_eq!(requests[3].version, Version::Http10);
+}
+
+#[test]
+fn requests_before_an_error_are_still_returned() {
+    let (requests, error, _) = parse(b"GET /ok HTTP/1.1\r\n\r\nBROKEN\x00\r\n\r\n");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(error.map(|e| e.status()), Some(400));
+}
+
+#[test]
+fn errors_are_sticky() {
+    let mut parser = RequestParser::new(limits());
+    parser.push(b"GET / HTTP/9.9\r\n\r\n");
+    assert_eq!(parser.next_request(), Err(HttpError::VersionNotSupported));
+    parser.push(b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(parser.next_request(), Err(HttpError::VersionNotSupported));
+}
+
+#[test]
+fn expect_continue_is_signalled_once() {
+    let mut parser = RequestParser::new(limits());
+    parser.push(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+    assert_eq!(parser.next_request(), Ok(None));
+    assert!(parser.take_continue());
+    assert!(!parser.take_continue());
+    parser.push(b"abc");
+    let request = parser.next_request().ok().flatten().expect("request");
+    assert_eq!(request.body, b"abc");
+    assert!(!parser.take_continue());
+
+    // Not for HTTP/1.0, not without a body, not when the body came along.
+    for input in [
+        &b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+        b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx",
+    ] {
+        let mut parser = RequestParser::new(limits());
+        parser.push(input);
+        let _ = parser.next_request();
+        assert!(!parser.take_continue(), "{input:?}");
+    }
+    assert_eq!(
+        error_of(b"POST / HTTP/1.1\r\nExpect: teapot\r\n\r\n").status(),
+        417
+    );
+}
+
+#[test]
+fn idle_tracks_partial_input() {
+    let mut parser = RequestParser::new(limits());
+    assert!(parser.is_idle());
+    parser.push(b"G");
+    assert!(!parser.is_idle());
+    assert_eq!(parser.next_request(), Ok(None));
+    parser.push(b"ET / HTTP/1.1\r\n\r\n");
+    assert!(parser.next_request().ok().flatten().is_some());
+    assert!(parser.is_idle());
+    assert_eq!(parser.buffered(), 0);
+}
+
+/// Mutated valid requests must never panic and must parse the same however they are split.
+#[test]
+fn mutated_inputs_are_consistent() {
+    let seeds: [&[u8]; 3] = [
+        b"POST /a?b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;e\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+        b"GET http://h/p HTTP/1.1\r\nConnection: close\r\nExpect: 100-continue\r\n\r\n",
+    ];
+    let alphabet = b"\r\n :;0123456789abcdefxGET/HTTP1.\x00\xff";
+    let mut rng = Lcg(7);
+    for seed in seeds {
+        for _ in 0..150 {
+            let mut input = seed.to_vec();
+            for _ in 0..1 + rng.next() % 4 {
+                let at = (rng.next() as usize) % input.len();
+                let byte = alphabet[(rng.next() as usize) % alphabet.len()];
+                match rng.next() % 3 {
+                    0 => input[at] = byte,
+                    1 => input.insert(at, byte),
+                    _ => {
+                        input.remove(at);
+                    }
+                }
+            }
+            let (requests, error, _) = parse(&input);
+            if let Some(error) = error {
+                assert!((400..600).contains(&error.status()));
+            }
+            for request in requests {
+                assert!(request.body.len() <= 64);
+                assert!(request.path.starts_with('/') || request.path == "*");
+            }
+        }
+    }
+}

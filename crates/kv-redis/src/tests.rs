@@ -1,0 +1,228 @@
+//! Tests against scripted fake servers; tests with a real redis-server live in `tests/`.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::thread;
+
+use super::*;
+
+#[test]
+fn store_prefixes_cannot_collide() {
+    assert_eq!(key_prefix("users"), "users:");
+    assert_eq!(key_prefix("a:b"), "a%3Ab:");
+    assert_eq!(key_prefix("50%"), "50%25:");
+    assert_eq!(key_prefix("%3A"), "%253A:");
+    // Store "a" key "b:c" and store "a:b" key "c" are different Redis keys.
+    assert_ne!(redis_key("a", "b:c").ok(), redis_key("a:b", "c").ok());
+    assert!(matches!(redis_key("", "k"), Err(KvError::InvalidKey(_))));
+    assert!(matches!(redis_key("s", ""), Err(KvError::InvalidKey(_))));
+}
+
+#[test]
+fn glob_metacharacters_are_escaped() {
+    assert_eq!(glob_escape("plain-name_1"), "plain\\-name_1");
+    assert_eq!(glob_escape("a*b?c[d]e\\f^"), "a\\*b\\?c\\[d\\]e\\\\f\\^");
+}
+
+#[test]
+fn errors_map_to_kv_errors() {
+    let refused = RedisError::Connect {
+        address: "127.0.0.1:1".into(),
+        source: io::Error::from(io::ErrorKind::ConnectionRefused),
+    };
+    assert!(matches!(KvError::from(refused), KvError::Connection(_)));
+    assert!(matches!(
+        KvError::from(RedisError::Closed),
+        KvError::Connection(_)
+    ));
+    assert!(matches!(
+        KvError::from(RedisError::Auth("WRONGPASS".into())),
+        KvError::Connection(_)
+    ));
+    assert!(matches!(
+        KvError::from(RedisError::Server("OOM".into())),
+        KvError::Io(_)
+    ));
+    assert!(matches!(
+        KvError::from(RedisError::Protocol(ProtocolError::UnknownType(b'?'))),
+        KvError::Io(_)
+    ));
+}
+
+fn config_for(port: u16) -> RedisConfig {
+    let mut config = RedisConfig::from_url(&format!("redis://127.0.0.1:{port}")).expect("url");
+    config.options.connect_timeout = Duration::from_millis(500);
+    config.options.io_timeout = Duration::from_millis(300);
+    config
+}
+
+/// Serves one connection: for each request read, sends the next canned reply (then keeps the
+/// connection open without answering).
+fn fake_server(replies: Vec<Vec<u8>>) -> (u16, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let handle = thread::spawn(move || {
+        let Ok((mut socket, _)) = listener.accept() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        for reply in replies {
+            if socket.read(&mut buf).unwrap_or(0) == 0 {
+                return;
+            }
+            if socket.write_all(&reply).is_err() {
+                return;
+            }
+        }
+        // Hold the connection until the client gives up.
+        while socket.read(&mut buf).unwrap_or(0) > 0 {}
+    });
+    (port, handle)
+}
+
+#[test]
+fn refused_connection_is_a_connection_error() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let store = RedisStore::with_config(config_for(port));
+    let started = Instant::now();
+    assert!(matches!(store.get("s", "k"), Err(KvError::Connection(_))));
+    assert!(matches!(store.open("s"), Err(KvError::Connection(_))));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(store.open_connections(), 0);
+}
+
+#[test]
+fn silent_server_times_out() {
+    let (port, server) = fake_server(Vec::new());
+    let store = RedisStore::with_config(config_for(port));
+    let started = Instant::now();
+    let result = store.set("s", "k", b"v");
+    assert!(
+        matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        store.open_connections(),
+        0,
+        "timed-out connection must be dropped"
+    );
+    drop(store);
+    server.join().expect("server thread");
+}
+
+#[test]
+fn silent_server_times_out_with_polling() {
+    let (port, server) = fake_server(Vec::new());
+    let mut config = config_for(port);
+    config.options.timeouts = TimeoutStrategy::Polling;
+    let store = RedisStore::with_config(config);
+    let started = Instant::now();
+    let result = store.get("s", "k");
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
+        "{result:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    drop(store);
+    server.join().expect("server thread");
+}
+
+#[test]
+fn garbage_reply_is_an_io_error_and_drops_the_connection() {
+    let (port, server) = fake_server(vec![b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()]);
+    let store = RedisStore::with_config(config_for(port));
+    let result = store.get("s", "k");
+    assert!(
+        matches!(result, Err(KvError::Io(ref m)) if m.contains("protocol")),
+        "{result:?}"
+    );
+    assert_eq!(store.open_connections(), 0);
+    drop(store);
+    server.join().expect("server thread");
+}
+
+#[test]
+fn oversized_value_is_rejected() {
+    let (port, server) = fake_server(vec![b"$2000000\r\n".to_vec()]);
+    let mut config = config_for(port);
+    config.options.limits.max_bulk_len = 1024 * 1024;
+    let store = RedisStore::with_config(config);
+    let result = store.get("s", "k");
+    assert!(
+        matches!(result, Err(KvError::Io(ref m)) if m.contains("exceeds")),
+        "{result:?}"
+    );
+    drop(store);
+    server.join().expect("server thread");
+}
+
+#[test]
+fn set_requires_an_ok_acknowledgement() {
+    // `SET` answered with nil (as with NX/XX conditions) is not a success.
+    let (port, server) = fake_server(vec![b"$-1\r\n".to_vec()]);
+    let store = RedisStore::with_config(config_for(port));
+    assert!(matches!(
+        store.set("s", "k", b"v"),
+        Err(KvError::Unexpected(_))
+    ));
+    drop(store);
+    server.join().expect("server thread");
+}
+
+#[test]
+fn error_reply_keeps_the_connection() {
+    let (port, server) = fake_server(vec![
+        b"-OOM command not allowed\r\n".to_vec(),
+        b"+OK\r\n".to_vec(),
+    ]);
+    let store = RedisStore::with_config(config_for(port));
+    assert!(matches!(store.set("s", "k", b"v"), Err(KvError::Io(ref m)) if m.contains("OOM")));
+    assert_eq!(store.open_connections(), 1);
+    // The fake server accepts a single connection, so this succeeds only on the same one.
+    assert_eq!(store.set("s", "k", b"v"), Ok(()));
+    drop(store);
+    server.join().expect("server thread");
+}
+
+#[test]
+fn scan_reply_is_validated() {
+    let reply = b"*2\r\n$1\r\n0\r\n*3\r\n$3\r\ns:a\r\n$3\r\ns:b\r\n$4\r\ns:\xff\xfe\r\n".to_vec();
+    let (port, server) = fake_server(vec![reply, b"*1\r\n$1\r\n0\r\n".to_vec()]);
+    let store = RedisStore::with_config(config_for(port));
+    let mut keys = store.keys("s").expect("keys");
+    keys.sort();
+    // The non-UTF-8 key is skipped.
+    assert_eq!(keys, vec!["a".to_string(), "b".to_string()]);
+    assert!(matches!(store.keys("s"), Err(KvError::Unexpected(_))));
+    drop(store);
+    server.join().expect("server thread");
+}
+
+#[test]
+fn pool_is_bounded() {
+    let (port, server) = fake_server(Vec::new());
+    let mut config = config_for(port);
+    config.pool_size = 1;
+    config.pool_wait = Duration::from_millis(100);
+    let store = RedisStore::with_config(config);
+    let lease = store.checkout(true).expect("first connection");
+    assert!(matches!(
+        store.checkout(true),
+        Err(RedisError::PoolExhausted(1))
+    ));
+    assert_eq!(store.open_connections(), 1);
+    drop(lease);
+    assert_eq!(store.open_connections(), 1);
+    assert_eq!(store.lock().idle.len(), 1);
+    drop(store);
+    server.join().expect("server thread");
+}

@@ -1,0 +1,33 @@
+//! The bootable image: our loader plus the application ELF (hermit kernel + app).
+
+use std::path::PathBuf;
+
+use anyhow::{Result, ensure};
+
+use crate::util;
+
+/// Paths of the image's parts.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Multiboot loader, QEMU's `-kernel`.
+    pub loader: PathBuf,
+    /// Application ELF, QEMU's `-initrd` (and uhyve's kernel argument).
+    pub app: PathBuf,
+}
+
+/// Builds kernel, application and loader (incrementally) and returns the image.
+pub fn build() -> Result<Image> {
+    let app = crate::app::build_app(true)?;
+    let loader = crate::loader::build_loader()?;
+    Ok(Image { loader, app })
+}
+
+/// The image of an earlier build, without building.
+pub fn existing() -> Result<Image> {
+    let dir = util::target_dir().join("image");
+    let image = Image { loader: dir.join("hermit-loader"), app: dir.join("kernel-app") };
+    for part in [&image.loader, &image.app] {
+        ensure!(part.exists(), "{} is missing: build first (drop --no-build)", part.display());
+    }
+    Ok(image)
+}

@@ -1,0 +1,67 @@
+//! Building our multiboot loader (`loader/`, bare metal `x86_64-unknown-none`) into
+//! `target/image/hermit-loader`, the flat image QEMU boots with `-kernel`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::util;
+
+/// `llvm-objcopy` turns the linked ELF into the flat image (multiboot a.out-kludge layout).
+const OBJCOPY: &str = "llvm-objcopy-22";
+
+/// Where the flat loader image ends up.
+pub fn loader_image_path() -> PathBuf {
+    util::target_dir().join("image/hermit-loader")
+}
+
+/// Builds the loader (incrementally) and returns the path of `target/image/hermit-loader`.
+pub fn build_loader() -> Result<PathBuf> {
+    let loader_dir = util::root().join("loader");
+    // Its own target subdirectory: its own cargo lock, so it never waits for the kernel build.
+    let target_dir = util::target_dir().join("loader");
+    let mut cargo = util::cargo();
+    cargo
+        .current_dir(&loader_dir)
+        .args(["build", "--release", "--quiet", "--target-dir"])
+        .arg(&target_dir);
+    // The loader's .cargo/config.toml sets target, rustflags and build-std; variables inherited
+    // from an outer cargo or the user's shell must not override them.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
+        cargo.env_remove(var);
+    }
+    util::run(&mut cargo).context("building the loader")?;
+
+    let elf = target_dir.join("x86_64-unknown-none/release/hermit-loader");
+    let image = loader_image_path();
+    if is_newer(&elf, &image)? {
+        fs::create_dir_all(image.parent().expect("image path has a parent"))?;
+        util::run(
+            Command::new(OBJCOPY)
+                .args(["-O", "binary"])
+                .arg(&elf)
+                .arg(&image),
+        )
+        .with_context(|| format!("{OBJCOPY} (apt-get install llvm-22)"))?;
+    }
+    Ok(image)
+}
+
+/// Whether `source` was modified after `derived` (or `derived` does not exist).
+fn is_newer(source: &Path, derived: &Path) -> Result<bool> {
+    let source_time = fs::metadata(source)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("reading {}", source.display()))?;
+    Ok(match fs::metadata(derived).and_then(|m| m.modified()) {
+        Ok(derived_time) => source_time > derived_time,
+        Err(_) => true,
+    })
+}

@@ -1,0 +1,108 @@
+//! `cargo xtask`: the single entry point for building, running, testing and benchmarking.
+
+// --- loader helper: modules ---
+mod loader;
+mod qemu;
+// --- end loader helper ---
+// --- kernel-build helper: modules ---
+mod app;
+mod kernel;
+// --- end kernel-build helper ---
+// --- faas helper: modules ---
+mod faas_guests;
+// --- end faas helper ---
+// --- guests helper (wasm-functions) ---
+mod guests;
+// --- end guests helper ---
+mod image;
+mod native;
+mod run;
+mod supervise;
+mod test;
+mod util;
+mod vm;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, run, test and benchmark the wasm unikernel")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the repository root.
+    Root,
+    /// Build everything: kernel, application, loader (the image), guests and the native server.
+    Build,
+    /// Build what is needed and serve HTTP on 127.0.0.1:PORT (image in QEMU, or --native).
+    Run(run::RunArgs),
+    /// Run the whole test suite (native tests, then end-to-end tests in QEMU).
+    Test(test::TestArgs),
+    // --- helper blocks (kernel, app, loader, boot, guests) go below this line ---
+    // --- guests helper (wasm-functions) ---
+    /// Build the wasm guests into target/guests/*.wasm.
+    Guests,
+    // --- end guests helper ---
+    // --- loader helper: commands ---
+    /// Build our multiboot loader into target/image/hermit-loader.
+    Loader,
+    /// Boot an application ELF in QEMU with our loader (foreground; serial on stdio).
+    Boot(qemu::BootArgs),
+    // --- end loader helper ---
+    // --- kernel-build helper: commands ---
+    /// Build the hermit kernel archive (target/hermit-kernel/dist/libhermit.a).
+    Kernel,
+    /// Build kernel-app for hermit and link it into target/image/kernel-app.
+    App {
+        /// Build the debug profile instead of release.
+        #[arg(long)]
+        debug: bool,
+    },
+    // --- end kernel-build helper ---
+    // --- faas helper: commands ---
+    /// Build the classic FaaS guests (fib.wasm, WAT examples) into target/guests/.
+    FaasGuests,
+    // --- end faas helper ---
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Root => println!("{}", util::root().display()),
+        Cmd::Build => {
+            guests::build_guests()?;
+            faas_guests::build_faas_guests()?;
+            native::build_server()?;
+            let image = image::build()?;
+            println!("{}\n{}", image.loader.display(), image.app.display());
+        }
+        Cmd::Run(args) => run::run(&args)?,
+        Cmd::Test(args) => test::run(&args)?,
+        // --- helper dispatch goes below this line ---
+        // --- guests helper (wasm-functions) ---
+        Cmd::Guests => {
+            for path in guests::build_guests()? {
+                println!("{}", path.display());
+            }
+        }
+        // --- end guests helper ---
+        // --- loader helper: dispatch ---
+        Cmd::Loader => println!("{}", loader::build_loader()?.display()),
+        Cmd::Boot(args) => qemu::boot(&args)?,
+        // --- end loader helper ---
+        // --- kernel-build helper: dispatch ---
+        Cmd::Kernel => println!("{}", kernel::build_kernel()?.display()),
+        Cmd::App { debug } => println!("{}", app::build_app(!debug)?.display()),
+        // --- end kernel-build helper ---
+        // --- faas helper: dispatch ---
+        Cmd::FaasGuests => {
+            for path in faas_guests::build_faas_guests()? {
+                println!("{}", path.display());
+            }
+        }
+        // --- end faas helper ---
+    }
+    Ok(())
+}

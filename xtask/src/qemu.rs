@@ -1,0 +1,439 @@
+//! Building QEMU command lines that boot the image (our loader + the application ELF).
+//!
+//! The guest's serial console is the process's stdio; the guest powers off through the
+//! `isa-debug-exit` device, so QEMU's exit status tells how the guest ended (see [`GuestExit`]).
+
+use std::fmt;
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+
+/// QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// I/O port of the `isa-debug-exit` device (hermit-kernel 0.11 writes its exit code there).
+const DEBUG_EXIT_PORT: &str = "0xf4";
+
+/// CPU model under TCG: Skylake without the features TCG cannot emulate (which QEMU would
+/// otherwise drop with one warning each).
+const TCG_CPU: &str = "Skylake-Client,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm,-rdseed,\
+                       -3dnowprefetch,-xsavec,-spec-ctrl,-xsaves";
+
+/// QEMU machine type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Machine {
+    /// Q35 + ICH9 (PCIe), the default.
+    #[default]
+    Q35,
+    /// i440FX + PIIX (PCI).
+    Pc,
+    /// Minimal machine without PCI: boots (second IOAPIC off), but its virtio-mmio NIC needs a
+    /// kernel built without the `pci` feature.
+    Microvm,
+}
+
+/// Accelerator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// KVM when it is usable for the hermit kernel (see `kvm_status`), else TCG.
+    #[default]
+    Auto,
+    /// Hardware virtualization (fails if /dev/kvm is unusable).
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+/// Guest network card.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum NicModel {
+    /// Modern-only virtio-net on PCI (kernel 0.11 skips legacy/transitional virtio devices).
+    #[default]
+    VirtioNetPci,
+    /// Realtek RTL8139 (needs the kernel's `rtl8139` feature).
+    Rtl8139,
+}
+
+/// How to run the VM.
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    /// Machine type.
+    pub machine: Machine,
+    /// Number of virtual CPUs.
+    pub smp: u32,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// Accelerator.
+    pub accel: Accel,
+    /// TCP forwards `(host port, guest port)`; the host side binds 127.0.0.1 only.
+    pub forwards: Vec<(u16, u16)>,
+    /// Network card (ignored when there are no forwards and `network` is false).
+    pub nic: NicModel,
+    /// Whether to attach a NIC at all (it is attached anyway when `forwards` is not empty).
+    pub network: bool,
+    /// Kernel command line (`-ip ... --` kernel options first, then the app's words).
+    pub append: String,
+    /// More raw QEMU arguments, appended last.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for QemuConfig {
+    fn default() -> Self {
+        Self {
+            machine: Machine::Q35,
+            smp: 1,
+            memory_mib: 512,
+            accel: Accel::Auto,
+            forwards: Vec::new(),
+            nic: NicModel::VirtioNetPci,
+            network: true,
+            append: String::new(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+impl QemuConfig {
+    /// The accelerator that [`command`] will use.
+    pub fn effective_accel(&self) -> Accel {
+        match self.accel {
+            Accel::Auto if kvm_status().is_ok() => Accel::Kvm,
+            Accel::Auto => Accel::Tcg,
+            other => other,
+        }
+    }
+}
+
+/// The QEMU command booting `loader` (our multiboot loader) with `app` (the application ELF).
+pub fn command(config: &QemuConfig, loader: &Path, app: &Path) -> Command {
+    let mut cmd = Command::new(QEMU);
+    let machine = match config.machine {
+        Machine::Q35 => "q35",
+        Machine::Pc => "pc",
+        // kernel 0.11 panics on a second IOAPIC (it sets its IOAPIC address once).
+        Machine::Microvm => "microvm,ioapic2=off",
+    };
+    let (accel, cpu) = match config.effective_accel() {
+        Accel::Kvm => ("kvm", "host"),
+        _ => ("tcg", TCG_CPU),
+    };
+    cmd.args([
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+    ])
+    .args(["-M", machine, "-accel", accel, "-cpu", cpu])
+    .args([
+        "-smp",
+        &config.smp.to_string(),
+        "-m",
+        &format!("{}M", config.memory_mib),
+    ])
+    .args([
+        "-device",
+        &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT},iosize=0x04"),
+    ])
+    .arg("-kernel")
+    .arg(loader)
+    .arg("-initrd")
+    .arg(app);
+    let append = kernel_command_line(config, accel == "tcg");
+    if !append.is_empty() {
+        cmd.args(["-append", &append]);
+    }
+    if config.network || !config.forwards.is_empty() {
+        let mut netdev = String::from("user,id=net0");
+        for (host_port, guest_port) in &config.forwards {
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"));
+        }
+        let device = match (config.machine, config.nic) {
+            (Machine::Microvm, _) => "virtio-net-device,netdev=net0",
+            (_, NicModel::VirtioNetPci) => "virtio-net-pci,netdev=net0,disable-legacy=on",
+            (_, NicModel::Rtl8139) => "rtl8139,netdev=net0",
+        };
+        cmd.args(["-netdev", &netdev, "-device", device]);
+    }
+    cmd.args(&config.extra_args);
+    cmd
+}
+
+/// The kernel command line: `config.append`, under TCG prefixed with `-freq <host TSC MHz>`
+/// (TCG's guest TSC runs at the host TSC rate) unless it already has `-freq`. That spares the
+/// kernel its ~50 ms PIT calibration, which is also imprecise on a busy host.
+fn kernel_command_line(config: &QemuConfig, tcg: bool) -> String {
+    let has_freq = config
+        .append
+        .split_whitespace()
+        .take_while(|w| *w != "--")
+        .any(|w| w == "-freq");
+    match host_tsc_mhz() {
+        Some(mhz) if tcg && !has_freq => format!("-freq {mhz} {}", config.append)
+            .trim_end()
+            .to_string(),
+        _ => config.append.clone(),
+    }
+}
+
+/// The host's TSC frequency in MHz (measured once over 20 ms), if the TSC is constant-rate.
+pub fn host_tsc_mhz() -> Option<u32> {
+    static MHZ: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *MHZ.get_or_init(measure_host_tsc_mhz)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn measure_host_tsc_mhz() -> Option<u32> {
+    use std::time::{Duration, Instant};
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let constant_tsc = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("flags"))?
+        .split_whitespace()
+        .any(|flag| flag == "constant_tsc");
+    if !constant_tsc {
+        return None;
+    }
+    let start = Instant::now();
+    // SAFETY: `rdtsc` has no preconditions on x86_64.
+    let start_ticks = unsafe { core::arch::x86_64::_rdtsc() };
+    std::thread::sleep(Duration::from_millis(20));
+    // SAFETY: as above.
+    let end_ticks = unsafe { core::arch::x86_64::_rdtsc() };
+    let seconds = start.elapsed().as_secs_f64();
+    let mhz = (end_ticks.wrapping_sub(start_ticks) as f64 / seconds / 1e6).round();
+    (100.0..=10_000.0).contains(&mhz).then_some(mhz as u32)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn measure_host_tsc_mhz() -> Option<u32> {
+    None
+}
+
+/// How the guest ended, decoded from QEMU's exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestExit {
+    /// The kernel shut down with exit code 0 (QEMU status 3).
+    Success,
+    /// The kernel shut down with a non-zero code or panicked (QEMU status 1).
+    Failure,
+    /// Our loader could not start the kernel (QEMU status 5).
+    LoaderError,
+    /// QEMU itself ended otherwise (status 0 = powered off/reset, or killed by a signal).
+    Other(Option<i32>),
+}
+
+impl GuestExit {
+    /// Decodes QEMU's exit status (the `isa-debug-exit` value `v` makes QEMU exit with `2v+1`).
+    pub fn from_status(status: ExitStatus) -> Self {
+        match status.code() {
+            Some(3) => Self::Success,
+            Some(1) => Self::Failure,
+            Some(5) => Self::LoaderError,
+            code => Self::Other(code),
+        }
+    }
+}
+
+impl fmt::Display for GuestExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Success => write!(f, "guest exited successfully"),
+            Self::Failure => write!(f, "guest exited with an error or panicked"),
+            Self::LoaderError => write!(f, "the loader could not start the kernel"),
+            Self::Other(Some(code)) => write!(f, "qemu exited with status {code}"),
+            Self::Other(None) => write!(f, "qemu was killed by a signal"),
+        }
+    }
+}
+
+/// Whether KVM is usable for the hermit kernel; `Err` explains why not.
+///
+/// Besides a missing or inaccessible `/dev/kvm`, this rejects KVM-PVM (the `kvm_pvm` module,
+/// nested virtualization without VMX/SVM), on which hermit-kernel 0.11 dies early.
+pub fn kvm_status() -> Result<(), String> {
+    let device = Path::new("/dev/kvm");
+    if !device.exists() {
+        return Err("/dev/kvm does not exist (no KVM on this host)".into());
+    }
+    if let Err(err) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)
+    {
+        return Err(format!("/dev/kvm is not usable: {err}"));
+    }
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        return Err(
+            "KVM here is kvm-pvm (nested, paravirtualized); the hermit kernel dies under it".into(),
+        );
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has_hardware_virtualization = cpuinfo
+        .lines()
+        .filter(|line| line.starts_with("flags"))
+        .any(|line| {
+            line.split_whitespace()
+                .any(|flag| flag == "vmx" || flag == "svm")
+        });
+    if !has_hardware_virtualization {
+        return Err("the CPU exposes neither vmx nor svm, so /dev/kvm is not hardware KVM".into());
+    }
+    Ok(())
+}
+
+/// Options of `cargo xtask boot`: boot an application ELF with our loader (a thin wrapper
+/// around [`command`], for trying images by hand).
+#[derive(clap::Args, Debug, Clone)]
+pub struct BootArgs {
+    /// Application ELF (hermit kernel + app); default target/image/kernel-app.
+    #[arg(long)]
+    pub app: Option<std::path::PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub append: String,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 1)]
+    pub smp: u32,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory: u32,
+    /// Machine type.
+    #[arg(long, value_enum, default_value_t = Machine::Q35)]
+    pub machine: Machine,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    pub accel: Accel,
+    /// Network card.
+    #[arg(long, value_enum, default_value_t = NicModel::VirtioNetPci)]
+    pub nic: NicModel,
+    /// TCP forward HOST:GUEST (host side on 127.0.0.1), repeatable.
+    #[arg(long = "forward", value_parser = parse_forward)]
+    pub forwards: Vec<(u16, u16)>,
+    /// Boot without a network card.
+    #[arg(long)]
+    pub no_network: bool,
+}
+
+fn parse_forward(text: &str) -> Result<(u16, u16), String> {
+    let (host, guest) = text.split_once(':').ok_or("expected HOST:GUEST")?;
+    let port = |p: &str| p.parse::<u16>().map_err(|e| format!("bad port {p:?}: {e}"));
+    Ok((port(host)?, port(guest)?))
+}
+
+/// `cargo xtask boot`: builds the loader, boots the app in QEMU in the foreground, reports the exit.
+pub fn boot(args: &BootArgs) -> anyhow::Result<()> {
+    let loader = crate::loader::build_loader()?;
+    let app = args
+        .app
+        .clone()
+        .unwrap_or_else(|| crate::util::target_dir().join("image/kernel-app"));
+    anyhow::ensure!(
+        app.exists(),
+        "{} does not exist (build the application first)",
+        app.display()
+    );
+    let config = QemuConfig {
+        machine: args.machine,
+        smp: args.smp,
+        memory_mib: args.memory,
+        accel: args.accel,
+        forwards: args.forwards.clone(),
+        nic: args.nic,
+        network: !args.no_network,
+        append: args.append.clone(),
+        extra_args: Vec::new(),
+    };
+    if config.accel == Accel::Auto {
+        if let Err(reason) = kvm_status() {
+            eprintln!("boot: using TCG: {reason}");
+        }
+    }
+    let mut cmd = command(&config, &loader, &app);
+    eprintln!("boot: {cmd:?}");
+    let status = crate::supervise::run_foreground(&mut cmd)?;
+    let exit = GuestExit::from_status(status);
+    eprintln!("boot: {exit}");
+    anyhow::ensure!(
+        exit == GuestExit::Success || crate::supervise::stopped_by_signal(),
+        "{exit}"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args_of(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn forwards_bind_loopback_only() {
+        let config = QemuConfig {
+            accel: Accel::Tcg,
+            forwards: vec![(18080, 8080), (18081, 9000)],
+            ..QemuConfig::default()
+        };
+        let args = args_of(&command(&config, Path::new("l"), Path::new("a")));
+        let netdev = &args[args.iter().position(|a| a == "-netdev").expect("netdev") + 1];
+        assert_eq!(
+            netdev,
+            "user,id=net0,hostfwd=tcp:127.0.0.1:18080-:8080,hostfwd=tcp:127.0.0.1:18081-:9000"
+        );
+    }
+
+    #[test]
+    fn tcg_command_has_loader_app_and_exit_device() {
+        let config = QemuConfig {
+            accel: Accel::Tcg,
+            smp: 2,
+            append: "-ip 10.0.2.15 -- port=8080".into(),
+            ..QemuConfig::default()
+        };
+        let args = args_of(&command(&config, Path::new("loader"), Path::new("app"))).join(" ");
+        assert!(args.contains("-accel tcg -cpu Skylake-Client"), "{args}");
+        assert!(args.contains("-smp 2 -m 512M"), "{args}");
+        assert!(args.contains("-kernel loader -initrd app"), "{args}");
+        assert!(args.contains("isa-debug-exit,iobase=0xf4"), "{args}");
+        assert!(args.contains("-ip 10.0.2.15 -- port=8080"), "{args}");
+        if let Some(mhz) = host_tsc_mhz() {
+            assert!(args.contains(&format!("-append -freq {mhz} -ip")), "{args}");
+        }
+        assert!(
+            args.contains("virtio-net-pci,netdev=net0,disable-legacy=on"),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn an_explicit_freq_is_kept() {
+        let config = QemuConfig {
+            append: "-freq 1234 -- a=-freq".into(),
+            ..QemuConfig::default()
+        };
+        assert_eq!(kernel_command_line(&config, true), "-freq 1234 -- a=-freq");
+        assert_eq!(kernel_command_line(&config, false), "-freq 1234 -- a=-freq");
+    }
+
+    #[test]
+    fn host_tsc_is_plausible_when_measured() {
+        if let Some(mhz) = host_tsc_mhz() {
+            assert!((100..=10_000).contains(&mhz), "{mhz}");
+        }
+    }
+
+    #[test]
+    fn no_network_without_forwards_when_disabled() {
+        let config = QemuConfig {
+            accel: Accel::Tcg,
+            network: false,
+            ..QemuConfig::default()
+        };
+        let args = args_of(&command(&config, Path::new("l"), Path::new("a")));
+        assert!(!args.iter().any(|a| a == "-netdev"));
+    }
+}

@@ -1,0 +1,86 @@
+//! `cargo xtask run`: build what is needed and serve on 127.0.0.1:PORT, natively or in a VM.
+
+use anyhow::{Result, bail};
+
+use crate::{native, supervise};
+
+/// Options of `cargo xtask run` (the command-line contract tests and benchmarks build on).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Run the same server as a Linux process instead of booting the image.
+    #[arg(long)]
+    pub native: bool,
+    /// Host port on 127.0.0.1 that serves HTTP.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Kernel command line: `key=value` words for the app (`port`, `log`, `workers`, ...);
+    /// kernel options (e.g. `-ip`) may come first, separated from the app's words by `--`.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub append: String,
+    /// Skip building (use the artifacts of a previous build).
+    #[arg(long)]
+    pub no_build: bool,
+    #[command(flatten)]
+    pub vm: crate::vm::VmArgs,
+}
+
+/// The value of `key=` among the app's words of `append`, if any.
+pub fn app_value<'a>(append: &'a str, key: &str) -> Option<&'a str> {
+    let words: Vec<&str> = append.split_whitespace().collect();
+    let start = words.iter().position(|w| *w == "--").map_or(0, |i| i + 1);
+    words[start..]
+        .iter()
+        .rev()
+        .find_map(|w| w.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+/// Runs the server in the foreground until it exits or we get Ctrl-C/SIGTERM.
+pub fn run(args: &RunArgs) -> Result<()> {
+    let status = if args.native {
+        let binary = if args.no_build {
+            crate::util::target_dir().join("release/kernel-app")
+        } else {
+            native::build_server()?
+        };
+        // Natively the app listens on the host port itself, on loopback only.
+        let mut words = native::app_args(&args.append);
+        words.retain(|w| !w.starts_with("port=") && !w.starts_with("bind="));
+        words.push(format!("port={}", args.port));
+        words.push("bind=127.0.0.1".into());
+        println!("serving natively on http://127.0.0.1:{}/", args.port);
+        let mut cmd = std::process::Command::new(&binary);
+        cmd.args(&words);
+        supervise::run_foreground(&mut cmd)?
+    } else {
+        let image = if args.no_build { crate::image::existing()? } else { crate::image::build()? };
+        let guest_port: u16 = match app_value(&args.append, "port") {
+            Some(p) => p.parse()?,
+            None => 8080,
+        };
+        let mut cmd = crate::vm::command(&args.vm, &image, args.port, guest_port, &args.append)?;
+        println!(
+            "booting {} ({}); serving on http://127.0.0.1:{}/",
+            image.app.display(),
+            args.vm.describe(),
+            args.port
+        );
+        supervise::run_foreground(&mut cmd)?
+    };
+    if status.success() || supervise::stopped_by_signal() {
+        return Ok(());
+    }
+    bail!("server exited with {status}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_value_reads_the_last_app_word() {
+        assert_eq!(app_value("port=1 log=debug port=2", "port"), Some("2"));
+        assert_eq!(app_value("-ip 10.0.2.15 -- port=9", "port"), Some("9"));
+        assert_eq!(app_value("portx=1", "port"), None);
+        assert_eq!(app_value("", "port"), None);
+    }
+}

@@ -1,0 +1,94 @@
+//! VM options shared by `run`, `test` and `bench`, and how they become a QEMU command.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::image::Image;
+use crate::qemu::{Accel, Machine, NicModel, QemuConfig};
+
+/// Kernel options put before the app's words when `--append` has no `--` of its own.
+/// Empty: kernel 0.11 configures the network by DHCP (QEMU's user network answers at once).
+pub const DEFAULT_KERNEL_OPTIONS: &str = "";
+
+/// How to boot the VM.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VmArgs {
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 1)]
+    pub smp: u32,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub memory: u32,
+    /// QEMU machine type.
+    #[arg(long, value_enum, default_value_t = Machine::Q35)]
+    pub machine: Machine,
+    /// Accelerator (auto: KVM when usable for hermit, else TCG).
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    pub accel: Accel,
+    /// Guest network card.
+    #[arg(long, value_enum, default_value_t = NicModel::VirtioNetPci)]
+    pub nic: NicModel,
+}
+
+impl VmArgs {
+    /// A one-line description for logs.
+    pub fn describe(&self) -> String {
+        let config = self.config(0, 0, "");
+        format!(
+            "{:?}, {:?}, {} vCPU, {} MiB",
+            self.machine,
+            config.effective_accel(),
+            self.smp,
+            self.memory
+        )
+        .to_lowercase()
+    }
+
+    fn config(&self, host_port: u16, guest_port: u16, append: &str) -> QemuConfig {
+        QemuConfig {
+            machine: self.machine,
+            smp: self.smp,
+            memory_mib: self.memory,
+            accel: self.accel,
+            forwards: if host_port == 0 { Vec::new() } else { vec![(host_port, guest_port)] },
+            nic: self.nic,
+            network: true,
+            append: kernel_command_line(append),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// The kernel command line for the user's `--append`: app words go after `--`.
+pub fn kernel_command_line(append: &str) -> String {
+    let append = append.trim();
+    if append.split_whitespace().any(|w| w == "--") {
+        append.to_string()
+    } else {
+        format!("{DEFAULT_KERNEL_OPTIONS} -- {append}").trim().to_string()
+    }
+}
+
+/// The QEMU command that boots `image` serving guest port `guest_port` on 127.0.0.1:`host_port`.
+pub fn command(args: &VmArgs, image: &Image, host_port: u16, guest_port: u16, append: &str) -> Result<Command> {
+    let config = args.config(host_port, guest_port, append);
+    if config.accel == Accel::Kvm {
+        if let Err(reason) = crate::qemu::kvm_status() {
+            anyhow::bail!("--accel kvm: {reason}");
+        }
+    }
+    Ok(crate::qemu::command(&config, &image.loader, &image.app))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_words_go_after_the_separator() {
+        assert_eq!(kernel_command_line("port=1 log=debug"), "-- port=1 log=debug");
+        assert_eq!(kernel_command_line(""), "--");
+        assert_eq!(kernel_command_line("-ip 10.0.2.15 -- port=1"), "-ip 10.0.2.15 -- port=1");
+    }
+}
