@@ -64,7 +64,12 @@ pub fn build_guests() -> Result<Vec<PathBuf>> {
         cmd.args(["-p", name]);
     }
     // The outer cargo's settings must not leak into the wasm build.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+    ] {
         cmd.env_remove(var);
     }
     util::run(&mut cmd).context("building the wasm guests")?;
@@ -77,7 +82,10 @@ pub fn build_guests() -> Result<Vec<PathBuf>> {
     for name in &names {
         let linked = linked_dir.join(format!("{}.wasm", name.replace('-', "_")));
         if !linked.is_file() {
-            bail!("{} was not produced (is {name} a cdylib?)", linked.display());
+            bail!(
+                "{} was not produced (is {name} a cdylib?)",
+                linked.display()
+            );
         }
         let output = out_dir.join(format!("{name}.wasm"));
         if is_newer(&linked, &output)? {
@@ -89,7 +97,9 @@ pub fn build_guests() -> Result<Vec<PathBuf>> {
 }
 
 fn is_newer(source: &Path, output: &Path) -> Result<bool> {
-    let Ok(out_meta) = std::fs::metadata(output) else { return Ok(true) };
+    let Ok(out_meta) = std::fs::metadata(output) else {
+        return Ok(true);
+    };
     Ok(std::fs::metadata(source)?.modified()? > out_meta.modified()?)
 }
 
@@ -104,7 +114,9 @@ fn optimise(wasm_opt: Option<&Path>, linked: &Path, output: &Path) -> Result<()>
             .status();
         match status {
             Ok(s) if s.success() => return Ok(()),
-            other => eprintln!("warning: wasm-opt failed ({other:?}); using the unoptimised module"),
+            other => {
+                eprintln!("warning: wasm-opt failed ({other:?}); using the unoptimised module")
+            }
         }
     }
     std::fs::copy(linked, output)

@@ -1,0 +1,61 @@
+//! Per-invocation cost of classic FaaS guests (fresh store and instance each time, module cached).
+//!
+//! `cargo run --release -p wasm-faas --example faas_bench [target/guests]`
+//! (build `fib.wasm` first with `cargo xtask faas-guests`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use wasm_faas::{Limits, WasiInput, load_module, new_engine, run_nanoprocess_str, run_wasi};
+
+fn report(name: &str, runs: u32, total: Duration, fuel: u64) {
+    println!(
+        "{name:<14} {runs:>6} runs  mean {:>9.1} µs/invocation  fuel {fuel}",
+        total.as_secs_f64() * 1e6 / f64::from(runs)
+    );
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::args().nth(1).map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/guests"),
+        PathBuf::from,
+    );
+    let engine = new_engine();
+    let limits = Limits::default();
+
+    let started = Instant::now();
+    let fib = load_module(&engine, &std::fs::read(dir.join("fib.wasm"))?)?;
+    println!(
+        "fib.wasm compile (once): {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let answer = load_module(&engine, &std::fs::read(dir.join("answer.wat"))?)?;
+    let input = WasiInput {
+        stdin: b"20".to_vec(),
+        ..WasiInput::default()
+    };
+
+    let runs = 2000;
+    let mut fuel = 0;
+    let started = Instant::now();
+    for _ in 0..runs {
+        fuel = run_wasi(&fib, &input, &limits)?.fuel_used;
+    }
+    report("fib(20) wasi", runs, started.elapsed(), fuel);
+
+    let runs = 20000;
+    let started = Instant::now();
+    for _ in 0..runs {
+        fuel = run_nanoprocess_str(&answer, "", &limits)?.fuel_used;
+    }
+    report("answer.wat", runs, started.elapsed(), fuel);
+
+    // The smallest WASI command: the fixed cost of a WASI invocation (linker, store, instance).
+    let exit = load_module(&engine, &std::fs::read(dir.join("wasi_exit.wat"))?)?;
+    let started = Instant::now();
+    for _ in 0..runs {
+        fuel = run_wasi(&exit, &WasiInput::default(), &limits)?.fuel_used;
+    }
+    report("wasi_exit.wat", runs, started.elapsed(), fuel);
+    Ok(())
+}

@@ -1,0 +1,874 @@
+//! A WASI preview1 subset for classic FaaS commands, written against plain `std`.
+//!
+//! Provided: args, environ, stdin from a buffer, stdout/stderr captured into bounded buffers,
+//! fd 0-2 metadata, clocks (realtime, monotonic, process/thread CPU time as time since the
+//! invocation started), `random_get` (non-cryptographic, see [`GuestRandom`]), `proc_exit`,
+//! `sched_yield` and a minimal `poll_oneoff` (clock sleeps bounded by the deadline, fd
+//! subscriptions ready at once). There is no file system (no preopens) and no sockets: those
+//! calls answer `EBADF` for fds above 2 and `ENOSYS` otherwise. Every guest pointer is
+//! bounds-checked; a bad one traps the invocation ([`RunError::Trap`]), never the host.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use wasmi::{Caller, Engine, Error, Extern, FuncType, Linker, Memory, Module, Store, Val, ValType};
+
+use crate::error::RunError;
+use crate::exec::{self, Budget, Ending, Fuel, HasBudget, HostStop};
+use crate::kind::{ENTRY, Kind, WASI_MODULE, classify};
+use crate::limits::Limits;
+
+/// Input of one WASI invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WasiInput {
+    /// Bytes the guest reads from fd 0.
+    pub stdin: Vec<u8>,
+    /// `argv[0]` as the guest sees it.
+    pub program_name: String,
+    /// Arguments after the program name (`argv[1..]`).
+    pub args: Vec<String>,
+    /// Environment variables, in order.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for WasiInput {
+    fn default() -> Self {
+        Self {
+            stdin: Vec::new(),
+            program_name: "main".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// What a finished WASI invocation produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WasiOutput {
+    /// 0 if `_start` returned, else the code given to `proc_exit`.
+    pub exit_code: i32,
+    /// Everything written to fd 1.
+    pub stdout: Vec<u8>,
+    /// Everything written to fd 2.
+    pub stderr: Vec<u8>,
+    /// Fuel consumed, instantiation included.
+    pub fuel_used: u64,
+    /// Largest linear memory size reached, in bytes.
+    pub peak_memory: usize,
+    /// Wall-clock time of the invocation, instantiation included.
+    pub elapsed: Duration,
+}
+
+/// WASI errno values (preview1 `errno` enum).
+mod errno {
+    pub const SUCCESS: i32 = 0;
+    pub const BADF: i32 = 8;
+    pub const INVAL: i32 = 28;
+    pub const NOSYS: i32 = 52;
+    pub const SPIPE: i32 = 70;
+}
+
+/// `filetype::character_device`.
+const FILETYPE_CHARACTER_DEVICE: u8 = 2;
+/// Rights `fd_read` (bit 1) and `poll_fd_readwrite` (bit 27).
+const RIGHTS_STDIN: u64 = (1 << 1) | (1 << 27);
+/// Rights `fd_write` (bit 6) and `poll_fd_readwrite` (bit 27).
+const RIGHTS_STDOUT: u64 = (1 << 6) | (1 << 27);
+/// Resolution reported by `clock_res_get`, in nanoseconds.
+const CLOCK_RESOLUTION_NS: u64 = 1_000;
+/// Bytes of tail of stderr quoted in a trap message.
+const STDERR_IN_TRAP: usize = 512;
+
+/// Non-cryptographic random numbers for `random_get`: SplitMix64 seeded from std's
+/// `RandomState` (OS entropy where the platform has it) mixed with the time and a counter.
+#[derive(Debug)]
+pub struct GuestRandom {
+    state: u64,
+}
+
+impl GuestRandom {
+    /// A fresh generator with an unpredictable seed.
+    pub fn seeded() -> Self {
+        static INVOCATIONS: AtomicU64 = AtomicU64::new(0);
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u64(INVOCATIONS.fetch_add(1, Ordering::Relaxed));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        hasher.write_u128(now.as_nanos());
+        Self {
+            state: hasher.finish(),
+        }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut mixed = self.state;
+        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        mixed ^ (mixed >> 31)
+    }
+
+    /// Fills `buffer` with random bytes.
+    pub fn fill(&mut self, buffer: &mut [u8]) {
+        for chunk in buffer.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+/// The store data of a WASI invocation.
+struct WasiState {
+    budget: Budget,
+    /// `argv` entries, each NUL-terminated.
+    argv: Vec<Vec<u8>>,
+    /// `KEY=value` entries, each NUL-terminated.
+    environ: Vec<Vec<u8>>,
+    stdin: Vec<u8>,
+    stdin_read: usize,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    max_output_bytes: usize,
+    memory: Option<Memory>,
+    random: GuestRandom,
+}
+
+impl HasBudget for WasiState {
+    fn budget(&self) -> &Budget {
+        &self.budget
+    }
+    fn budget_mut(&mut self) -> &mut Budget {
+        &mut self.budget
+    }
+}
+
+fn c_string(text: &str, what: &str) -> Result<Vec<u8>, RunError> {
+    if text.contains('\0') {
+        return Err(RunError::BadArgs(format!(
+            "{what} {text:?} contains a NUL byte"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(text.len() + 1);
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.push(0);
+    Ok(bytes)
+}
+
+impl WasiState {
+    fn new(input: &WasiInput, limits: &Limits) -> Result<Self, RunError> {
+        let argv = std::iter::once(&input.program_name)
+            .chain(&input.args)
+            .map(|arg| c_string(arg, "argument"))
+            .collect::<Result<_, _>>()?;
+        let environ = input
+            .env
+            .iter()
+            .map(|(key, value)| {
+                if key.is_empty() || key.contains('=') {
+                    return Err(RunError::BadArgs(format!(
+                        "environment variable name {key:?} is empty or contains '='"
+                    )));
+                }
+                c_string(&format!("{key}={value}"), "environment variable")
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            budget: Budget::new(limits),
+            argv,
+            environ,
+            stdin: input.stdin.clone(),
+            stdin_read: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            max_output_bytes: limits.max_output_bytes,
+            memory: None,
+            random: GuestRandom::seeded(),
+        })
+    }
+}
+
+fn fault(message: String) -> Error {
+    Error::host(HostStop::Fault(message))
+}
+
+/// Bounds-checked view of the guest's linear memory.
+struct GuestMemory<'a> {
+    bytes: &'a mut [u8],
+}
+
+impl GuestMemory<'_> {
+    fn range(&self, pointer: u32, length: u64) -> Result<Range<usize>, Error> {
+        let start = u64::from(pointer);
+        match start.checked_add(length) {
+            Some(end) if end <= self.bytes.len() as u64 => Ok(start as usize..end as usize),
+            _ => Err(fault(format!(
+                "guest pointer {pointer:#x} with length {length} lies outside linear memory of {} bytes",
+                self.bytes.len()
+            ))),
+        }
+    }
+
+    fn slice(&self, pointer: u32, length: u32) -> Result<&[u8], Error> {
+        let range = self.range(pointer, u64::from(length))?;
+        Ok(&self.bytes[range])
+    }
+
+    fn slice_mut(&mut self, pointer: u32, length: u32) -> Result<&mut [u8], Error> {
+        let range = self.range(pointer, u64::from(length))?;
+        Ok(&mut self.bytes[range])
+    }
+
+    fn read_u32(&self, pointer: u32) -> Result<u32, Error> {
+        let range = self.range(pointer, 4)?;
+        let mut bytes = [0u8; 4];
+        bytes.copy_from_slice(&self.bytes[range]);
+        Ok(u32::from_le_bytes(bytes))
+    }
+
+    fn read_u64(&self, pointer: u32) -> Result<u64, Error> {
+        let range = self.range(pointer, 8)?;
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.bytes[range]);
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    fn write(&mut self, pointer: u32, data: &[u8]) -> Result<(), Error> {
+        let range = self.range(pointer, data.len() as u64)?;
+        self.bytes[range].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn write_u32(&mut self, pointer: u32, value: u32) -> Result<(), Error> {
+        self.write(pointer, &value.to_le_bytes())
+    }
+
+    fn write_u64(&mut self, pointer: u32, value: u64) -> Result<(), Error> {
+        self.write(pointer, &value.to_le_bytes())
+    }
+
+    /// The `(buf, buf_len)` pairs of an iovec array, each checked against memory.
+    fn iovecs(&self, iovs: u32, count: u32) -> Result<Vec<Range<usize>>, Error> {
+        self.range(iovs, u64::from(count) * 8)?;
+        (0..count)
+            .map(|index| {
+                let entry = iovs + index * 8;
+                let buffer = self.read_u32(entry)?;
+                let length = self.read_u32(entry + 4)?;
+                self.range(buffer, u64::from(length))
+            })
+            .collect()
+    }
+}
+
+/// Pointer offset that must stay inside the 32-bit address space.
+fn offset(base: u32, add: u64) -> Result<u32, Error> {
+    u32::try_from(u64::from(base) + add).map_err(|_| {
+        fault(format!(
+            "guest pointer {base:#x} + {add} overflows the address space"
+        ))
+    })
+}
+
+/// Runs `body` with the guest's memory and the WASI state.
+fn with_memory<R>(
+    caller: &mut Caller<'_, WasiState>,
+    body: impl FnOnce(&mut GuestMemory<'_>, &mut WasiState) -> Result<R, Error>,
+) -> Result<R, Error> {
+    let memory = match caller.data().memory {
+        Some(memory) => memory,
+        None => match caller.get_export("memory") {
+            Some(Extern::Memory(memory)) => memory,
+            _ => {
+                return Err(fault(
+                    "the module exports no `memory` for WASI to use".into(),
+                ));
+            }
+        },
+    };
+    let (bytes, state) = memory.data_and_store_mut(caller);
+    body(&mut GuestMemory { bytes }, state)
+}
+
+/// Writes the sizes of a NUL-terminated string list (`args_sizes_get`, `environ_sizes_get`).
+fn list_sizes(
+    memory: &mut GuestMemory<'_>,
+    list: &[Vec<u8>],
+    count_ptr: u32,
+    size_ptr: u32,
+) -> Result<i32, Error> {
+    let total: usize = list.iter().map(Vec::len).sum();
+    memory.write_u32(count_ptr, list.len() as u32)?;
+    memory.write_u32(size_ptr, total as u32)?;
+    Ok(errno::SUCCESS)
+}
+
+/// Writes a NUL-terminated string list and its pointer array (`args_get`, `environ_get`).
+fn list_get(
+    memory: &mut GuestMemory<'_>,
+    list: &[Vec<u8>],
+    pointers: u32,
+    buffer: u32,
+) -> Result<i32, Error> {
+    let mut cursor = buffer;
+    for (index, entry) in list.iter().enumerate() {
+        memory.write_u32(offset(pointers, index as u64 * 4)?, cursor)?;
+        memory.write(cursor, entry)?;
+        cursor = offset(cursor, entry.len() as u64)?;
+    }
+    Ok(errno::SUCCESS)
+}
+
+fn realtime_nanos() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Nanoseconds on the monotonic clock, counted from the first use in this process.
+fn monotonic_nanos() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn clock_nanos(state: &WasiState, clock: i32) -> Option<u64> {
+    match clock {
+        0 => Some(realtime_nanos()),
+        1 => Some(monotonic_nanos()),
+        2 | 3 => Some(u64::try_from(state.budget.started.elapsed().as_nanos()).unwrap_or(u64::MAX)),
+        _ => None,
+    }
+}
+
+/// `poll_oneoff`: fd subscriptions are ready at once; clock subscriptions sleep, bounded by the deadline.
+fn poll_oneoff(
+    memory: &mut GuestMemory<'_>,
+    state: &mut WasiState,
+    subscriptions: u32,
+    events: u32,
+    count: u32,
+    nevents_ptr: u32,
+) -> Result<i32, Error> {
+    const SUBSCRIPTION_SIZE: u64 = 48;
+    const EVENT_SIZE: u64 = 32;
+    if count == 0 {
+        return Ok(errno::INVAL);
+    }
+    memory.range(subscriptions, u64::from(count) * SUBSCRIPTION_SIZE)?;
+    memory.range(events, u64::from(count) * EVENT_SIZE)?;
+
+    struct Ready {
+        userdata: u64,
+        error: u16,
+        kind: u8,
+        nbytes: u64,
+    }
+    let mut ready = Vec::new();
+    // Earliest clock wake-up: (nanoseconds from now, userdata).
+    let mut earliest: Option<(u64, u64)> = None;
+    for index in 0..u64::from(count) {
+        let base = offset(subscriptions, index * SUBSCRIPTION_SIZE)?;
+        let userdata = memory.read_u64(base)?;
+        let tag = memory.slice(offset(base, 8)?, 1)?[0];
+        match tag {
+            0 => {
+                let clock = memory.read_u32(offset(base, 16)?)? as i32;
+                let timeout = memory.read_u64(offset(base, 24)?)?;
+                let flags = memory.slice(offset(base, 40)?, 2)?;
+                let absolute = flags[0] & 1 == 1;
+                let Some(now) = clock_nanos(state, clock) else {
+                    ready.push(Ready {
+                        userdata,
+                        error: errno::INVAL as u16,
+                        kind: 0,
+                        nbytes: 0,
+                    });
+                    continue;
+                };
+                let wait = if absolute {
+                    timeout.saturating_sub(now)
+                } else {
+                    timeout
+                };
+                if earliest.is_none_or(|(current, _)| wait < current) {
+                    earliest = Some((wait, userdata));
+                }
+            }
+            1 | 2 => {
+                let fd = memory.read_u32(offset(base, 16)?)?;
+                let (error, nbytes) = match (tag, fd) {
+                    (1, 0) => (
+                        errno::SUCCESS,
+                        (state.stdin.len() - state.stdin_read) as u64,
+                    ),
+                    (2, 1) => (
+                        errno::SUCCESS,
+                        state.max_output_bytes.saturating_sub(state.stdout.len()) as u64,
+                    ),
+                    (2, 2) => (
+                        errno::SUCCESS,
+                        state.max_output_bytes.saturating_sub(state.stderr.len()) as u64,
+                    ),
+                    _ => (errno::BADF, 0),
+                };
+                ready.push(Ready {
+                    userdata,
+                    error: error as u16,
+                    kind: tag,
+                    nbytes,
+                });
+            }
+            _ => ready.push(Ready {
+                userdata,
+                error: errno::INVAL as u16,
+                kind: tag,
+                nbytes: 0,
+            }),
+        }
+    }
+    if ready.is_empty()
+        && let Some((wait, userdata)) = earliest
+    {
+        let wake = Instant::now() + Duration::from_nanos(wait);
+        match state.budget.deadline {
+            Some(deadline) if deadline < wake => {
+                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                return Err(Error::host(HostStop::Timeout));
+            }
+            _ => std::thread::sleep(wake.saturating_duration_since(Instant::now())),
+        }
+        ready.push(Ready {
+            userdata,
+            error: 0,
+            kind: 0,
+            nbytes: 0,
+        });
+    }
+    for (index, event) in ready.iter().enumerate() {
+        let base = offset(events, index as u64 * EVENT_SIZE)?;
+        let mut record = [0u8; EVENT_SIZE as usize];
+        record[0..8].copy_from_slice(&event.userdata.to_le_bytes());
+        record[8..10].copy_from_slice(&event.error.to_le_bytes());
+        record[10] = event.kind;
+        record[16..24].copy_from_slice(&event.nbytes.to_le_bytes());
+        memory.write(base, &record)?;
+    }
+    memory.write_u32(nevents_ptr, ready.len() as u32)?;
+    Ok(errno::SUCCESS)
+}
+
+/// Functions answered by a fixed errno: name, parameter types, index of the fd parameter.
+/// With an fd above 2 they answer `EBADF`, otherwise `ENOSYS`.
+const UNSUPPORTED: &[(&str, &[ValType], Option<usize>)] = {
+    use ValType::{I32, I64};
+    &[
+        ("fd_advise", &[I32, I64, I64, I32], Some(0)),
+        ("fd_allocate", &[I32, I64, I64], Some(0)),
+        ("fd_datasync", &[I32], Some(0)),
+        ("fd_fdstat_set_flags", &[I32, I32], Some(0)),
+        ("fd_fdstat_set_rights", &[I32, I64, I64], Some(0)),
+        ("fd_filestat_set_size", &[I32, I64], Some(0)),
+        ("fd_filestat_set_times", &[I32, I64, I64, I32], Some(0)),
+        ("fd_pread", &[I32, I32, I32, I64, I32], Some(0)),
+        ("fd_pwrite", &[I32, I32, I32, I64, I32], Some(0)),
+        ("fd_readdir", &[I32, I32, I32, I64, I32], Some(0)),
+        ("fd_renumber", &[I32, I32], Some(0)),
+        ("fd_sync", &[I32], Some(0)),
+        ("path_create_directory", &[I32, I32, I32], Some(0)),
+        ("path_filestat_get", &[I32, I32, I32, I32, I32], Some(0)),
+        (
+            "path_filestat_set_times",
+            &[I32, I32, I32, I32, I64, I64, I32],
+            Some(0),
+        ),
+        ("path_link", &[I32, I32, I32, I32, I32, I32, I32], Some(0)),
+        (
+            "path_open",
+            &[I32, I32, I32, I32, I32, I64, I64, I32, I32],
+            Some(0),
+        ),
+        ("path_readlink", &[I32, I32, I32, I32, I32, I32], Some(0)),
+        ("path_remove_directory", &[I32, I32, I32], Some(0)),
+        ("path_rename", &[I32, I32, I32, I32, I32, I32], Some(0)),
+        ("path_symlink", &[I32, I32, I32, I32, I32], Some(2)),
+        ("path_unlink_file", &[I32, I32, I32], Some(0)),
+        ("proc_raise", &[I32], None),
+        ("sock_accept", &[I32, I32, I32], Some(0)),
+        ("sock_recv", &[I32, I32, I32, I32, I32, I32], Some(0)),
+        ("sock_send", &[I32, I32, I32, I32, I32], Some(0)),
+        ("sock_shutdown", &[I32, I32], Some(0)),
+    ]
+};
+
+/// Whether `fd` is one of stdin, stdout, stderr.
+fn is_std_fd(fd: i32) -> bool {
+    (0..=2).contains(&fd)
+}
+
+/// Builds the linker with all of WASI preview1 for `engine`.
+fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiState>, Error> {
+    let mut linker = Linker::<WasiState>::new(engine);
+    let wasi = WASI_MODULE;
+
+    linker.func_wrap(
+        wasi,
+        "args_sizes_get",
+        |mut caller: Caller<'_, WasiState>, count: i32, size: i32| {
+            with_memory(&mut caller, |memory, state| {
+                list_sizes(memory, &state.argv, count as u32, size as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        wasi,
+        "args_get",
+        |mut caller: Caller<'_, WasiState>, pointers: i32, buffer: i32| {
+            with_memory(&mut caller, |memory, state| {
+                list_get(memory, &state.argv, pointers as u32, buffer as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        wasi,
+        "environ_sizes_get",
+        |mut caller: Caller<'_, WasiState>, count: i32, size: i32| {
+            with_memory(&mut caller, |memory, state| {
+                list_sizes(memory, &state.environ, count as u32, size as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        wasi,
+        "environ_get",
+        |mut caller: Caller<'_, WasiState>, pointers: i32, buffer: i32| {
+            with_memory(&mut caller, |memory, state| {
+                list_get(memory, &state.environ, pointers as u32, buffer as u32)
+            })
+        },
+    )?;
+
+    linker.func_wrap(
+        wasi,
+        "fd_write",
+        |mut caller: Caller<'_, WasiState>, fd: i32, iovs: i32, count: i32, written_ptr: i32| {
+            with_memory(&mut caller, |memory, state| {
+                let limit = state.max_output_bytes;
+                let sink = match fd {
+                    1 => &mut state.stdout,
+                    2 => &mut state.stderr,
+                    _ => return Ok(errno::BADF),
+                };
+                let buffers = memory.iovecs(iovs as u32, count as u32)?;
+                let total: usize = buffers.iter().map(ExactSizeIterator::len).sum();
+                if sink.len().saturating_add(total) > limit {
+                    return Err(Error::host(HostStop::OutputTooLarge));
+                }
+                for buffer in buffers {
+                    sink.extend_from_slice(&memory.bytes[buffer]);
+                }
+                memory.write_u32(written_ptr as u32, total as u32)?;
+                Ok(errno::SUCCESS)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        wasi,
+        "fd_read",
+        |mut caller: Caller<'_, WasiState>, fd: i32, iovs: i32, count: i32, read_ptr: i32| {
+            with_memory(&mut caller, |memory, state| {
+                if fd != 0 {
+                    return Ok(errno::BADF);
+                }
+                let buffers = memory.iovecs(iovs as u32, count as u32)?;
+                let mut total = 0usize;
+                for buffer in buffers {
+                    let pending = &state.stdin[state.stdin_read..];
+                    let amount = pending.len().min(buffer.len());
+                    memory.bytes[buffer.start..buffer.start + amount]
+                        .copy_from_slice(&pending[..amount]);
+                    state.stdin_read += amount;
+                    total += amount;
+                    if amount < buffer.len() {
+                        break;
+                    }
+                }
+                memory.write_u32(read_ptr as u32, total as u32)?;
+                Ok(errno::SUCCESS)
+            })
+        },
+    )?;
+    linker.func_wrap(wasi, "fd_close", |fd: i32| {
+        if is_std_fd(fd) {
+            errno::SUCCESS
+        } else {
+            errno::BADF
+        }
+    })?;
+    linker.func_wrap(
+        wasi,
+        "fd_fdstat_get",
+        |mut caller: Caller<'_, WasiState>, fd: i32, stat: i32| {
+            if !is_std_fd(fd) {
+                return Ok(errno::BADF);
+            }
+            let rights = if fd == 0 { RIGHTS_STDIN } else { RIGHTS_STDOUT };
+            let mut record = [0u8; 24];
+            record[0] = FILETYPE_CHARACTER_DEVICE;
+            record[8..16].copy_from_slice(&rights.to_le_bytes());
+            with_memory(&mut caller, |memory, _| memory.write(stat as u32, &record))?;
+            Ok(errno::SUCCESS)
+        },
+    )?;
+    linker.func_wrap(
+        wasi,
+        "fd_filestat_get",
+        |mut caller: Caller<'_, WasiState>, fd: i32, stat: i32| {
+            if !is_std_fd(fd) {
+                return Ok(errno::BADF);
+            }
+            let mut record = [0u8; 64];
+            record[16] = FILETYPE_CHARACTER_DEVICE;
+            with_memory(&mut caller, |memory, _| memory.write(stat as u32, &record))?;
+            Ok(errno::SUCCESS)
+        },
+    )?;
+    linker.func_wrap(
+        wasi,
+        "fd_seek",
+        |fd: i32, _offset: i64, _whence: i32, _new_offset: i32| {
+            if is_std_fd(fd) {
+                errno::SPIPE
+            } else {
+                errno::BADF
+            }
+        },
+    )?;
+    linker.func_wrap(wasi, "fd_tell", |fd: i32, _offset: i32| {
+        if is_std_fd(fd) {
+            errno::SPIPE
+        } else {
+            errno::BADF
+        }
+    })?;
+    // No preopened directories: wasi-libc stops scanning at the first EBADF.
+    linker.func_wrap(wasi, "fd_prestat_get", |_fd: i32, _prestat: i32| {
+        errno::BADF
+    })?;
+    linker.func_wrap(
+        wasi,
+        "fd_prestat_dir_name",
+        |_fd: i32, _path: i32, _length: i32| errno::BADF,
+    )?;
+
+    linker.func_wrap(
+        wasi,
+        "clock_res_get",
+        |mut caller: Caller<'_, WasiState>, clock: i32, resolution: i32| {
+            if !(0..=3).contains(&clock) {
+                return Ok(errno::INVAL);
+            }
+            with_memory(&mut caller, |memory, _| {
+                memory.write_u64(resolution as u32, CLOCK_RESOLUTION_NS)
+            })?;
+            Ok(errno::SUCCESS)
+        },
+    )?;
+    linker.func_wrap(
+        wasi,
+        "clock_time_get",
+        |mut caller: Caller<'_, WasiState>, clock: i32, _precision: i64, time: i32| {
+            with_memory(&mut caller, |memory, state| {
+                match clock_nanos(state, clock) {
+                    Some(nanos) => memory
+                        .write_u64(time as u32, nanos)
+                        .map(|()| errno::SUCCESS),
+                    None => Ok(errno::INVAL),
+                }
+            })
+        },
+    )?;
+    linker.func_wrap(
+        wasi,
+        "random_get",
+        |mut caller: Caller<'_, WasiState>, buffer: i32, length: i32| {
+            with_memory(&mut caller, |memory, state| {
+                state
+                    .random
+                    .fill(memory.slice_mut(buffer as u32, length as u32)?);
+                Ok(errno::SUCCESS)
+            })
+        },
+    )?;
+    linker.func_wrap(wasi, "proc_exit", |code: i32| -> Result<(), Error> {
+        Err(Error::host(HostStop::Exit(code)))
+    })?;
+    linker.func_wrap(wasi, "sched_yield", || errno::SUCCESS)?;
+    linker.func_wrap(
+        wasi,
+        "poll_oneoff",
+        |mut caller: Caller<'_, WasiState>,
+         subscriptions: i32,
+         events: i32,
+         count: i32,
+         nevents: i32| {
+            with_memory(&mut caller, |memory, state| {
+                poll_oneoff(
+                    memory,
+                    state,
+                    subscriptions as u32,
+                    events as u32,
+                    count as u32,
+                    nevents as u32,
+                )
+            })
+        },
+    )?;
+
+    for &(name, params, fd_param) in UNSUPPORTED {
+        let ty = FuncType::new(params.iter().copied(), [ValType::I32]);
+        linker.func_new(
+            wasi,
+            name,
+            ty,
+            move |_caller, inputs: &[Val], outputs: &mut [Val]| {
+                let fd = fd_param
+                    .and_then(|index| inputs.get(index))
+                    .and_then(Val::i32);
+                let answer = match fd {
+                    Some(fd) if !is_std_fd(fd) => errno::BADF,
+                    _ => errno::NOSYS,
+                };
+                if let Some(output) = outputs.first_mut() {
+                    *output = Val::I32(answer);
+                }
+                Ok(())
+            },
+        )?;
+    }
+    Ok(linker)
+}
+
+/// Engines whose WASI linker was built already (few: normally one per process).
+const CACHED_LINKERS: usize = 4;
+
+/// The WASI linker of `engine`, built once per engine (building it costs ~20 µs).
+fn wasi_linker(engine: &Engine) -> Result<Arc<Linker<WasiState>>, Error> {
+    static CACHE: Mutex<Vec<(Engine, Arc<Linker<WasiState>>)>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, linker)) = cache
+        .iter()
+        .find(|(cached, _)| Engine::same(cached, engine))
+    {
+        return Ok(Arc::clone(linker));
+    }
+    let linker = Arc::new(build_wasi_linker(engine)?);
+    if cache.len() == CACHED_LINKERS {
+        cache.remove(0);
+    }
+    cache.push((engine.clone(), Arc::clone(&linker)));
+    Ok(linker)
+}
+
+/// Runs the WASI command `module` once, in a fresh store and instance.
+pub fn run_wasi(
+    module: &Module,
+    input: &WasiInput,
+    limits: &Limits,
+) -> Result<WasiOutput, RunError> {
+    match classify(module) {
+        Kind::WasiCommand => {}
+        Kind::Nanoprocess { .. } => {
+            return Err(RunError::Invalid(
+                "the module is a nanoprocess, not a WASI command".into(),
+            ));
+        }
+        Kind::Unknown(reason) => {
+            return Err(RunError::Invalid(format!("not a WASI command: {reason}")));
+        }
+    }
+    let state = WasiState::new(input, limits)?;
+    let mut store = Store::new(module.engine(), state);
+    store.limiter(|state| &mut state.budget_mut().limiter);
+    let linker =
+        wasi_linker(module.engine()).map_err(|error| RunError::Invalid(error.to_string()))?;
+
+    let mut fuel = Fuel::new(limits);
+    let instance = exec::instantiate(&mut store, &mut fuel, limits, |store| {
+        linker.instantiate_and_start(store, module)
+    })?;
+    let memory = instance.get_memory(&store, "memory");
+    store.data_mut().memory = memory;
+    let entry = instance
+        .get_func(&store, ENTRY)
+        .ok_or_else(|| RunError::Invalid(format!("no `{ENTRY}` function is exported")))?;
+    let ending = exec::call(&mut store, &mut fuel, limits, entry, &[], &mut []);
+    let exit_code = match ending {
+        Ok(Ending::Returned) => 0,
+        Ok(Ending::Exited(code)) => code,
+        Err(RunError::Trap(message)) => {
+            return Err(RunError::Trap(with_stderr_tail(
+                message,
+                &store.data().stderr,
+            )));
+        }
+        Err(error) => return Err(error),
+    };
+    let memory_size = memory.map_or(0, |memory| memory.data_size(&store));
+    let state = store.into_data();
+    Ok(WasiOutput {
+        exit_code,
+        stdout: state.stdout,
+        stderr: state.stderr,
+        fuel_used: fuel.used,
+        peak_memory: state.budget.limiter.peak_memory.max(memory_size),
+        elapsed: state.budget.started.elapsed(),
+    })
+}
+
+/// Appends the end of the guest's stderr (e.g. a Rust panic message) to a trap message.
+fn with_stderr_tail(message: String, stderr: &[u8]) -> String {
+    if stderr.is_empty() {
+        return message;
+    }
+    let tail = &stderr[stderr.len().saturating_sub(STDERR_IN_TRAP)..];
+    format!(
+        "{message}; stderr: {}",
+        String::from_utf8_lossy(tail).trim_end()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_memory_rejects_every_out_of_bounds_access() {
+        let mut bytes = vec![0u8; 16];
+        let mut memory = GuestMemory { bytes: &mut bytes };
+        assert!(memory.write_u32(12, 7).is_ok());
+        assert_eq!(memory.read_u32(12).ok(), Some(7));
+        assert!(memory.write_u32(13, 7).is_err());
+        assert!(memory.read_u64(u32::MAX).is_err());
+        assert!(memory.slice(16, 0).is_ok());
+        assert!(memory.slice(17, 0).is_err());
+        assert!(memory.slice(1, u32::MAX).is_err());
+        assert!(memory.iovecs(8, u32::MAX).is_err());
+        assert!(offset(u32::MAX, 1).is_err());
+    }
+
+    #[test]
+    fn random_generators_differ_and_fill_odd_lengths() {
+        let (mut first, mut second) = (GuestRandom::seeded(), GuestRandom::seeded());
+        assert_ne!(first.next_u64(), second.next_u64());
+        let mut buffer = [0u8; 13];
+        first.fill(&mut buffer);
+        assert_ne!(buffer, [0u8; 13]);
+    }
+}

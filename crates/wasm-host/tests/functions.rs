@@ -1,0 +1,506 @@
+//! End-to-end tests: the demo guests built by `cargo xtask guests`, and hand-written WAT modules
+//! that break the rules (bad wasm, wrong world, traps, endless loops, memory bombs, bad ABI data).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keyvalue::{KeyValue, MemoryStore};
+use wasm_host::{Function, FunctionHost, GuestRequest, HostConfig, InvokeError, LoadError, Method};
+
+fn guests_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("guests"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/guests"),
+    }
+}
+
+/// The bytes of a built guest; fails loudly when the guests were not built.
+fn guest(name: &str) -> Vec<u8> {
+    let path = guests_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}. Build the guests first: `cargo xtask guests`",
+            path.display()
+        )
+    })
+}
+
+fn host() -> (FunctionHost, Arc<MemoryStore>) {
+    let kv = Arc::new(MemoryStore::new());
+    (FunctionHost::new(kv.clone(), HostConfig::default()), kv)
+}
+
+fn request(method: Method, uri: &str, body: &[u8]) -> GuestRequest {
+    GuestRequest {
+        method,
+        uri: uri.into(),
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: body.to_vec(),
+    }
+}
+
+fn call(f: &Function, method: Method, uri: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    match f.handle(request(method, uri, body)) {
+        Ok(r) => (r.status, r.body),
+        Err(e) => (e.status(), e.to_string().into_bytes()),
+    }
+}
+
+#[test]
+fn http_server_demo_answers_its_routes() {
+    let (host, kv) = host();
+    let f = host
+        .load("http-server-demo", &guest("http-server-demo"))
+        .expect("loads");
+    let names: Vec<&str> = f.routes().iter().map(|r| r.handler.as_str()).collect();
+    assert_eq!(names, ["hello", "set", "get", "upload", "delete_file"]);
+    assert_eq!(f.route(Method::Get, "/hello").unwrap().handler, "hello");
+    assert!(f.route(Method::Post, "/hello").is_none());
+
+    let hello = f.handle(request(Method::Get, "/hello", b"")).unwrap();
+    assert_eq!((hello.status, hello.body.as_slice()), (200, &b"hello"[..]));
+    assert!(
+        hello
+            .headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("text/plain"))
+    );
+
+    assert_eq!(
+        call(&f, Method::Get, "/get", b""),
+        (404, b"Key not found".to_vec())
+    );
+    assert_eq!(call(&f, Method::Put, "/set", b"stored value").0, 204);
+    assert_eq!(kv.get("my-container", "my-key").unwrap(), b"stored value");
+    assert_eq!(
+        call(&f, Method::Get, "/get", b""),
+        (200, b"stored value".to_vec())
+    );
+    let binary: Vec<u8> = (0..=255).collect();
+    assert_eq!(
+        call(&f, Method::Post, "/upload", &binary),
+        (200, binary.clone())
+    );
+    assert_eq!(call(&f, Method::Delete, "/delete-file", b"").0, 200);
+
+    let missing = f.handle(request(Method::Get, "/nope", b"")).unwrap_err();
+    assert!(matches!(missing, InvokeError::NoRoute { .. }), "{missing}");
+    assert_eq!(missing.status(), 404);
+}
+
+#[test]
+fn hosts_and_functions_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<FunctionHost>();
+    assert_send_sync::<Function>();
+    let (host, _) = host();
+    let f = host
+        .load("http-server-demo", &guest("http-server-demo"))
+        .unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..10 {
+                    assert_eq!(
+                        call(&f, Method::Get, "/hello", b""),
+                        (200, b"hello".to_vec())
+                    );
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn large_bodies_round_trip() {
+    let (host, _) = host();
+    let f = host
+        .load("http-server-demo", &guest("http-server-demo"))
+        .unwrap();
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7) as u8).collect();
+    assert_eq!(call(&f, Method::Post, "/upload", &body), (200, body));
+}
+
+#[test]
+fn keyvalue_demo_reports_two_separate_stores() {
+    let (host, kv) = host();
+    let f = host.load("keyvalue-demo", &guest("keyvalue-demo")).unwrap();
+    let (status, body) = call(&f, Method::Get, "/", b"");
+    let report = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report,
+        "a keys: [\"k1\", \"k2\"]\nb keys: [\"k1\"]\na k1 = one\nb k1 = other\n\
+         a k1 after delete: not found\na keys: [\"k2\"]\n"
+    );
+    assert!(kv.keys("kv-demo-a").unwrap().is_empty());
+}
+
+#[test]
+fn todo_demo_creates_lists_gets_and_deletes() {
+    let (host, _) = host();
+    let f = host.load("todo-demo", &guest("todo-demo")).unwrap();
+    assert_eq!(call(&f, Method::Get, "/todos", b""), (200, b"[]".to_vec()));
+    let (status, body) = call(&f, Method::Post, "/todos", br#"{"title":"write tests"}"#);
+    assert_eq!(status, 201);
+    assert_eq!(body, br#"{"id":1,"title":"write tests","done":false}"#);
+    assert_eq!(
+        call(
+            &f,
+            Method::Post,
+            "/todos",
+            br#"{"title":"ship","done":true}"#
+        )
+        .0,
+        201
+    );
+    assert_eq!(call(&f, Method::Post, "/todos", b"not json").0, 400);
+    let (status, body) = call(&f, Method::Get, "/todos", b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        br#"[{"id":1,"title":"write tests","done":false},{"id":2,"title":"ship","done":true}]"#
+    );
+    assert_eq!(
+        call(&f, Method::Get, "/todos/2", b""),
+        (200, br#"{"id":2,"title":"ship","done":true}"#.to_vec())
+    );
+    assert_eq!(call(&f, Method::Get, "/todos/x", b"").0, 400);
+    assert_eq!(call(&f, Method::Delete, "/todos/1", b"").0, 204);
+    assert_eq!(call(&f, Method::Get, "/todos/1", b"").0, 404);
+    assert_eq!(call(&f, Method::Delete, "/todos/1", b"").0, 404);
+    let (_, body) = call(&f, Method::Get, "/todos", b"");
+    assert_eq!(body, br#"[{"id":2,"title":"ship","done":true}]"#);
+}
+
+#[test]
+fn every_request_gets_a_fresh_instance() {
+    // The demo guests keep no state between requests except through keyvalue; a guest that
+    // counted in a global would always see its initial value.
+    let (host, _) = host();
+    let f = host
+        .load("http-server-demo", &guest("http-server-demo"))
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(call(&f, Method::Get, "/hello", b"").0, 200);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WAT guests. `handle-http` writes its `result<response, http-error>` at 600:
+//   600 result discriminant, 604 response.status (u16), 608 headers option, 620 body option
+//   (624 ptr, 628 len); for an error, 604 is the http-error discriminant and 608 its payload.
+
+const HTTP: &str = "uniwasm:platform/http-server@0.1.0";
+
+fn wat_guest(extra: &str, init: &str, handle_body: &str) -> Vec<u8> {
+    wat_guest_with_imports("", extra, init, handle_body)
+}
+
+fn wat_guest_with_imports(imports: &str, extra: &str, init: &str, handle_body: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+  {imports}
+  (import "{HTTP}" "[constructor]router" (func $new (result i32)))
+  (import "{HTTP}" "[method]router.get" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "{HTTP}" "serve" (func $serve (param i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 16) "/x")
+  (data (i32.const 32) "h")
+  (data (i32.const 48) "addr")
+  (data (i32.const 700) "\ff\fe")
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+    (local $p i32)
+    (local.set $p (i32.and (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+                           (i32.sub (i32.const 0) (local.get 2))))
+    (global.set $heap (i32.add (local.get $p) (local.get 3)))
+    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
+      (then (drop (memory.grow (i32.add (i32.div_u (local.get 3) (i32.const 65536)) (i32.const 1))))))
+    (local.get $p))
+  {extra}
+  (func (export "on-server-init") (result i32)
+    {init})
+  (func (export "handle-http") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+    {handle_body}))"#
+    );
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("bad test WAT: {e}\n{text}"))
+}
+
+const SERVE: &str = "(call $serve (i32.const 48) (i32.const 4)
+      (call $get (call $new) (i32.const 16) (i32.const 2) (i32.const 32) (i32.const 1))
+      (i32.const 512))
+    (i32.const 512)";
+
+const OK_200: &str = "(i32.store8 (i32.const 600) (i32.const 0))
+    (i32.store16 (i32.const 604) (i32.const 200))
+    (i32.store8 (i32.const 608) (i32.const 0))
+    (i32.store8 (i32.const 620) (i32.const 0))
+    (i32.const 600)";
+
+fn load_wat(handle_body: &str) -> Function {
+    let (host, _) = host();
+    host.load("wat", &wat_guest("", SERVE, handle_body))
+        .expect("WAT guest loads")
+}
+
+fn invoke_err(f: &Function) -> InvokeError {
+    f.handle(request(Method::Get, "/x", b""))
+        .expect_err("request must fail")
+}
+
+#[test]
+fn wat_guest_with_hand_computed_layout_answers() {
+    let f = load_wat(OK_200);
+    assert_eq!(f.routes().len(), 1);
+    let r = f.handle(request(Method::Get, "/x", b"")).unwrap();
+    assert_eq!((r.status, r.body.len(), r.headers.len()), (200, 0, 0));
+}
+
+#[test]
+fn bytes_that_are_not_wasm_are_rejected() {
+    let (host, _) = host();
+    let err = host.load("junk", b"hello, not wasm").unwrap_err();
+    assert!(matches!(err, LoadError::InvalidModule { .. }), "{err}");
+    assert!(err.to_string().contains("junk"), "{err}");
+}
+
+#[test]
+fn modules_of_another_world_are_rejected_naming_the_mismatch() {
+    let (host, _) = host();
+    let empty = wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap();
+    let err = host.load("empty", &empty).unwrap_err();
+    assert!(matches!(err, LoadError::Export { .. }), "{err}");
+    assert!(err.to_string().contains("cabi_realloc"), "{err}");
+
+    let unknown = wat::parse_str(
+        r#"(module (import "env" "system" (func (param i32))) (memory (export "memory") 1))"#,
+    )
+    .unwrap();
+    let err = host.load("unknown", &unknown).unwrap_err();
+    assert!(
+        matches!(err, LoadError::UnknownImport { ref name, .. } if name == "system"),
+        "{err}"
+    );
+
+    let wrong_type = wat::parse_str(format!(
+        r#"(module (import "{HTTP}" "[constructor]router" (func (param i32))) (memory (export "memory") 1))"#
+    ))
+    .unwrap();
+    let err = host.load("wrong-type", &wrong_type).unwrap_err();
+    assert!(matches!(err, LoadError::ImportType { .. }), "{err}");
+    assert!(err.to_string().contains("[constructor]router"), "{err}");
+
+    let missing_handler = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+             (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 0))
+             (func (export "on-server-init") (result i32) (i32.const 0))
+             (func (export "handle-http") (result i32) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let err = host.load("bad-export", &missing_handler).unwrap_err();
+    assert!(err.to_string().contains("handle-http"), "{err}");
+}
+
+#[test]
+fn init_that_fails_or_never_serves_is_a_load_error() {
+    let (host, _) = host();
+    let err = host
+        .load("no-serve", &wat_guest("", "(i32.const 512)", OK_200))
+        .unwrap_err();
+    assert!(matches!(err, LoadError::NotServed { .. }), "{err}");
+
+    let trap = host
+        .load("init-trap", &wat_guest("", "unreachable", OK_200))
+        .unwrap_err();
+    assert!(matches!(trap, LoadError::Init { .. }), "{trap}");
+    assert!(trap.to_string().contains("on-server-init"), "{trap}");
+
+    let bad_handle =
+        "(call $serve (i32.const 48) (i32.const 4) (i32.const 99) (i32.const 512)) (i32.const 512)";
+    let err = host
+        .load("bad-handle", &wat_guest("", bad_handle, OK_200))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("invalid router handle 99"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_trapping_guest_is_a_500_naming_the_function() {
+    let err = invoke_err(&load_wat("unreachable"));
+    assert!(matches!(err, InvokeError::Trap { .. }), "{err}");
+    assert_eq!(err.status(), 500);
+    assert!(err.to_string().contains("wat::handle-http(h)"), "{err}");
+}
+
+#[test]
+fn an_endless_loop_runs_out_of_fuel() {
+    let config = HostConfig {
+        fuel_per_call: 1_000_000,
+        ..HostConfig::default()
+    };
+    let host = FunctionHost::new(Arc::new(MemoryStore::new()), config);
+    let f = host
+        .load(
+            "loop",
+            &wat_guest("", SERVE, "(loop $l (br $l)) (i32.const 0)"),
+        )
+        .unwrap();
+    let err = invoke_err(&f);
+    assert!(matches!(err, InvokeError::OutOfFuel { .. }), "{err}");
+    assert_eq!(err.status(), 504);
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_cap() {
+    let f = load_wat(
+        "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
+    );
+    let err = invoke_err(&f);
+    assert_eq!(err.status(), 500, "{err}");
+    assert!(matches!(err, InvokeError::MemoryLimit { .. }), "{err}");
+}
+
+#[test]
+fn a_stack_overflow_traps() {
+    let (host, _) = host();
+    let f = host
+        .load(
+            "recurse",
+            &wat_guest(
+                "(func $rec (param i32) (result i32) (call $rec (i32.add (local.get 0) (i32.const 1))))",
+                SERVE,
+                "(call $rec (i32.const 0))",
+            ),
+        )
+        .unwrap();
+    let err = invoke_err(&f);
+    assert!(matches!(err, InvokeError::Trap { .. }), "{err}");
+    assert_eq!(err.status(), 500);
+}
+
+#[test]
+fn bad_abi_data_from_the_guest_is_a_500_not_a_panic() {
+    let cases = [
+        ("out of bounds", "(i32.const 0x7ffffff0)"),
+        ("misaligned", "(i32.const 601)"),
+        (
+            "discriminant",
+            "(i32.store8 (i32.const 600) (i32.const 7)) (i32.const 600)",
+        ),
+        (
+            "utf-8",
+            "(i32.store8 (i32.const 600) (i32.const 1)) (i32.store8 (i32.const 604) (i32.const 4))
+             (i32.store (i32.const 608) (i32.const 700)) (i32.store (i32.const 612) (i32.const 2))
+             (i32.const 600)",
+        ),
+        (
+            "body out of bounds",
+            "(i32.store8 (i32.const 600) (i32.const 0)) (i32.store16 (i32.const 604) (i32.const 200))
+             (i32.store8 (i32.const 608) (i32.const 0)) (i32.store8 (i32.const 620) (i32.const 1))
+             (i32.store (i32.const 624) (i32.const 65000)) (i32.store (i32.const 628) (i32.const 1000))
+             (i32.const 600)",
+        ),
+    ];
+    for (what, body) in cases {
+        let err = invoke_err(&load_wat(body));
+        assert!(matches!(err, InvokeError::Abi { .. }), "{what}: {err}");
+        assert_eq!(err.status(), 500, "{what}");
+    }
+}
+
+#[test]
+fn guest_http_errors_answer_with_their_status() {
+    let err = invoke_err(&load_wat(
+        "(i32.store8 (i32.const 600) (i32.const 1)) (i32.store8 (i32.const 604) (i32.const 3))
+         (i32.store16 (i32.const 608) (i32.const 418)) (i32.const 600)",
+    ));
+    assert!(matches!(err, InvokeError::Guest { .. }), "{err}");
+    assert_eq!(err.status(), 418);
+
+    let err = invoke_err(&load_wat(
+        "(i32.store8 (i32.const 600) (i32.const 0)) (i32.store16 (i32.const 604) (i32.const 1000))
+         (i32.store8 (i32.const 608) (i32.const 0)) (i32.store8 (i32.const 620) (i32.const 0))
+         (i32.const 600)",
+    ));
+    assert!(
+        matches!(err, InvokeError::InvalidStatus { status: 1000, .. }),
+        "{err}"
+    );
+}
+
+const KV: &str = "uniwasm:platform/keyvalue@0.1.0";
+
+#[test]
+fn host_imports_validate_what_the_guest_passes() {
+    let (host, _) = host();
+    let imports = format!(
+        r#"(import "{KV}" "[static]store.open" (func $open (param i32 i32 i32)))
+           (import "{KV}" "[method]store.get" (func $kv_get (param i32 i32 i32 i32)))"#
+    );
+    // A store name that is not UTF-8 (bytes at 700) traps the request in the import.
+    let bad_utf8 = "(call $open (i32.const 700) (i32.const 2) (i32.const 800)) unreachable";
+    let f = host
+        .load(
+            "kv-utf8",
+            &wat_guest_with_imports(&imports, "", SERVE, bad_utf8),
+        )
+        .unwrap();
+    let err = invoke_err(&f);
+    assert!(
+        matches!(
+            err,
+            InvokeError::Abi {
+                error: wasm_host::abi::AbiError::InvalidUtf8,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // A misaligned return pointer is refused.
+    let misaligned = "(call $open (i32.const 48) (i32.const 4) (i32.const 801)) unreachable";
+    let f = host
+        .load(
+            "kv-align",
+            &wat_guest_with_imports(&imports, "", SERVE, misaligned),
+        )
+        .unwrap();
+    let err = invoke_err(&f);
+    assert!(matches!(err, InvokeError::Abi { .. }), "{err}");
+
+    // A store handle that was never opened traps with a message naming it.
+    let bad_handle =
+        "(call $kv_get (i32.const 5) (i32.const 48) (i32.const 4) (i32.const 800)) unreachable";
+    let f = host
+        .load(
+            "kv-handle",
+            &wat_guest_with_imports(&imports, "", SERVE, bad_handle),
+        )
+        .unwrap();
+    let err = invoke_err(&f);
+    assert!(err.to_string().contains("invalid store handle 5"), "{err}");
+    assert_eq!(err.status(), 500);
+
+    // Opening works and the result lands where the guest asked: ok discriminant, handle 1.
+    let open_ok = "(call $open (i32.const 48) (i32.const 4) (i32.const 800))
+        (if (i32.ne (i32.load8_u (i32.const 800)) (i32.const 0)) (then unreachable))
+        (if (i32.ne (i32.load (i32.const 804)) (i32.const 1)) (then unreachable))
+        (i32.store8 (i32.const 600) (i32.const 0)) (i32.store16 (i32.const 604) (i32.const 201))
+        (i32.store8 (i32.const 608) (i32.const 0)) (i32.store8 (i32.const 620) (i32.const 0))
+        (i32.const 600)";
+    let f = host
+        .load(
+            "kv-ok",
+            &wat_guest_with_imports(&imports, "", SERVE, open_ok),
+        )
+        .unwrap();
+    assert_eq!(
+        f.handle(request(Method::Get, "/x", b"")).unwrap().status,
+        201
+    );
+}
