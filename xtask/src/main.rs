@@ -14,6 +14,7 @@ mod faas_guests;
 // --- guests helper (wasm-functions) ---
 mod guests;
 // --- end guests helper ---
+mod bench;
 mod image;
 mod native;
 mod run;
@@ -41,6 +42,8 @@ enum Cmd {
     Run(run::RunArgs),
     /// Run the whole test suite (native tests, then end-to-end tests in QEMU).
     Test(test::TestArgs),
+    /// Measure boot time, image size, request rates and latencies; prints tables.
+    Bench(bench::BenchArgs),
     // --- helper blocks (kernel, app, loader, boot, guests) go below this line ---
     // --- guests helper (wasm-functions) ---
     /// Build the wasm guests into target/guests/*.wasm.
@@ -80,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Run(args) => run::run(&args)?,
         Cmd::Test(args) => test::run(&args)?,
+        Cmd::Bench(args) => bench::run(&args)?,
         // --- helper dispatch goes below this line ---
         // --- guests helper (wasm-functions) ---
         Cmd::Guests => {

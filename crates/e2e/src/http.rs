@@ -45,6 +45,20 @@ pub fn connect(port: u16) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Whether `GET /healthz` answers 200 within `timeout` (for polling a booting server: a fresh
+/// attempt beats waiting for QEMU's user network to retransmit a SYN the guest dropped).
+pub fn is_healthy(port: u16, timeout: Duration) -> bool {
+    let probe = || -> std::io::Result<bool> {
+        let mut stream = connect(port)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf)?;
+        Ok(parse_responses(&buf)?.first().is_some_and(|r| r.status == 200))
+    };
+    probe().unwrap_or(false)
+}
+
 /// `GET path` with `Connection: close`.
 pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
     request(port, "GET", path, &[], b"")

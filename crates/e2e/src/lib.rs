@@ -94,10 +94,8 @@ impl Instance {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("server exited with {status} before answering; output:\n{}", self.output());
             }
-            if let Ok(resp) = http::get(self.port, "/healthz") {
-                if resp.status == 200 {
-                    return;
-                }
+            if http::is_healthy(self.port, Duration::from_millis(500)) {
+                return;
             }
             if start.elapsed() > limit {
                 panic!("no 200 from /healthz within {limit:?}; output:\n{}", self.output());

@@ -1,0 +1,292 @@
+//! `cargo xtask bench`: figures, never pass/fail. Boot time and image size; request rates and
+//! latencies of the native server and the image side by side.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::image::Image;
+use crate::vm::VmArgs;
+
+/// What to measure.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// Boot time to first HTTP response, image size, guest RAM.
+    Boot,
+    /// Requests/s and latency: native vs image with 1 and 2 vCPUs.
+    Http,
+    /// Everything.
+    All,
+}
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum, default_value_t = Suite::All)]
+    pub suite: Suite,
+    /// Boots to time (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub boots: usize,
+    /// Seconds of load per HTTP measurement.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Concurrent keep-alive clients per HTTP measurement.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+/// Runs the selected measurements and prints their tables.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let image = crate::image::build()?;
+    if let Err(reason) = crate::qemu::kvm_status() {
+        println!("note: KVM unusable ({reason}); VM figures are under TCG (software emulation)");
+    }
+    if matches!(args.suite, Suite::Boot | Suite::All) {
+        bench_boot(args, &image)?;
+    }
+    if matches!(args.suite, Suite::Http | Suite::All) {
+        bench_http(args, &image)?;
+    }
+    Ok(())
+}
+
+/// A server process (QEMU or native) in its own process group, killed on drop.
+struct Running {
+    child: Child,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> Result<Running> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        Ok(Running { child: cmd.spawn().with_context(|| format!("start {cmd:?}"))? })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One `GET path` with `Connection: close`; the status code. The short timeout matters while
+/// a VM boots: QEMU's user network accepts at once and then waits for the guest, which drops
+/// SYNs until its stack is up, so a fresh attempt beats waiting for a retransmission.
+fn get_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Polls `GET /healthz` until it answers 200; the time since `start`.
+fn wait_first_response(port: u16, start: Instant, limit: Duration) -> Result<Duration> {
+    loop {
+        if get_status(port, "/healthz") == Some(200) {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            bail!("no response on port {port} within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn vm_with(args: &BenchArgs, smp: u32) -> VmArgs {
+    VmArgs { smp, ..args.vm.clone() }
+}
+
+/// Guest RAM the small-memory boot uses (the target is to serve in 64 MiB).
+const SMALL_MEMORY_MIB: u32 = 64;
+
+fn boot_vm(vm: &VmArgs, image: &Image, port: u16, append: &str) -> Result<(Running, Duration)> {
+    let cmd = crate::vm::command(vm, image, port, 8080, append)?;
+    let start = Instant::now();
+    let running = Running::spawn(cmd)?;
+    let elapsed = wait_first_response(port, start, Duration::from_secs(120))?;
+    Ok((running, elapsed))
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn size_of(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn bench_boot(args: &BenchArgs, image: &Image) -> Result<()> {
+    let vm = vm_with(args, args.vm.smp);
+    let mut times = Vec::new();
+    for _ in 0..args.boots.max(1) {
+        let port = free_port()?;
+        let (_vm, elapsed) = boot_vm(&vm, image, port, "log=warn")?;
+        times.push(elapsed);
+    }
+    let min = times.iter().min().copied().unwrap_or_default();
+    let max = times.iter().max().copied().unwrap_or_default();
+    let loader = size_of(&image.loader);
+    let app = size_of(&image.app);
+    println!("\n## boot ({})", vm.describe());
+    println!("| figure | value |");
+    println!("| --- | --- |");
+    println!(
+        "| QEMU start → first HTTP 200, median of {} | {:.0} ms (min {:.0}, max {:.0}) |",
+        times.len(),
+        median(times).as_secs_f64() * 1e3,
+        min.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    );
+    println!("| image size: loader + app ELF | {:.2} MB ({} + {} bytes) |", (loader + app) as f64 / 1e6, loader, app);
+    println!("| guest RAM of the timed boots | {} MiB |", vm.memory);
+    let small = VmArgs { memory: SMALL_MEMORY_MIB, ..vm.clone() };
+    let served = match boot_vm(&small, image, free_port()?, "log=warn") {
+        Ok((_vm, elapsed)) => format!("yes, first response after {:.0} ms", elapsed.as_secs_f64() * 1e3),
+        Err(err) => format!("no: {err}"),
+    };
+    println!("| serves in {SMALL_MEMORY_MIB} MiB of guest RAM | {served} |");
+    Ok(())
+}
+
+/// Result of a load run.
+struct Load {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+/// Reads one response with a `Content-Length` body from a keep-alive connection.
+fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Ok(status);
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `clients` keep-alive connections sending `GET path` for `seconds`.
+fn load(port: u16, path: &str, clients: usize, seconds: u64) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..clients.max(1))
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            let request = format!("GET {path} HTTP/1.1\r\nHost: b\r\n\r\n");
+            std::thread::spawn(move || {
+                let (mut latencies, mut errors) = (Vec::new(), 0u64);
+                let mut buf = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                        errors += 1;
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        let ok = stream.write_all(request.as_bytes()).is_ok()
+                            && matches!(read_response(&mut stream, &mut buf), Ok(200));
+                        if !ok {
+                            errors += 1;
+                            break;
+                        }
+                        latencies.push(t.elapsed().as_micros() as u64);
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for worker in workers {
+        if let Ok((latencies, e)) = worker.join() {
+            all.extend(latencies);
+            errors += e;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    Load { requests: all.len() as u64, errors, seconds, p50_us: pct(0.50), p99_us: pct(0.99) }
+}
+
+fn bench_http(args: &BenchArgs, image: &Image) -> Result<()> {
+    let path = "/healthz";
+    let mut rows = Vec::new();
+
+    let native = crate::native::build_server()?;
+    let port = free_port()?;
+    let mut cmd = Command::new(native);
+    cmd.args(["bind=127.0.0.1", &format!("port={port}"), "log=warn", "workers=4"]);
+    let server = Running::spawn(cmd)?;
+    wait_first_response(port, Instant::now(), Duration::from_secs(30))?;
+    rows.push(("native (Linux process)".to_string(), load(port, path, args.clients, args.seconds)));
+    drop(server);
+
+    for smp in [1, 2] {
+        let vm = vm_with(args, smp);
+        let port = free_port()?;
+        let (_vm, _) = boot_vm(&vm, image, port, "log=warn workers=4")?;
+        rows.push((format!("image, {}", vm.describe()), load(port, path, args.clients, args.seconds)));
+    }
+
+    let base = rows[0].1.requests as f64 / rows[0].1.seconds;
+    println!("\n## HTTP GET {path}: {} keep-alive clients, {} s each", args.clients, args.seconds);
+    println!("| server | req/s | ratio to native | p50 | p99 | errors |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (name, l) in &rows {
+        let rps = l.requests as f64 / l.seconds;
+        println!(
+            "| {name} | {rps:.0} | {:.3} | {:.2} ms | {:.2} ms | {} |",
+            rps / base,
+            l.p50_us as f64 / 1e3,
+            l.p99_us as f64 / 1e3,
+            l.errors
+        );
+    }
+    Ok(())
+}
