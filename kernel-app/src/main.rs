@@ -1,11 +1,28 @@
 //! The unikernel application (also runs natively on Linux): reads its configuration from the
-//! kernel command line (argv natively), logs to the serial console (stdout) and serves HTTP.
+//! kernel command line (argv natively), logs to the serial console (stdout), deploys the
+//! functions built into the image and serves HTTP.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use boot_config::Config;
+use boot_config::{Config, KvBackend};
 use http_front::{Limits, Server, ServerConfig};
+use keyvalue::KeyValue;
+use platform::app::{App, AppOptions};
+use platform::functions::FunctionLimits;
+
+/// Stack of HTTP worker threads: wasm interpretation runs on them.
+const WORKER_STACK_BYTES: usize = 1 << 20;
+
+fn key_value(config: &Config) -> Arc<dyn KeyValue> {
+    match &config.kv {
+        KvBackend::Memory => Arc::new(keyvalue::MemoryStore::new()),
+        KvBackend::Redis(info) => Arc::new(kv_redis::RedisStore::with_config(
+            kv_redis::RedisConfig::new(info.clone()),
+        )),
+    }
+}
 
 fn main() -> ExitCode {
     let config = match Config::from_args(std::env::args().skip(1)) {
@@ -18,6 +35,18 @@ fn main() -> ExitCode {
     let _ = boot_config::init_logging(config.log);
     log::info!("kernel-app {} starting: {}", platform::app::VERSION, config.summary());
 
+    let app = App::new(AppOptions {
+        root: config.root.clone(),
+        admin_token: config.admin_token.clone(),
+        kv: key_value(&config),
+        default_limits: FunctionLimits { max_body: config.max_body, ..FunctionLimits::default() },
+    });
+    for (name, source) in boot_functions::FUNCTIONS {
+        if let Err(err) = app.deploy(name, source) {
+            log::error!("boot function {name} not deployed: {err}");
+        }
+    }
+
     let server_config = ServerConfig {
         workers: config.workers,
         queue_capacity: config.queue,
@@ -26,6 +55,7 @@ fn main() -> ExitCode {
             read_timeout: Duration::from_millis(config.timeout_ms),
             ..Limits::default()
         },
+        worker_stack_size: Some(WORKER_STACK_BYTES),
         ..ServerConfig::default()
     };
     let server = match Server::bind((config.bind, config.port), server_config) {
@@ -35,11 +65,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match server.local_addr() {
-        Ok(addr) => log::info!("ready: listening on http://{addr}/"),
-        Err(_) => log::info!("ready: listening on port {}", config.port),
-    }
-    if let Err(err) = server.run(platform::app::App::new()) {
+    log::info!("ready: listening on http://{}:{}/", config.bind, config.port);
+    if let Err(err) = server.run(app) {
         log::error!("server stopped: {err}");
         return ExitCode::FAILURE;
     }

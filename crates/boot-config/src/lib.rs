@@ -19,20 +19,15 @@ pub use logging::{init_logging, uptime};
 pub enum KvBackend {
     /// In-process memory (`kv=memory`), lost on restart.
     Memory,
-    /// A Redis server (`kv=redis://HOST[:PORT]`, port 6379 by default).
-    Redis {
-        /// The host name or IP address.
-        host: String,
-        /// The TCP port.
-        port: u16,
-    },
+    /// A Redis server (`kv=redis://[[user]:password@]host[:port][/db]`, port 6379 by default).
+    Redis(kv_redis::ConnectionInfo),
 }
 
 impl fmt::Display for KvBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KvBackend::Memory => write!(f, "memory"),
-            KvBackend::Redis { host, port } => write!(f, "redis://{host}:{port}"),
+            KvBackend::Redis(info) => write!(f, "{info}"),
         }
     }
 }
@@ -277,24 +272,12 @@ fn parse_kv(value: &str) -> Result<KvBackend, String> {
     if value == "memory" {
         return Ok(KvBackend::Memory);
     }
-    let usage = || format!("{value:?} is neither memory nor redis://HOST[:PORT]");
-    let address = value.strip_prefix("redis://").ok_or_else(usage)?;
-    let address = address.strip_suffix('/').unwrap_or(address);
-    let (host, port) = match address.rsplit_once(':') {
-        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| usage())?),
-        None => (address, 6379),
-    };
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-    if !host_ok || port == 0 {
-        return Err(usage());
+    if !value.starts_with("redis://") {
+        return Err(format!("{value:?} is neither memory nor redis://[[user]:password@]host[:port][/db]"));
     }
-    Ok(KvBackend::Redis {
-        host: host.to_string(),
-        port,
-    })
+    kv_redis::ConnectionInfo::parse(value)
+        .map(KvBackend::Redis)
+        .map_err(|e| e.to_string())
 }
 
 fn is_function_name(name: &str) -> bool {
@@ -342,13 +325,7 @@ mod tests {
         assert_eq!(config.queue, 0);
         assert_eq!(config.root.as_deref(), Some("http-server-demo"));
         assert_eq!(config.admin_token.as_deref(), Some("s3cret-token"));
-        assert_eq!(
-            config.kv,
-            KvBackend::Redis {
-                host: "10.0.2.2".into(),
-                port: 6380
-            }
-        );
+        assert_eq!(config.kv.to_string(), "redis://10.0.2.2:6380/0");
         assert_eq!(config.max_body, 65536);
         assert_eq!(config.timeout_ms, 2500);
     }
@@ -372,26 +349,14 @@ mod tests {
 
     #[test]
     fn kv_forms() {
-        let redis = |host: &str, port| KvBackend::Redis {
-            host: host.into(),
-            port,
-        };
-        assert_eq!(parse_kv("redis://localhost"), Ok(redis("localhost", 6379)));
-        assert_eq!(
-            parse_kv("redis://127.0.0.1:7000/"),
-            Ok(redis("127.0.0.1", 7000))
-        );
-        for bad in [
-            "redis",
-            "redis://",
-            "redis://h:0",
-            "redis://h:x",
-            "file://x",
-            "Memory",
-        ] {
+        assert_eq!(parse_kv("memory"), Ok(KvBackend::Memory));
+        let redis = |url: &str| parse_kv(url).map(|kv| kv.to_string());
+        assert_eq!(redis("redis://localhost"), Ok("redis://localhost:6379/0".into()));
+        assert_eq!(redis("redis://127.0.0.1:7000/2"), Ok("redis://127.0.0.1:7000/2".into()));
+        assert_eq!(redis("redis://:secret@h:1"), Ok("redis://:***@h:1/0".into()));
+        for bad in ["redis", "redis://", "redis://h:0", "redis://h:x", "file://x", "Memory"] {
             assert!(parse_kv(bad).is_err(), "{bad}");
         }
-        assert_eq!(redis("h", 1).to_string(), "redis://h:1");
     }
 
     #[test]

@@ -129,13 +129,18 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Defaults (pool of 8, 2 s connect and 5 s I/O timeouts, 512 MiB values) for `url`.
     pub fn from_url(url: &str) -> Result<Self, RedisError> {
-        Ok(Self {
-            connection: ConnectionInfo::parse(url)?,
+        Ok(Self::new(ConnectionInfo::parse(url)?))
+    }
+
+    /// Defaults for an already parsed connection.
+    pub fn new(connection: ConnectionInfo) -> Self {
+        Self {
+            connection,
             options: ConnectionOptions::default(),
             pool_size: 8,
             pool_wait: Duration::from_secs(5),
             scan_count: 1000,
-        })
+        }
     }
 }
 

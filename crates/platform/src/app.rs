@@ -1,50 +1,445 @@
-//! The request handler of the whole server: platform endpoints and function dispatch.
+//! The request handler of the whole server: platform endpoints, the admin API and function
+//! dispatch. Every failure is a [`PlatformError`], turned into a response in one place.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use http_front::{Handler, HttpError, Request, Response};
+use http_front::{Handler, Request, Response};
+use keyvalue::KeyValue;
 
+use crate::error::PlatformError;
+use crate::functions::{Compiler, Deployed, FunctionLimits, Program, Registry, faas_limits};
 use crate::route::{Route, route};
-use crate::stats::Stats;
+use crate::stats::{Cost, Outcome, Stats};
 
 /// Version reported by `/healthz`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The server's handler. Cheap to share: all state is behind `&self`.
+/// How the platform is set up at boot.
+pub struct AppOptions {
+    /// The function that also serves paths nothing else claims (`root=`).
+    pub root: Option<String>,
+    /// Bearer token of the admin API; `None` disables it.
+    pub admin_token: Option<String>,
+    /// Key-value backend for HTTP guests.
+    pub kv: Arc<dyn KeyValue>,
+    /// Limits of functions deployed without overrides.
+    pub default_limits: FunctionLimits,
+}
+
+/// The server's handler. All state is behind `&self`; workers share one `App`.
 pub struct App {
     started: Instant,
     stats: Stats,
+    registry: Registry,
+    compiler: Compiler,
+    root: Option<String>,
+    admin_token: Option<String>,
+    default_limits: FunctionLimits,
 }
 
-impl Default for App {
-    fn default() -> Self {
-        Self::new()
+/// The result of an endpoint: a response, or an error to render.
+type Answer = Result<Response, PlatformError>;
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
     }
+    diff == 0
+}
+
+/// Decodes `%XX` escapes (and `+` as space when `plus_is_space`); invalid escapes stay as is.
+fn percent_decode(text: &str, plus_is_space: bool) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The value of `key` in a query string, decoded.
+fn query_value(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| String::from_utf8_lossy(&percent_decode(v, true)).into_owned())
+    })
+}
+
+fn not_found_function(name: &str) -> PlatformError {
+    PlatformError::NotFound(format!("no function named {name:?}"))
 }
 
 impl App {
     /// A platform with no functions yet.
-    pub fn new() -> Self {
-        App { started: Instant::now(), stats: Stats::new() }
+    pub fn new(options: AppOptions) -> Self {
+        if options.admin_token.is_none() {
+            log::info!("admin API disabled: no admin-token= on the command line");
+        }
+        App {
+            started: Instant::now(),
+            stats: Stats::new(),
+            registry: Registry::default(),
+            compiler: Compiler::new(options.kv),
+            root: options.root,
+            admin_token: options.admin_token,
+            default_limits: options.default_limits,
+        }
+    }
+
+    /// Deploys `source` as `name` with the default limits (boot-time functions).
+    pub fn deploy(&self, name: &str, source: &[u8]) -> Result<(), String> {
+        let function = self.compiler.compile(name, source, self.default_limits)?;
+        log::info!("deployed {name} ({}, {} bytes)", function.program.kind(), function.size);
+        self.registry.insert(function);
+        Ok(())
     }
 
     fn health(&self) -> Response {
         let uptime_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Response::json(
             200,
-            &serde_json::json!({ "status": "ok", "version": VERSION, "uptime_ms": uptime_ms }),
+            &serde_json::json!({
+                "status": "ok",
+                "version": VERSION,
+                "uptime_ms": uptime_ms,
+                "functions": self.registry.list().len(),
+            }),
         )
     }
 
-    fn dispatch(&self, request: &Request) -> Result<Response, HttpError> {
+    fn require_get(request: &Request) -> Result<(), PlatformError> {
+        if request.method == "GET" || request.method == "HEAD" {
+            return Ok(());
+        }
+        Err(PlatformError::MethodNotAllowed { method: request.method.clone(), allowed: "GET, HEAD" })
+    }
+
+    fn dispatch(&self, request: &Request) -> (Option<String>, Answer) {
         match route(&request.path) {
-            Route::Health => Ok(self.health()),
-            Route::Metrics => Ok(Response::bytes(
-                200,
-                "text/plain; version=0.0.4",
-                self.stats.prometheus(),
-            )),
-            _ => Err(HttpError::NotFound),
+            Route::Health => (None, Self::require_get(request).map(|()| self.health())),
+            Route::Metrics => (
+                None,
+                Self::require_get(request).map(|()| {
+                    Response::bytes(200, "text/plain; version=0.0.4", self.stats.prometheus())
+                }),
+            ),
+            Route::Stats { function } => (None, self.function_stats(request, function)),
+            Route::Admin { rest } => (None, self.admin(request, rest)),
+            Route::Api { function, input } => {
+                (Some(function.to_string()), self.invoke(function, |f| self.run_wasi(f, request, input)))
+            }
+            Route::Exec { function } => {
+                (Some(function.to_string()), self.invoke(function, |f| self.run_nanoprocess(f, request)))
+            }
+            Route::Function { function, rest } if self.registry.get(function).is_some() => {
+                (Some(function.to_string()), self.invoke(function, |f| self.run_http(f, request, rest)))
+            }
+            _ => match &self.root {
+                Some(root) => {
+                    (Some(root.clone()), self.invoke(root, |f| self.run_http(f, request, &request.path)))
+                }
+                None => (None, Err(PlatformError::NotFound(format!("nothing at {}", request.path)))),
+            },
+        }
+    }
+
+    fn function_stats(&self, request: &Request, function: &str) -> Answer {
+        Self::require_get(request)?;
+        if self.registry.get(function).is_none() {
+            return Err(not_found_function(function));
+        }
+        let json = match self.stats.snapshot(function) {
+            Some(snapshot) => snapshot.to_json(function),
+            None => serde_json::json!({ "function": function, "invocations": 0 }),
+        };
+        Ok(Response::json(200, &json))
+    }
+
+    /// Runs `call` on the function named `name`, recording its outcome and cost.
+    fn invoke(
+        &self,
+        name: &str,
+        call: impl FnOnce(&Deployed) -> Result<(Response, Cost), (PlatformError, Outcome, Cost)>,
+    ) -> Answer {
+        let function = self.registry.get(name).ok_or_else(|| not_found_function(name))?;
+        let started = Instant::now();
+        match call(&function) {
+            Ok((response, mut cost)) => {
+                cost.elapsed = started.elapsed();
+                self.stats.record(name, Outcome::Ok, cost);
+                Ok(response)
+            }
+            Err((error, outcome, mut cost)) => {
+                cost.elapsed = started.elapsed();
+                self.stats.record(name, outcome, cost);
+                Err(error)
+            }
+        }
+    }
+
+    fn run_http(
+        &self,
+        function: &Deployed,
+        request: &Request,
+        path: &str,
+    ) -> Result<(Response, Cost), (PlatformError, Outcome, Cost)> {
+        let cost = Cost::default();
+        let Program::Http(guest) = &function.program else {
+            let hint = match function.program {
+                Program::Wasi(_) => format!("call GET /api/{}/<input>", function.name),
+                _ => format!("call /exec/{}?args=...", function.name),
+            };
+            let kind = function.program.kind();
+            return Err((PlatformError::WrongKind { function: function.name.clone(), kind, hint }, Outcome::BadInput, cost));
+        };
+        if request.body.len() > function.limits.max_body {
+            let message = format!(
+                "request body of {} bytes exceeds {}'s limit of {} bytes",
+                request.body.len(),
+                function.name,
+                function.limits.max_body
+            );
+            return Err((PlatformError::BodyTooLarge(message), Outcome::BodyTooLarge, cost));
+        }
+        let Some(method) = wasm_host::Method::parse(&request.method) else {
+            let error = PlatformError::MethodNotAllowed {
+                method: request.method.clone(),
+                allowed: "GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS",
+            };
+            return Err((error, Outcome::BadInput, cost));
+        };
+        let uri = match &request.query {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_string(),
+        };
+        let guest_request = wasm_host::GuestRequest {
+            method,
+            uri,
+            headers: request.headers.clone(),
+            body: request.body.clone(),
+        };
+        match guest.handle(guest_request) {
+            Ok(answer) if answer.body.len() > function.limits.max_body => {
+                let message = format!(
+                    "response body of {} bytes exceeds {}'s limit of {} bytes",
+                    answer.body.len(),
+                    function.name,
+                    function.limits.max_body
+                );
+                Err((PlatformError::BodyTooLarge(message), Outcome::BodyTooLarge, cost))
+            }
+            Ok(answer) => {
+                let mut response = Response::new(answer.status).with_body(answer.body);
+                for (name, value) in &answer.headers {
+                    response = response.with_header(name, value);
+                }
+                Ok((response, cost))
+            }
+            Err(err) => {
+                use wasm_host::InvokeError as E;
+                let outcome = match &err {
+                    E::OutOfFuel { .. } => Outcome::Timeout,
+                    E::MemoryLimit { .. } => Outcome::Memory,
+                    E::NoRoute { .. } | E::Guest { .. } => Outcome::GuestError,
+                    _ => Outcome::Trap,
+                };
+                let error = match outcome {
+                    Outcome::Timeout => PlatformError::Timeout(format!("{err} (fuel limit {})", function.limits.fuel)),
+                    _ => PlatformError::Function { status: err.status(), message: err.to_string() },
+                };
+                Err((error, outcome, cost))
+            }
+        }
+    }
+
+    /// Maps a classic-FaaS run error to the platform error and its outcome class.
+    fn faas_error(function: &Deployed, err: wasm_faas::RunError) -> (PlatformError, Outcome) {
+        use wasm_faas::RunError as E;
+        let message = format!("{}: {err}", function.name);
+        match err {
+            E::Timeout(_) | E::OutOfFuel => (PlatformError::Timeout(message), Outcome::Timeout),
+            E::MemoryLimit => (PlatformError::Function { status: 500, message }, Outcome::Memory),
+            E::OutputTooLarge => (PlatformError::BodyTooLarge(message), Outcome::BodyTooLarge),
+            E::BadArgs(_) | E::Invalid(_) => (PlatformError::BadRequest(message), Outcome::BadInput),
+            E::Trap(_) => (PlatformError::Function { status: 500, message }, Outcome::Trap),
+        }
+    }
+
+    fn run_wasi(
+        &self,
+        function: &Deployed,
+        request: &Request,
+        input: &str,
+    ) -> Result<(Response, Cost), (PlatformError, Outcome, Cost)> {
+        let cost = Cost::default();
+        let Program::Wasi(module) = &function.program else {
+            let hint = match function.program {
+                Program::Http(_) => format!("call /{}/...", function.name),
+                _ => format!("call /exec/{}?args=...", function.name),
+            };
+            let kind = function.program.kind();
+            return Err((PlatformError::WrongKind { function: function.name.clone(), kind, hint }, Outcome::BadInput, cost));
+        };
+        let stdin = if request.method == "POST" { request.body.clone() } else { percent_decode(input, false) };
+        if stdin.len() > function.limits.max_body {
+            let message = format!("input of {} bytes exceeds {}'s limit of {} bytes", stdin.len(), function.name, function.limits.max_body);
+            return Err((PlatformError::BodyTooLarge(message), Outcome::BodyTooLarge, cost));
+        }
+        let input = wasm_faas::WasiInput {
+            stdin,
+            program_name: function.name.clone(),
+            env: vec![("FAAS_FUNCTION".to_string(), function.name.clone())],
+            ..wasm_faas::WasiInput::default()
+        };
+        match wasm_faas::run_wasi(module, &input, &faas_limits(&function.limits)) {
+            Ok(output) => {
+                let cost = Cost { elapsed: output.elapsed, fuel: output.fuel_used, memory: output.peak_memory as u64 };
+                for line in String::from_utf8_lossy(&output.stderr).lines() {
+                    log::info!(target: "guest", "{}: {line}", function.name);
+                }
+                if output.exit_code == 0 {
+                    return Ok((Response::bytes(200, "text/plain; charset=utf-8", output.stdout), cost));
+                }
+                let tail_start = output.stderr.len().saturating_sub(1024);
+                let message = format!(
+                    "{} exited with code {}: {}",
+                    function.name,
+                    output.exit_code,
+                    String::from_utf8_lossy(&output.stderr[tail_start..]).trim_end()
+                );
+                Err((PlatformError::Function { status: 500, message }, Outcome::ExitFailure, cost))
+            }
+            Err(err) => {
+                let (error, outcome) = Self::faas_error(function, err);
+                Err((error, outcome, cost))
+            }
+        }
+    }
+
+    fn run_nanoprocess(
+        &self,
+        function: &Deployed,
+        request: &Request,
+    ) -> Result<(Response, Cost), (PlatformError, Outcome, Cost)> {
+        let cost = Cost::default();
+        let Program::Nanoprocess(module) = &function.program else {
+            let hint = match function.program {
+                Program::Http(_) => format!("call /{}/...", function.name),
+                _ => format!("call GET /api/{}/<input>", function.name),
+            };
+            let kind = function.program.kind();
+            return Err((PlatformError::WrongKind { function: function.name.clone(), kind, hint }, Outcome::BadInput, cost));
+        };
+        let args = match request.method.as_str() {
+            "GET" | "HEAD" => query_value(request.query.as_deref(), "args").unwrap_or_default(),
+            "POST" => match serde_json::from_slice::<Vec<serde_json::Value>>(&request.body) {
+                Ok(values) if values.iter().all(|v| v.is_number()) => {
+                    values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
+                }
+                _ => {
+                    let error = PlatformError::BadRequest("POST /exec/{function} takes a JSON array of numbers".into());
+                    return Err((error, Outcome::BadInput, cost));
+                }
+            },
+            other => {
+                let error = PlatformError::MethodNotAllowed { method: other.to_string(), allowed: "GET, HEAD, POST" };
+                return Err((error, Outcome::BadInput, cost));
+            }
+        };
+        match wasm_faas::run_nanoprocess_str(module, &args, &faas_limits(&function.limits)) {
+            Ok(output) => {
+                let cost = Cost { elapsed: output.elapsed, fuel: output.fuel_used, memory: output.peak_memory as u64 };
+                Ok((Response::text(200, output.results.join(",")), cost))
+            }
+            Err(err) => {
+                let (error, outcome) = Self::faas_error(function, err);
+                Err((error, outcome, cost))
+            }
+        }
+    }
+
+    fn check_token(&self, request: &Request) -> Result<(), PlatformError> {
+        let Some(token) = &self.admin_token else {
+            return Err(PlatformError::AdminDisabled);
+        };
+        let presented = request
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(PlatformError::Unauthorized)
+        }
+    }
+
+    fn admin(&self, request: &Request, rest: &str) -> Answer {
+        self.check_token(request)?;
+        let path = rest.trim_end_matches('/');
+        if path == "/functions" {
+            Self::require_get(request)?;
+            let list: Vec<_> = self.registry.list().iter().map(|f| f.to_json()).collect();
+            return Ok(Response::json(200, &serde_json::json!({ "functions": list })));
+        }
+        let Some(name) = path.strip_prefix("/functions/").filter(|n| !n.contains('/')) else {
+            return Err(PlatformError::NotFound(format!("no admin endpoint at /_admin{rest}")));
+        };
+        match request.method.as_str() {
+            "GET" | "HEAD" => {
+                let function = self.registry.get(name).ok_or_else(|| not_found_function(name))?;
+                Ok(Response::json(200, &function.to_json()))
+            }
+            "PUT" | "POST" => {
+                let reject = |reason: String| PlatformError::DeployRejected { function: name.to_string(), reason };
+                if request.body.is_empty() {
+                    return Err(reject("empty body: send the .wasm binary or .wat text".into()));
+                }
+                let limits = self.default_limits.with_overrides(request.query.as_deref()).map_err(reject)?;
+                let started = Instant::now();
+                let function = self.compiler.compile(name, &request.body, limits).map_err(reject)?;
+                let info = function.to_json();
+                let replaced = self.registry.insert(function);
+                log::info!(
+                    "{} {name} ({}, {} bytes) in {} us",
+                    if replaced { "replaced" } else { "deployed" },
+                    info["kind"],
+                    request.body.len(),
+                    started.elapsed().as_micros()
+                );
+                Ok(Response::json(if replaced { 200 } else { 201 }, &info))
+            }
+            "DELETE" => {
+                if !self.registry.remove(name) {
+                    return Err(not_found_function(name));
+                }
+                self.stats.remove(name);
+                log::info!("deleted {name}");
+                Ok(Response::new(204))
+            }
+            other => Err(PlatformError::MethodNotAllowed {
+                method: other.to_string(),
+                allowed: "GET, HEAD, PUT, POST, DELETE",
+            }),
         }
     }
 }
@@ -52,14 +447,42 @@ impl App {
 impl Handler for App {
     fn handle(&self, request: &Request) -> Response {
         let started = Instant::now();
-        let response = self.dispatch(request).unwrap_or_else(|e| e.to_response());
+        let (function, answer) = self.dispatch(request);
+        let response = answer.unwrap_or_else(|e| e.to_response());
         log::info!(
-            "{} {} -> {} in {} us",
+            target: "access",
+            "method={} path={} function={} status={} duration_us={}",
             request.method,
             request.path,
+            function.as_deref().unwrap_or("-"),
             response.status,
             started.elapsed().as_micros()
         );
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret-token", b"secret-token"));
+        assert!(!constant_time_eq(b"secret-tokem", b"secret-token"));
+        assert!(!constant_time_eq(b"secret", b"secret-token"));
+        assert!(!constant_time_eq(b"", b"secret-token"));
+        assert!(!constant_time_eq(b"secret-token-longer", b"secret-token"));
+    }
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode("a%20b+c", false), b"a b+c");
+        assert_eq!(percent_decode("a%20b+c", true), b"a b c");
+        assert_eq!(percent_decode("100%", false), b"100%");
+        assert_eq!(percent_decode("%zz%4", false), b"%zz%4");
+        assert_eq!(query_value(Some("x=1&args=5%2C2"), "args").as_deref(), Some("5,2"));
+        assert_eq!(query_value(Some("x=1"), "args"), None);
+        assert_eq!(query_value(None, "args"), None);
     }
 }

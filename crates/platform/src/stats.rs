@@ -21,8 +21,12 @@ pub enum Outcome {
     Memory,
     /// A request or response body exceeded its limit.
     BodyTooLarge,
-    /// The platform refused the request because it was saturated.
-    Overloaded,
+    /// The guest answered with an error of its own (`http-error`, no route).
+    GuestError,
+    /// A WASI command exited with a non-zero code.
+    ExitFailure,
+    /// The request did not fit the function (kind, method, arguments).
+    BadInput,
 }
 
 impl Outcome {
@@ -34,7 +38,9 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Memory => "memory",
             Outcome::BodyTooLarge => "body_too_large",
-            Outcome::Overloaded => "overloaded",
+            Outcome::GuestError => "guest_error",
+            Outcome::ExitFailure => "exit_failure",
+            Outcome::BadInput => "bad_input",
         }
     }
 }

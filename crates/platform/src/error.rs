@@ -1,0 +1,90 @@
+//! Everything that can go wrong in the platform, and the single mapping to HTTP statuses.
+
+use http_front::Response;
+
+/// A platform failure answered to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    /// No endpoint or function at this path.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The endpoint exists but not with this method.
+    #[error("method {method} not allowed here; allowed: {allowed}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The methods the endpoint accepts (for the `Allow` header).
+        allowed: &'static str,
+    },
+    /// Missing or wrong bearer token.
+    #[error("unauthorized: a valid `Authorization: Bearer <admin-token>` header is required")]
+    Unauthorized,
+    /// No admin token was configured at boot.
+    #[error("the admin API is disabled (boot with admin-token=... to enable it)")]
+    AdminDisabled,
+    /// The request is malformed for this endpoint.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A deploy was rejected; the previous version (if any) keeps serving.
+    #[error("deploy of {function} rejected: {reason}")]
+    DeployRejected {
+        /// The function name.
+        function: String,
+        /// Why.
+        reason: String,
+    },
+    /// The function exists but is of another kind than the endpoint serves.
+    #[error("{function} is a {kind} function; {hint}")]
+    WrongKind {
+        /// The function name.
+        function: String,
+        /// Its kind.
+        kind: &'static str,
+        /// Where to call it instead.
+        hint: String,
+    },
+    /// A request or response body exceeded the function's limit.
+    #[error("{0}")]
+    BodyTooLarge(String),
+    /// The function ran out of time or fuel.
+    #[error("{0}")]
+    Timeout(String),
+    /// The function failed (trap, memory limit, non-zero exit, ...), or a guest error status.
+    #[error("{message}")]
+    Function {
+        /// Status to answer with.
+        status: u16,
+        /// What happened, naming the function.
+        message: String,
+    },
+}
+
+impl PlatformError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            PlatformError::NotFound(_) => 404,
+            PlatformError::MethodNotAllowed { .. } => 405,
+            PlatformError::Unauthorized => 401,
+            PlatformError::AdminDisabled => 403,
+            PlatformError::BadRequest(_) | PlatformError::DeployRejected { .. } => 400,
+            PlatformError::WrongKind { .. } => 400,
+            PlatformError::BodyTooLarge(_) => 413,
+            PlatformError::Timeout(_) => 504,
+            PlatformError::Function { status, .. } => *status,
+        }
+    }
+
+    /// The JSON error response.
+    pub fn to_response(&self) -> Response {
+        let response = Response::json(
+            self.status(),
+            &serde_json::json!({ "error": self.to_string(), "status": self.status() }),
+        );
+        match self {
+            PlatformError::MethodNotAllowed { allowed, .. } => response.with_header("Allow", allowed),
+            PlatformError::Unauthorized => response.with_header("WWW-Authenticate", "Bearer"),
+            _ => response,
+        }
+    }
+}
