@@ -15,11 +15,15 @@
 //!    `ld.lld` copies into the application ELF (the hermit loaders check it).
 //!
 //! Every step is skipped when its inputs have not changed, so a second build takes seconds.
+//! `HERMIT_KERNEL_FEATURES` replaces the default kernel features (e.g. `...,rtl8139` for an RTL8139
+//! NIC instead of virtio-net); the LLVM tools can be named by `LLVM_NM`, `LLVM_OBJCOPY`, `LLVM_AR`,
+//! `LLVM_AS` and `LD_LLD`.
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
@@ -32,6 +36,9 @@ const KERNEL_VERSION: &str = "0.11.0";
 /// Kernel features: PCI and ACPI discovery, SMP, and TCP/DHCPv4 over virtio-net. The `rtl8139`
 /// feature would replace the virtio-net driver, so it stays off.
 const KERNEL_FEATURES: &str = "pci,acpi,smp,tcp,dhcpv4,fsgsbase";
+
+/// Environment variable that replaces [`KERNEL_FEATURES`] (comma-separated kernel features).
+const KERNEL_FEATURES_ENV: &str = "HERMIT_KERNEL_FEATURES";
 
 /// The target the kernel itself is compiled for (soft-float, kernel code model).
 const KERNEL_TARGET: &str = "x86_64-unknown-none";
@@ -209,16 +216,13 @@ fn prepare_patched_source(source: &Path, patched: &Path) -> Result<()> {
     copy_dir(source, patched)?;
     for patch in &patches {
         eprintln!("kernel: applying {}", patch.display());
+        // `git apply` outside any repository (the copy lies inside our work tree): strict, no
+        // fuzz, and git is there wherever this repository is.
         util::run(
-            Command::new("patch")
-                .args([
-                    "-p1",
-                    "--forward",
-                    "--quiet",
-                    "--no-backup-if-mismatch",
-                    "-i",
-                ])
+            Command::new("git")
+                .args(["apply", "-p1"])
                 .arg(patch)
+                .env("GIT_DIR", patched.join(".no-git"))
                 .current_dir(patched),
         )?;
     }
@@ -255,15 +259,16 @@ fn nested_cargo(dir: &Path) -> Command {
 
 /// Builds the patched kernel crate and returns the path of its `libhermit.a`.
 fn build_kernel_crate(patched: &Path, target_dir: &Path, tools: &LlvmTools) -> Result<PathBuf> {
-    eprintln!("kernel: building hermit-kernel {KERNEL_VERSION} ({KERNEL_FEATURES})");
-    util::run(
+    let features = std::env::var(KERNEL_FEATURES_ENV).unwrap_or_else(|_| KERNEL_FEATURES.into());
+    eprintln!("kernel: building hermit-kernel {KERNEL_VERSION} ({features})");
+    run_quietly(
         nested_cargo(patched)
             .args(["build", "--release", "--target", KERNEL_TARGET])
             .args([
                 "-Zbuild-std=core,alloc",
                 "-Zbuild-std-features=compiler-builtins-mem",
             ])
-            .args(["--no-default-features", "--features", KERNEL_FEATURES])
+            .args(["--no-default-features", "--features", &features])
             .arg("--target-dir")
             .arg(target_dir)
             // The kernel's own xtask sets this: hermit-os/kernel#200.
@@ -273,6 +278,43 @@ fn build_kernel_crate(patched: &Path, target_dir: &Path, tools: &LlvmTools) -> R
             .env("HERMIT_LD_LLD", &tools.ld_lld),
     )?;
     Ok(target_dir.join(KERNEL_TARGET).join("release/libhermit.a"))
+}
+
+/// Runs a cargo build showing only its progress lines: the third-party kernel's warnings (which
+/// cargo replays on every build) appear only when the build fails.
+fn run_quietly(cmd: &mut Command) -> Result<()> {
+    const PROGRESS: &[&str] = &[
+        "Compiling",
+        "Finished",
+        "Blocking",
+        "Updating",
+        "Locking",
+        "Downloading",
+        "Downloaded",
+    ];
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let mut transcript = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line?;
+        if PROGRESS
+            .iter()
+            .any(|word| line.trim_start().starts_with(word))
+        {
+            eprintln!("{line}");
+        }
+        transcript.push_str(&line);
+        transcript.push('\n');
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        eprint!("{transcript}");
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
 }
 
 /// Builds `kernel/builtins` and returns the path of its static library.
