@@ -15,8 +15,16 @@ pub struct Image {
     pub app: PathBuf,
 }
 
-/// Builds kernel, application and loader (incrementally) and returns the image.
+/// Builds the guests the image serves from boot (`crates/boot-functions` embeds them).
+pub fn build_boot_functions() -> Result<()> {
+    crate::guests::build_guests()?;
+    crate::faas_guests::build_faas_guests()?;
+    Ok(())
+}
+
+/// Builds guests, kernel, application and loader (incrementally) and returns the image.
 pub fn build() -> Result<Image> {
+    build_boot_functions()?;
     let app = crate::app::build_app(true)?;
     let loader = crate::loader::build_loader()?;
     Ok(Image { loader, app })

@@ -64,6 +64,8 @@ enum Cmd {
         #[arg(long)]
         debug: bool,
     },
+    /// Boot kernel/selftest in QEMU: libm builtins, entropy, threads, clocks, TCP.
+    KernelSelftest,
     // --- end kernel-build helper ---
     // --- faas helper: commands ---
     /// Build the classic FaaS guests (fib.wasm, WAT examples) into target/guests/.
@@ -75,8 +77,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Root => println!("{}", util::root().display()),
         Cmd::Build => {
-            guests::build_guests()?;
-            faas_guests::build_faas_guests()?;
             native::build_server()?;
             let image = image::build()?;
             println!("{}\n{}", image.loader.display(), image.app.display());
@@ -99,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         // --- kernel-build helper: dispatch ---
         Cmd::Kernel => println!("{}", kernel::build_kernel()?.display()),
         Cmd::App { debug } => println!("{}", app::build_app(!debug)?.display()),
+        Cmd::KernelSelftest => app::kernel_selftest()?,
         // --- end kernel-build helper ---
         // --- faas helper: dispatch ---
         Cmd::FaasGuests => {

@@ -6,8 +6,9 @@ use anyhow::Result;
 
 use crate::util;
 
-/// Builds the native server (release) and returns the binary's path.
+/// Builds the native server (release, with the boot functions) and returns the binary's path.
 pub fn build_server() -> Result<PathBuf> {
+    crate::image::build_boot_functions()?;
     util::run(util::cargo().args(["build", "--quiet", "--release", "-p", "kernel-app"]))?;
     Ok(util::target_dir().join("release").join("kernel-app"))
 }

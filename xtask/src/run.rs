@@ -20,6 +20,9 @@ pub struct RunArgs {
     /// Skip building (use the artifacts of a previous build).
     #[arg(long)]
     pub no_build: bool,
+    /// Boot the application ELF under uhyve (needs usable KVM) instead of QEMU.
+    #[arg(long, conflicts_with = "native")]
+    pub uhyve: bool,
     #[command(flatten)]
     pub vm: crate::vm::VmArgs,
 }
@@ -51,6 +54,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let mut cmd = std::process::Command::new(&binary);
         cmd.args(&words);
         supervise::run_foreground(&mut cmd)?
+    } else if args.uhyve {
+        if let Err(reason) = crate::qemu::kvm_status() {
+            bail!("uhyve needs KVM: {reason}");
+        }
+        let image = if args.no_build { crate::image::existing()? } else { crate::image::build()? };
+        let mut cmd = std::process::Command::new(uhyve_binary());
+        cmd.arg(&image.app)
+            .args(crate::vm::kernel_command_line(&args.append).split_whitespace());
+        println!("booting {} under uhyve (no network: uhyve needs a tap device for that)", image.app.display());
+        supervise::run_foreground(&mut cmd)?
     } else {
         let image = if args.no_build { crate::image::existing()? } else { crate::image::build()? };
         let guest_port: u16 = match app_value(&args.append, "port") {
@@ -70,6 +83,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
         return Ok(());
     }
     bail!("server exited with {status}")
+}
+
+/// The uhyve binary: on `PATH`, or where `cargo install` puts it.
+pub fn uhyve_binary() -> std::path::PathBuf {
+    let installed = std::env::var_os("HOME")
+        .map(|home| std::path::PathBuf::from(home).join(".cargo/bin/uhyve"))
+        .filter(|p| p.exists());
+    installed.unwrap_or_else(|| "uhyve".into())
 }
 
 #[cfg(test)]

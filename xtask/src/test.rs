@@ -19,7 +19,7 @@ pub struct TestArgs {
 /// Runs the suite; fails on the first failing stage.
 pub fn run(args: &TestArgs) -> Result<()> {
     println!("== building wasm guests");
-    crate::guests::build_guests()?;
+    crate::image::build_boot_functions()?;
 
     println!("== native unit and integration tests");
     util::run(util::cargo().args(["test", "--workspace", "--exclude", "e2e"]))?;
