@@ -37,8 +37,18 @@ pub fn build_app(release: bool) -> Result<PathBuf> {
     let image_dir = util::target_dir().join("image");
     fs::create_dir_all(&image_dir)?;
     let image = image_dir.join("kernel-app");
-    fs::copy(&built, &image)
-        .with_context(|| format!("copying {} to {}", built.display(), image.display()))?;
+    if release {
+        // The image ships without symbols: smaller to copy into the guest at every boot.
+        util::run(
+            std::process::Command::new(kernel::llvm_objcopy()?)
+                .arg("--strip-all")
+                .arg(&built)
+                .arg(&image),
+        )?;
+    } else {
+        fs::copy(&built, &image)
+            .with_context(|| format!("copying {} to {}", built.display(), image.display()))?;
+    }
     eprintln!("app: wrote {}", image.display());
     Ok(image)
 }

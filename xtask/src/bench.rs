@@ -254,39 +254,93 @@ fn load(port: u16, path: &str, clients: usize, seconds: u64) -> Load {
     Load { requests: all.len() as u64, errors, seconds, p50_us: pct(0.50), p99_us: pct(0.99) }
 }
 
+/// Paths measured by the HTTP suite: the platform alone, a Spiderlightning guest, a WASI program.
+const HTTP_PATHS: &[&str] = &["/healthz", "/http-server-demo/hello", "/api/fib/20"];
+
+/// Admin token the benchmarked servers boot with (for deploy latency).
+const BENCH_TOKEN: &str = "bench-admin-token";
+
+/// Median time of `PUT /_admin/functions/{name}` with `body`, over `rounds` deploys.
+fn deploy_latency(port: u16, name: &str, body: &[u8], rounds: usize) -> Result<Duration> {
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        write!(
+            stream,
+            "PUT /_admin/functions/{name} HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {BENCH_TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        stream.write_all(body)?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf)?;
+        let status = String::from_utf8_lossy(buf.get(9..12).unwrap_or_default()).into_owned();
+        if status != "200" && status != "201" {
+            bail!("deploy of {name} answered {status}");
+        }
+        times.push(start.elapsed());
+    }
+    Ok(median(times))
+}
+
 fn bench_http(args: &BenchArgs, image: &Image) -> Result<()> {
-    let path = "/healthz";
-    let mut rows = Vec::new();
+    let append = format!("log=warn workers=4 admin-token={BENCH_TOKEN}");
+    let guests = crate::util::target_dir().join("guests");
+    let deployables = [
+        ("answer.wat", std::fs::read(guests.join("answer.wat"))?),
+        ("http-server-demo.wasm", std::fs::read(guests.join("http-server-demo.wasm"))?),
+    ];
+    let mut rows: Vec<(String, &str, Load)> = Vec::new();
+    let mut deploys: Vec<(String, &str, Duration)> = Vec::new();
+    let mut measure = |name: String, port: u16| -> Result<()> {
+        for (file, body) in &deployables {
+            deploys.push((name.clone(), *file, deploy_latency(port, "bench-deploy", body, 5)?));
+        }
+        for path in HTTP_PATHS {
+            rows.push((name.clone(), path, load(port, path, args.clients, args.seconds)));
+        }
+        Ok(())
+    };
 
     let native = crate::native::build_server()?;
     let port = free_port()?;
     let mut cmd = Command::new(native);
-    cmd.args(["bind=127.0.0.1", &format!("port={port}"), "log=warn", "workers=4"]);
+    cmd.args(["bind=127.0.0.1", &format!("port={port}")]).args(append.split_whitespace());
     let server = Running::spawn(cmd)?;
     wait_first_response(port, Instant::now(), Duration::from_secs(30))?;
-    rows.push(("native (Linux process)".to_string(), load(port, path, args.clients, args.seconds)));
+    measure("native (Linux process)".to_string(), port)?;
     drop(server);
 
     for smp in [1, 2] {
         let vm = vm_with(args, smp);
         let port = free_port()?;
-        let (_vm, _) = boot_vm(&vm, image, port, "log=warn workers=4")?;
-        rows.push((format!("image, {}", vm.describe()), load(port, path, args.clients, args.seconds)));
+        let (_vm, _) = boot_vm(&vm, image, port, &append)?;
+        measure(format!("image, {}", vm.describe()), port)?;
     }
 
-    let base = rows[0].1.requests as f64 / rows[0].1.seconds;
-    println!("\n## HTTP GET {path}: {} keep-alive clients, {} s each", args.clients, args.seconds);
-    println!("| server | req/s | ratio to native | p50 | p99 | errors |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for (name, l) in &rows {
+    println!("\n## HTTP: {} keep-alive clients, {} s per row", args.clients, args.seconds);
+    println!("| server | path | req/s | vs native | p50 | p99 | errors |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (name, path, l) in &rows {
         let rps = l.requests as f64 / l.seconds;
+        let native = rows
+            .iter()
+            .find(|(n, p, _)| n.starts_with("native") && p == path)
+            .map_or(rps, |(_, _, n)| n.requests as f64 / n.seconds);
         println!(
-            "| {name} | {rps:.0} | {:.3} | {:.2} ms | {:.2} ms | {} |",
-            rps / base,
+            "| {name} | {path} | {rps:.0} | {:.3} | {:.2} ms | {:.2} ms | {} |",
+            rps / native.max(f64::MIN_POSITIVE),
             l.p50_us as f64 / 1e3,
             l.p99_us as f64 / 1e3,
             l.errors
         );
+    }
+    println!("\n## deploy latency (PUT /_admin/functions, median of 5)");
+    println!("| server | module | latency |");
+    println!("| --- | --- | --- |");
+    for (name, file, latency) in &deploys {
+        println!("| {name} | {file} | {:.1} ms |", latency.as_secs_f64() * 1e3);
     }
     Ok(())
 }

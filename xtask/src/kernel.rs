@@ -82,6 +82,11 @@ impl LlvmTools {
     }
 }
 
+/// `llvm-objcopy`, for stripping the image (`app.rs`).
+pub fn llvm_objcopy() -> Result<PathBuf> {
+    find_tool("LLVM_OBJCOPY", &["llvm-objcopy-22", "llvm-objcopy"])
+}
+
 /// The `ld.lld` linker, for the application link (`app.rs`).
 pub fn ld_lld() -> Result<PathBuf> {
     find_tool("LD_LLD", &["ld.lld-22", "ld.lld"])

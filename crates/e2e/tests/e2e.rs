@@ -212,6 +212,29 @@ fn admin_suite(inst: &Instance) {
     assert_eq!(call(port, "GET", "/exec/triple?args=4", b"").text(), "12");
     assert_eq!(admin(port, "PUT", "/_admin/functions/triple", quadruple).status, 200);
     assert_eq!(call(port, "GET", "/exec/triple?args=4", b"").text(), "16");
+    // Replacing while it is called in a loop: every call succeeds, on one version or the other.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let caller = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && answers.len() < 500 {
+                let r = call(port, "GET", "/exec/triple?args=4", b"");
+                answers.push((r.status, r.text()));
+            }
+            answers
+        })
+    };
+    for round in 0..6 {
+        let source: &[u8] = if round % 2 == 0 { triple } else { quadruple };
+        assert_eq!(admin(port, "PUT", "/_admin/functions/triple", source).status, 200);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answers = caller.join().expect("caller thread");
+    assert!(!answers.is_empty());
+    for (status, body) in &answers {
+        assert!(*status == 200 && (body == "12" || body == "16"), "{status} {body}");
+    }
     let rejected = admin(port, "PUT", "/_admin/functions/triple", b"\0asm garbage");
     assert_eq!(rejected.status, 400, "{}", rejected.text());
     assert_eq!(call(port, "GET", "/exec/triple?args=4", b"").text(), "16", "old version serves");
