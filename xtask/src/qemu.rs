@@ -344,10 +344,10 @@ pub fn boot(args: &BootArgs) -> anyhow::Result<()> {
         append: args.append.clone(),
         extra_args: Vec::new(),
     };
-    if config.accel == Accel::Auto {
-        if let Err(reason) = kvm_status() {
-            eprintln!("boot: using TCG: {reason}");
-        }
+    if config.accel == Accel::Auto
+        && let Err(reason) = kvm_status()
+    {
+        eprintln!("boot: using TCG: {reason}");
     }
     let mut cmd = command(&config, &loader, &app);
     eprintln!("boot: {cmd:?}");

@@ -73,10 +73,10 @@ pub fn kernel_command_line(append: &str) -> String {
 /// The QEMU command that boots `image` serving guest port `guest_port` on 127.0.0.1:`host_port`.
 pub fn command(args: &VmArgs, image: &Image, host_port: u16, guest_port: u16, append: &str) -> Result<Command> {
     let config = args.config(host_port, guest_port, append);
-    if config.accel == Accel::Kvm {
-        if let Err(reason) = crate::qemu::kvm_status() {
-            anyhow::bail!("--accel kvm: {reason}");
-        }
+    if config.accel == Accel::Kvm
+        && let Err(reason) = crate::qemu::kvm_status()
+    {
+        anyhow::bail!("--accel kvm: {reason}");
     }
     Ok(crate::qemu::command(&config, &image.loader, &image.app))
 }
