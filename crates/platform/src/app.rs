@@ -84,6 +84,18 @@ fn query_value(query: Option<&str>, key: &str) -> Option<String> {
     })
 }
 
+/// The error for calling `function` through an endpoint of another kind, saying where to call it.
+fn wrong_kind(function: &Deployed) -> (PlatformError, Outcome, Cost) {
+    let name = &function.name;
+    let hint = match function.program {
+        Program::Http(_) => format!("call /{name}/..."),
+        Program::Wasi(_) => format!("call GET /api/{name}/<input>"),
+        Program::Nanoprocess(_) => format!("call /exec/{name}?args=..."),
+    };
+    let kind = function.program.kind();
+    (PlatformError::WrongKind { function: name.clone(), kind, hint }, Outcome::BadInput, Cost::default())
+}
+
 fn not_found_function(name: &str) -> PlatformError {
     PlatformError::NotFound(format!("no function named {name:?}"))
 }
@@ -204,12 +216,7 @@ impl App {
     ) -> Result<(Response, Cost), (PlatformError, Outcome, Cost)> {
         let cost = Cost::default();
         let Program::Http(guest) = &function.program else {
-            let hint = match function.program {
-                Program::Wasi(_) => format!("call GET /api/{}/<input>", function.name),
-                _ => format!("call /exec/{}?args=...", function.name),
-            };
-            let kind = function.program.kind();
-            return Err((PlatformError::WrongKind { function: function.name.clone(), kind, hint }, Outcome::BadInput, cost));
+            return Err(wrong_kind(function));
         };
         if request.body.len() > function.limits.max_body {
             let message = format!(
@@ -292,12 +299,7 @@ impl App {
     ) -> Result<(Response, Cost), (PlatformError, Outcome, Cost)> {
         let cost = Cost::default();
         let Program::Wasi(module) = &function.program else {
-            let hint = match function.program {
-                Program::Http(_) => format!("call /{}/...", function.name),
-                _ => format!("call /exec/{}?args=...", function.name),
-            };
-            let kind = function.program.kind();
-            return Err((PlatformError::WrongKind { function: function.name.clone(), kind, hint }, Outcome::BadInput, cost));
+            return Err(wrong_kind(function));
         };
         let stdin = if request.method == "POST" { request.body.clone() } else { percent_decode(input, false) };
         if stdin.len() > function.limits.max_body {
@@ -342,12 +344,7 @@ impl App {
     ) -> Result<(Response, Cost), (PlatformError, Outcome, Cost)> {
         let cost = Cost::default();
         let Program::Nanoprocess(module) = &function.program else {
-            let hint = match function.program {
-                Program::Http(_) => format!("call /{}/...", function.name),
-                _ => format!("call GET /api/{}/<input>", function.name),
-            };
-            let kind = function.program.kind();
-            return Err((PlatformError::WrongKind { function: function.name.clone(), kind, hint }, Outcome::BadInput, cost));
+            return Err(wrong_kind(function));
         };
         let args = match request.method.as_str() {
             "GET" | "HEAD" => query_value(request.query.as_deref(), "args").unwrap_or_default(),
