@@ -6,6 +6,7 @@
 //! [`http`] is a deliberately independent HTTP/1.1 client over raw TCP.
 
 pub mod http;
+pub mod redis_server;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -90,13 +91,17 @@ impl Instance {
 
     fn wait_healthy(&mut self, limit: Duration) {
         let start = Instant::now();
+        // Short attempts first (a booting guest drops SYNs, and a fresh attempt beats a
+        // retransmission), then longer ones: an emulated guest on a busy host can be slow.
+        let mut attempt = Duration::from_millis(500);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("server exited with {status} before answering; output:\n{}", self.output());
             }
-            if http::is_healthy(self.port, Duration::from_millis(500)) {
+            if http::is_healthy(self.port, attempt) {
                 return;
             }
+            attempt = (attempt * 2).min(Duration::from_secs(8));
             if start.elapsed() > limit {
                 panic!("no 200 from /healthz within {limit:?}; output:\n{}", self.output());
             }
