@@ -2,6 +2,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -82,7 +84,7 @@ impl Connection {
         };
         let mut connection = Self {
             stream: TimedStream {
-                stream,
+                stream: Some(stream),
                 timeout: options.io_timeout,
                 enforcement,
             },
@@ -274,7 +276,8 @@ fn connect_tcp(info: &ConnectionInfo, timeout: Duration) -> Result<TcpStream, Re
 /// A TCP stream whose reads and writes give up after `timeout` without progress.
 #[derive(Debug)]
 struct TimedStream {
-    stream: TcpStream,
+    /// `None` only while being dropped.
+    stream: Option<TcpStream>,
     timeout: Duration,
     enforcement: TimeoutEnforcement,
 }
@@ -286,15 +289,18 @@ impl TimedStream {
         &mut self,
         mut attempt: impl FnMut(&mut TcpStream) -> io::Result<T>,
     ) -> io::Result<T> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
         if self.enforcement != TimeoutEnforcement::Polling {
-            return attempt(&mut self.stream);
+            return attempt(stream);
         }
         let deadline = Instant::now() + self.timeout;
         let mut pause = Duration::from_micros(20);
         let mut round = 0u32;
         loop {
             round = round.saturating_add(1);
-            match attempt(&mut self.stream) {
+            match attempt(stream) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -327,5 +333,44 @@ impl Write for TimedStream {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl Drop for TimedStream {
+    fn drop(&mut self) {
+        if CLOSE_IN_BACKGROUND && let Some(stream) = self.stream.take() {
+            close_in_background(stream);
+        }
+    }
+}
+
+/// Whether sockets are closed on a background thread. On hermit 0.11, closing a TCP socket
+/// blocks until the peer closes too (the kernel waits, without a timeout, for the socket to
+/// leave FIN-WAIT); a Redis that hangs never does, so dropping a timed-out connection would hang
+/// the request that gave up on it.
+const CLOSE_IN_BACKGROUND: bool = cfg!(target_os = "hermit");
+
+/// Hands `stream` to the one closer thread, which drops sockets in order; they close whenever
+/// their peers let them. If the thread cannot be started, the socket is closed right here.
+pub(crate) fn close_in_background(stream: TcpStream) {
+    static CLOSER: OnceLock<Option<Mutex<Sender<TcpStream>>>> = OnceLock::new();
+    let closer = CLOSER.get_or_init(|| {
+        let (sender, receiver) = mpsc::channel::<TcpStream>();
+        thread::Builder::new()
+            .name("redis-closer".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                for stream in receiver {
+                    drop(stream);
+                }
+            })
+            .inspect_err(|e| log::warn!("no closer thread ({e}); redis sockets close inline"))
+            .ok()
+            .map(|_| Mutex::new(sender))
+    });
+    if let Some(sender) = closer {
+        let sender = sender.lock().unwrap_or_else(|e| e.into_inner());
+        // If the closer thread is gone, the stream comes back in the error and drops here.
+        let _ = sender.send(stream);
     }
 }

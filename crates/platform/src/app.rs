@@ -1,6 +1,7 @@
 //! The request handler of the whole server: platform endpoints, the admin API and function
 //! dispatch. Every failure is a [`PlatformError`], turned into a response in one place.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,7 +9,10 @@ use http_front::{Handler, Request, Response};
 use keyvalue::KeyValue;
 
 use crate::error::PlatformError;
-use crate::functions::{Compiler, Deployed, FunctionLimits, Program, Registry, faas_limits};
+use crate::functions::{
+    Compiler, Deployed, FUNCTION_STORE, FunctionLimits, Program, Registry, decode_stored, encode_stored,
+    faas_limits,
+};
 use crate::route::{Route, route};
 use crate::stats::{Cost, Outcome, Stats};
 
@@ -21,7 +25,8 @@ pub struct AppOptions {
     pub root: Option<String>,
     /// Bearer token of the admin API; `None` disables it.
     pub admin_token: Option<String>,
-    /// Key-value backend for HTTP guests.
+    /// Key-value backend for HTTP guests; the platform also keeps functions deployed through
+    /// the admin API in it (store [`FUNCTION_STORE`]), so that with Redis they survive reboots.
     pub kv: Arc<dyn KeyValue>,
     /// Limits of functions deployed without overrides.
     pub default_limits: FunctionLimits,
@@ -36,6 +41,11 @@ pub struct App {
     root: Option<String>,
     admin_token: Option<String>,
     default_limits: FunctionLimits,
+    /// Where admin deploys are kept.
+    kv: Arc<dyn KeyValue>,
+    /// Functions restored from [`FUNCTION_STORE`] at start; boot-time functions of the same
+    /// name do not replace them.
+    restored: HashSet<String>,
 }
 
 /// The result of an endpoint: a response, or an error to render.
@@ -101,24 +111,67 @@ fn not_found_function(name: &str) -> PlatformError {
 }
 
 impl App {
-    /// A platform with no functions yet.
+    /// A platform serving the functions kept in the key-value store by earlier admin deploys
+    /// (none with a fresh or in-memory store).
     pub fn new(options: AppOptions) -> Self {
         if options.admin_token.is_none() {
             log::info!("admin API disabled: no admin-token= on the command line");
         }
-        App {
+        let mut app = App {
             started: Instant::now(),
             stats: Stats::new(),
             registry: Registry::default(),
-            compiler: Compiler::new(options.kv),
+            compiler: Compiler::new(Arc::clone(&options.kv)),
             root: options.root,
             admin_token: options.admin_token,
             default_limits: options.default_limits,
-        }
+            kv: options.kv,
+            restored: HashSet::new(),
+        };
+        app.restored = app.restore_functions();
+        app
     }
 
-    /// Deploys `source` as `name` with the default limits (boot-time functions).
+    /// Deploys every function kept in [`FUNCTION_STORE`]; the names deployed. A store that
+    /// cannot be read (Redis down at boot) or a function that no longer compiles is logged and
+    /// skipped: the server still starts.
+    fn restore_functions(&self) -> HashSet<String> {
+        let mut restored = HashSet::new();
+        let names = match self.kv.keys(FUNCTION_STORE) {
+            Ok(names) => names,
+            Err(err) => {
+                log::warn!("deployed functions not restored: cannot list store {FUNCTION_STORE}: {err}");
+                return restored;
+            }
+        };
+        for name in names {
+            let compiled = self
+                .kv
+                .get(FUNCTION_STORE, &name)
+                .map_err(|e| e.to_string())
+                .and_then(|value| {
+                    let (limits, source) = decode_stored(&value, self.default_limits)?;
+                    self.compiler.compile(&name, source, limits)
+                });
+            match compiled {
+                Ok(function) => {
+                    log::info!("restored {name} ({}, {} bytes) from store {FUNCTION_STORE}", function.program.kind(), function.size);
+                    self.registry.insert(function);
+                    restored.insert(name);
+                }
+                Err(err) => log::warn!("function {name} in store {FUNCTION_STORE} not restored: {err}"),
+            }
+        }
+        restored
+    }
+
+    /// Deploys `source` as `name` with the default limits (boot-time functions), unless a
+    /// function of that name was restored from the store (an admin deploy replaced it).
     pub fn deploy(&self, name: &str, source: &[u8]) -> Result<(), String> {
+        if self.restored.contains(name) {
+            log::info!("boot function {name} not deployed: the version in store {FUNCTION_STORE} serves");
+            return Ok(());
+        }
         let function = self.compiler.compile(name, source, self.default_limits)?;
         log::info!("deployed {name} ({}, {} bytes)", function.program.kind(), function.size);
         self.registry.insert(function);
@@ -390,6 +443,15 @@ impl App {
         }
     }
 
+    /// The answer when [`FUNCTION_STORE`] cannot be written: 503, nothing changed.
+    fn store_unavailable(name: &str, error: &keyvalue::KvError) -> PlatformError {
+        log::warn!("admin change of {name} refused: store {FUNCTION_STORE} unavailable: {error}");
+        PlatformError::Function {
+            status: 503,
+            message: format!("function store unavailable, {name} left unchanged: {error}"),
+        }
+    }
+
     fn admin(&self, request: &Request, rest: &str) -> Answer {
         self.check_token(request)?;
         let path = rest.trim_end_matches('/');
@@ -414,6 +476,10 @@ impl App {
                 let limits = self.default_limits.with_overrides(request.query.as_deref()).map_err(reject)?;
                 let started = Instant::now();
                 let function = self.compiler.compile(name, &request.body, limits).map_err(reject)?;
+                // Kept first: a deploy that would not survive a reboot is not made at all.
+                self.kv
+                    .set(FUNCTION_STORE, name, &encode_stored(&request.body, &limits))
+                    .map_err(|e| Self::store_unavailable(name, &e))?;
                 let info = function.to_json();
                 let replaced = self.registry.insert(function);
                 log::info!(
@@ -426,6 +492,10 @@ impl App {
                 Ok(Response::json(if replaced { 200 } else { 201 }, &info))
             }
             "DELETE" => {
+                if self.registry.get(name).is_none() {
+                    return Err(not_found_function(name));
+                }
+                self.kv.delete(FUNCTION_STORE, name).map_err(|e| Self::store_unavailable(name, &e))?;
                 if !self.registry.remove(name) {
                     return Err(not_found_function(name));
                 }
@@ -481,5 +551,85 @@ mod tests {
         assert_eq!(query_value(Some("x=1&args=5%2C2"), "args").as_deref(), Some("5,2"));
         assert_eq!(query_value(Some("x=1"), "args"), None);
         assert_eq!(query_value(None, "args"), None);
+    }
+
+    fn app_with(kv: Arc<dyn KeyValue>) -> App {
+        App::new(AppOptions {
+            root: None,
+            admin_token: Some("token".into()),
+            kv,
+            default_limits: FunctionLimits::default(),
+        })
+    }
+
+    fn admin_request(method: &str, name: &str, query: Option<&str>, body: &[u8]) -> Request {
+        Request {
+            method: method.into(),
+            path: format!("/_admin/functions/{name}"),
+            query: query.map(Into::into),
+            version: http_front::Version::Http11,
+            headers: vec![("authorization".into(), "Bearer token".into())],
+            trailers: Vec::new(),
+            body: body.to_vec(),
+        }
+    }
+
+    const ANSWER_7: &[u8] = br#"(module (func (export "_start") (result i32) i32.const 7))"#;
+    const ANSWER_8: &[u8] = br#"(module (func (export "_start") (result i32) i32.const 8))"#;
+
+    #[test]
+    fn admin_deploys_survive_a_restart_on_the_same_store() {
+        let kv: Arc<dyn KeyValue> = Arc::new(keyvalue::MemoryStore::new());
+        let first = app_with(Arc::clone(&kv));
+        let put = first.handle(&admin_request("PUT", "kept", Some("fuel=12345"), ANSWER_7));
+        assert_eq!(put.status, 201);
+        assert_eq!(first.handle(&admin_request("PUT", "gone", None, ANSWER_7)).status, 201);
+        assert_eq!(first.handle(&admin_request("PUT", "builtin", None, ANSWER_8)).status, 201);
+        assert_eq!(first.handle(&admin_request("DELETE", "gone", None, b"")).status, 204);
+        assert!(kv.get(FUNCTION_STORE, "gone").is_err());
+
+        let second = app_with(Arc::clone(&kv));
+        // A boot-time function does not replace the version an admin deployed.
+        second.deploy("builtin", ANSWER_7).unwrap();
+        second.deploy("fresh", ANSWER_7).unwrap();
+        let kept = second.registry.get("kept").expect("restored");
+        assert_eq!(kept.limits.fuel, 12345);
+        assert!(second.registry.get("gone").is_none());
+        let builtin = second.registry.get("builtin").expect("restored");
+        assert_eq!(builtin.sha256, first.registry.get("builtin").unwrap().sha256);
+        assert!(second.registry.get("fresh").is_some());
+        assert!(kv.get(FUNCTION_STORE, "fresh").is_err(), "boot-time functions are not stored");
+    }
+
+    /// A store whose writes always fail, as Redis does while it is down.
+    struct DownStore;
+
+    impl KeyValue for DownStore {
+        fn open(&self, _: &str) -> Result<(), keyvalue::KvError> {
+            Err(keyvalue::KvError::Connection("down".into()))
+        }
+        fn get(&self, _: &str, _: &str) -> Result<Vec<u8>, keyvalue::KvError> {
+            Err(keyvalue::KvError::Connection("down".into()))
+        }
+        fn set(&self, _: &str, _: &str, _: &[u8]) -> Result<(), keyvalue::KvError> {
+            Err(keyvalue::KvError::Connection("down".into()))
+        }
+        fn keys(&self, _: &str) -> Result<Vec<String>, keyvalue::KvError> {
+            Err(keyvalue::KvError::Connection("down".into()))
+        }
+        fn delete(&self, _: &str, _: &str) -> Result<(), keyvalue::KvError> {
+            Err(keyvalue::KvError::Connection("down".into()))
+        }
+    }
+
+    #[test]
+    fn admin_changes_need_the_function_store() {
+        let app = app_with(Arc::new(DownStore));
+        app.deploy("builtin", ANSWER_7).unwrap();
+        let put = app.handle(&admin_request("PUT", "new", None, ANSWER_7));
+        assert_eq!(put.status, 503, "{}", String::from_utf8_lossy(&put.body));
+        assert!(app.registry.get("new").is_none(), "nothing deployed");
+        assert_eq!(app.handle(&admin_request("DELETE", "builtin", None, b"")).status, 503);
+        assert!(app.registry.get("builtin").is_some(), "nothing deleted");
     }
 }

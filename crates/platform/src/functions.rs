@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keyvalue::KeyValue;
+use keyvalue::{KeyValue, KvError};
 use sha2::{Digest, Sha256};
 
 use crate::route::is_valid_function_name;
@@ -66,6 +66,17 @@ impl FunctionLimits {
             "max_memory": self.max_memory,
             "max_body": self.max_body,
         })
+    }
+
+    /// The limits as deploy query parameters; [`FunctionLimits::with_overrides`] reads them back.
+    pub fn to_query(&self) -> String {
+        format!(
+            "fuel={}&timeout-ms={}&max-memory={}&max-body={}",
+            self.fuel,
+            self.timeout.as_millis(),
+            self.max_memory,
+            self.max_body
+        )
     }
 
     fn faas(&self) -> wasm_faas::Limits {
@@ -148,9 +159,9 @@ pub struct Compiler {
 const WASM_MAGIC: &[u8] = b"\0asm";
 
 impl Compiler {
-    /// A compiler whose HTTP guests use `kv`.
+    /// A compiler whose HTTP guests use `kv`, except the platform's own [`FUNCTION_STORE`].
     pub fn new(kv: Arc<dyn KeyValue>) -> Self {
-        Compiler { faas_engine: wasm_faas::new_engine(), kv }
+        Compiler { faas_engine: wasm_faas::new_engine(), kv: Arc::new(GuestKeyValue(kv)) }
     }
 
     /// Validates and compiles `source` (`.wasm` binary or `.wat` text) as function `name`,
@@ -231,6 +242,73 @@ impl Registry {
     }
 }
 
+/// The key-value store in which deployed functions are kept, so that a server booting with the
+/// same (Redis) backend serves them again. Guests cannot open it.
+pub const FUNCTION_STORE: &str = "_functions";
+
+/// First line of a stored function.
+const STORED_MAGIC: &[u8] = b"uniwasm-function v1\n";
+
+/// A deployed function as stored in [`FUNCTION_STORE`]: a magic line, its limits as a query
+/// line, then the deployed source unchanged.
+pub fn encode_stored(source: &[u8], limits: &FunctionLimits) -> Vec<u8> {
+    let mut value = STORED_MAGIC.to_vec();
+    value.extend_from_slice(limits.to_query().as_bytes());
+    value.push(b'\n');
+    value.extend_from_slice(source);
+    value
+}
+
+/// The limits and source of a stored function ([`encode_stored`]); limits it does not name
+/// keep their `defaults`.
+pub fn decode_stored(value: &[u8], defaults: FunctionLimits) -> Result<(FunctionLimits, &[u8]), String> {
+    let rest = value
+        .strip_prefix(STORED_MAGIC)
+        .ok_or_else(|| "not a stored function (unknown format)".to_string())?;
+    let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| "stored function has no limits line".to_string())?;
+    let query = std::str::from_utf8(&rest[..end]).map_err(|_| "stored limits are not UTF-8".to_string())?;
+    Ok((defaults.with_overrides(Some(query))?, &rest[end + 1..]))
+}
+
+/// The key-value backend as guests see it: [`FUNCTION_STORE`] is off limits.
+struct GuestKeyValue(Arc<dyn KeyValue>);
+
+impl GuestKeyValue {
+    fn check(store: &str) -> Result<(), KvError> {
+        if store == FUNCTION_STORE {
+            return Err(KvError::InvalidKey(format!("store {store:?} is reserved for the platform")));
+        }
+        Ok(())
+    }
+}
+
+impl KeyValue for GuestKeyValue {
+    fn open(&self, store: &str) -> Result<(), KvError> {
+        Self::check(store)?;
+        self.0.open(store)
+    }
+
+    fn get(&self, store: &str, key: &str) -> Result<Vec<u8>, KvError> {
+        Self::check(store)?;
+        self.0.get(store, key)
+    }
+
+    fn set(&self, store: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
+        Self::check(store)?;
+        self.0.set(store, key, value)
+    }
+
+    fn keys(&self, store: &str) -> Result<Vec<String>, KvError> {
+        Self::check(store)?;
+        self.0.keys(store)
+    }
+
+    fn delete(&self, store: &str, key: &str) -> Result<(), KvError> {
+        Self::check(store)?;
+        self.0.delete(store, key)
+    }
+}
+
 /// Runs WASI and `_start` modules with `limits`.
 pub(crate) fn faas_limits(limits: &FunctionLimits) -> wasm_faas::Limits {
     limits.faas()
@@ -285,6 +363,34 @@ mod tests {
         assert!(err.contains("not an http function"), "{err}");
         assert!(c.compile("metrics", b"(module)", FunctionLimits::default()).is_err());
         assert!(c.compile("a/b", b"(module)", FunctionLimits::default()).is_err());
+    }
+
+    #[test]
+    fn stored_functions_round_trip() {
+        let limits = FunctionLimits { fuel: 7, timeout: Duration::from_millis(1500), max_memory: 1 << 20, max_body: 99 };
+        let source = b"\0asm\x01\0\0\0 binary\n with newlines";
+        let value = encode_stored(source, &limits);
+        let (decoded, body) = decode_stored(&value, FunctionLimits::default()).unwrap();
+        assert_eq!(decoded, limits);
+        assert_eq!(body, source);
+        assert!(decode_stored(b"garbage", FunctionLimits::default()).is_err());
+        assert!(decode_stored(b"uniwasm-function v1\nfuel=x\n(module)", FunctionLimits::default()).is_err());
+        assert!(decode_stored(b"uniwasm-function v1\nno newline", FunctionLimits::default()).is_err());
+    }
+
+    #[test]
+    fn guests_cannot_open_the_function_store() {
+        let kv: Arc<dyn KeyValue> = Arc::new(keyvalue::MemoryStore::new());
+        kv.set(FUNCTION_STORE, "f", b"secret").unwrap();
+        let guest = GuestKeyValue(Arc::clone(&kv));
+        assert!(matches!(guest.open(FUNCTION_STORE), Err(KvError::InvalidKey(_))));
+        assert!(matches!(guest.get(FUNCTION_STORE, "f"), Err(KvError::InvalidKey(_))));
+        assert!(matches!(guest.set(FUNCTION_STORE, "f", b"x"), Err(KvError::InvalidKey(_))));
+        assert!(matches!(guest.keys(FUNCTION_STORE), Err(KvError::InvalidKey(_))));
+        assert!(matches!(guest.delete(FUNCTION_STORE, "f"), Err(KvError::InvalidKey(_))));
+        assert_eq!(kv.get(FUNCTION_STORE, "f").unwrap(), b"secret");
+        guest.set("other", "k", b"v").unwrap();
+        assert_eq!(guest.get("other", "k").unwrap(), b"v");
     }
 
     #[test]

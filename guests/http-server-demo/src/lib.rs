@@ -19,22 +19,39 @@ fn hello(_req: Request) -> Result<Response, HttpError> {
     Ok(Response::text(200, "hello"))
 }
 
-fn kv_error(e: KeyvalueError) -> HttpError {
-    HttpError::UnexpectedError(format!("{e:?}"))
+/// A key-value failure as the answer: 503 (with `Retry-After`) when the store cannot be
+/// reached, so clients retry later; any other failure is a 500.
+fn kv_failure(e: KeyvalueError) -> Result<Response, HttpError> {
+    match e {
+        KeyvalueError::ConnectionError(message) => Ok(Response::text(
+            503,
+            format!("key-value store unavailable: {message}"),
+        )
+        .with_header("retry-after", "1")),
+        other => Err(HttpError::UnexpectedError(format!("{other:?}"))),
+    }
 }
 
 fn set(req: Request) -> Result<Response, HttpError> {
-    let store = Store::open(STORE).map_err(kv_error)?;
-    store.set(KEY, req.body_bytes()).map_err(kv_error)?;
-    Ok(Response::status(204))
+    let store = match Store::open(STORE) {
+        Ok(store) => store,
+        Err(e) => return kv_failure(e),
+    };
+    match store.set(KEY, req.body_bytes()) {
+        Ok(()) => Ok(Response::status(204)),
+        Err(e) => kv_failure(e),
+    }
 }
 
 fn get(_req: Request) -> Result<Response, HttpError> {
-    let store = Store::open(STORE).map_err(kv_error)?;
+    let store = match Store::open(STORE) {
+        Ok(store) => store,
+        Err(e) => return kv_failure(e),
+    };
     match store.get(KEY) {
         Ok(value) => Ok(Response::bytes(200, value)),
         Err(KeyvalueError::KeyNotFound(_)) => Ok(Response::text(404, "Key not found")),
-        Err(e) => Err(kv_error(e)),
+        Err(e) => kv_failure(e),
     }
 }
 
