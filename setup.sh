@@ -12,7 +12,7 @@ APT_PACKAGES=(
   qemu-system-x86                    # boots the image
   binaryen wasi-libc                 # wasm-opt; libc for wasm32-wasip1 guests
   redis-server                       # the real keyvalue backend, started by tests
-  iproute2 curl ca-certificates pkg-config
+  iproute2 curl ca-certificates pkg-config  # ip netns for the tap test
 )
 
 missing=()

@@ -28,25 +28,54 @@ const SELFTEST_TIMEOUT: Duration = Duration::from_secs(180);
 /// Builds the kernel (if needed) and the application, copies the linked ELF to
 /// `target/image/kernel-app` and returns that path.
 pub fn build_app(release: bool) -> Result<PathBuf> {
+    let kernel_dir = kernel::build_kernel()?;
     let built = build_hermit_binary(
         &util::root().join("Cargo.toml"),
         "kernel-app",
         "kernel-app",
         release,
+        &kernel_dir,
+        &util::target_dir(),
     )?;
-    let image_dir = util::target_dir().join("image");
-    fs::create_dir_all(&image_dir)?;
+    copy_image(&built, &util::target_dir().join("image"), release)
+}
+
+/// Builds the application against the [`kernel::MMIO_STATIC_FEATURES`] kernel (for `-M microvm`
+/// and tap devices) in its own cargo target directory, so that the default image is not relinked,
+/// and writes `target/image-microvm/kernel-app` (release, stripped).
+pub fn build_microvm_app() -> Result<PathBuf> {
+    let variant_dir = util::target_dir().join("variant-microvm");
+    let kernel_dir = kernel::build_kernel_in(
+        &variant_dir.join("hermit-kernel"),
+        kernel::MMIO_STATIC_FEATURES,
+    )?;
+    let built = build_hermit_binary(
+        &util::root().join("Cargo.toml"),
+        "kernel-app",
+        "kernel-app",
+        true,
+        &kernel_dir,
+        // The shared target dir: only kernel-app is relinked against the other archive
+        // (its build script reruns when HERMIT_KERNEL_DIR changes); std and deps are reused.
+        &util::target_dir(),
+    )?;
+    copy_image(&built, &util::target_dir().join("image-microvm"), true)
+}
+
+/// Copies the linked ELF `built` to `image_dir/kernel-app` (stripped when `release`).
+fn copy_image(built: &Path, image_dir: &Path, release: bool) -> Result<PathBuf> {
+    fs::create_dir_all(image_dir)?;
     let image = image_dir.join("kernel-app");
     if release {
         // The image ships without symbols: smaller to copy into the guest at every boot.
         util::run(
             std::process::Command::new(kernel::llvm_objcopy()?)
                 .arg("--strip-all")
-                .arg(&built)
+                .arg(built)
                 .arg(&image),
         )?;
     } else {
-        fs::copy(&built, &image)
+        fs::copy(built, &image)
             .with_context(|| format!("copying {} to {}", built.display(), image.display()))?;
     }
     eprintln!("app: wrote {}", image.display());
@@ -60,8 +89,9 @@ fn build_hermit_binary(
     package: &str,
     bin: &str,
     release: bool,
+    kernel_dir: &Path,
+    target_dir: &Path,
 ) -> Result<PathBuf> {
-    let kernel_dir = kernel::build_kernel()?;
     let linker = kernel::ld_lld()?;
     let profile = if release { "release" } else { "debug" };
 
@@ -82,8 +112,8 @@ fn build_hermit_binary(
         .arg("--manifest-path")
         .arg(manifest)
         .arg("--target-dir")
-        .arg(util::target_dir())
-        .env(KERNEL_DIR_ENV, &kernel_dir)
+        .arg(target_dir)
+        .env(KERNEL_DIR_ENV, kernel_dir)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         // Debian's rustc has no rust-lld: link with LLVM's ld.lld (the target's flavor is gnu-lld).
@@ -96,7 +126,7 @@ fn build_hermit_binary(
         cargo.arg("--release");
     }
     util::run(&mut cargo)?;
-    Ok(util::target_dir().join(APP_TARGET).join(profile).join(bin))
+    Ok(target_dir.join(APP_TARGET).join(profile).join(bin))
 }
 
 /// Builds `kernel/selftest`, boots it with our loader in QEMU and fails unless every check passed
@@ -107,6 +137,8 @@ pub fn kernel_selftest() -> Result<()> {
         "hermit-selftest",
         "hermit-selftest",
         true,
+        &kernel::build_kernel()?,
+        &util::target_dir(),
     )?;
     let loader = loader::build_loader()?;
     let config = qemu::QemuConfig {

@@ -17,10 +17,14 @@ use crate::vm::VmArgs;
 /// What to measure.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Suite {
-    /// Boot time to first HTTP response, image size, guest RAM.
+    /// Boot time to first HTTP response, image size, guest RAM; q35 vs pc vs microvm.
     Boot,
     /// Requests/s and latency: native vs image with 1 and 2 vCPUs.
     Http,
+    /// Requests/s of a key-value GET: in-memory vs Redis, native vs image.
+    Kv,
+    /// Many instances side by side: time until all answer, RSS per QEMU (deployment forms).
+    Density,
     /// Everything.
     All,
 }
@@ -40,6 +44,12 @@ pub struct BenchArgs {
     /// Concurrent keep-alive clients per HTTP measurement.
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
+    /// Instances the density suite boots side by side.
+    #[arg(long, default_value_t = 8)]
+    pub count: usize,
+    /// Guest RAM in MiB of each density instance.
+    #[arg(long, default_value_t = 64)]
+    pub density_memory: u32,
     #[command(flatten)]
     pub vm: VmArgs,
 }
@@ -52,12 +62,25 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if matches!(args.suite, Suite::Boot | Suite::All) {
         bench_boot(args, &image)?;
+        let microvm = crate::image_dir::microvm_image(true)?;
+        crate::density::bench_machines(&args.vm, args.boots, &image, &microvm)?;
     }
     if matches!(args.suite, Suite::Http | Suite::All) {
         bench_http(args, &image)?;
     }
+    if matches!(args.suite, Suite::Kv | Suite::All) {
+        bench_kv::bench_kv(args, &image)?;
+    }
+    if matches!(args.suite, Suite::Density | Suite::All) {
+        let microvm = crate::image_dir::microvm_image(true)?;
+        let vm = VmArgs { memory: args.density_memory, ..args.vm.clone() };
+        crate::density::bench_density(&vm, args.count, &image, &microvm)?;
+    }
     Ok(())
 }
+
+#[path = "bench_kv.rs"]
+mod bench_kv;
 
 /// A server process (QEMU or native) in its own process group, killed on drop.
 struct Running {
@@ -80,14 +103,14 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// One `GET path` with `Connection: close`; the status code. The short timeout matters while
 /// a VM boots: QEMU's user network accepts at once and then waits for the guest, which drops
 /// SYNs until its stack is up, so a fresh attempt beats waiting for a retransmission.
-fn get_status(port: u16, path: &str) -> Option<u16> {
+pub(crate) fn get_status(port: u16, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").ok()?;
@@ -124,7 +147,7 @@ fn boot_vm(vm: &VmArgs, image: &Image, port: u16, append: &str) -> Result<(Runni
     Ok((running, elapsed))
 }
 
-fn median(mut values: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
 }

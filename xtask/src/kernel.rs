@@ -111,10 +111,22 @@ fn find_tool(env_var: &str, names: &[&str]) -> Result<PathBuf> {
     )
 }
 
+/// Kernel features of the variant for `-M microvm` and tap devices (deployment forms): virtio-net
+/// over virtio-mmio (no `pci`, so no PCI scan) and a static IPv4 configuration from the kernel
+/// command line (`-ip`, `-gateway`, `-mask`; no `dhcpv4`, which would ignore them).
+pub const MMIO_STATIC_FEATURES: &str = "acpi,smp,tcp,fsgsbase";
+
 /// Builds the kernel archive and returns the directory that holds `libhermit.a`.
 pub fn build_kernel() -> Result<PathBuf> {
+    let features = std::env::var(KERNEL_FEATURES_ENV).unwrap_or_else(|_| KERNEL_FEATURES.into());
+    build_kernel_in(&util::target_dir().join("hermit-kernel"), &features)
+}
+
+/// Builds a kernel archive with `features` in `work_dir` (one directory per feature set) and
+/// returns the directory that holds `libhermit.a`.
+pub fn build_kernel_in(work_dir: &Path, features: &str) -> Result<PathBuf> {
     let tools = LlvmTools::find()?;
-    let work_dir = util::target_dir().join("hermit-kernel");
+    let work_dir = work_dir.to_path_buf();
     let cargo_target_dir = work_dir.join("build");
     fs::create_dir_all(&work_dir)?;
     // Several xtask runs may build at once: the copy, patch and archive steps are not atomic.
@@ -128,7 +140,7 @@ pub fn build_kernel() -> Result<PathBuf> {
     let patched = work_dir.join("src-patched");
     prepare_patched_source(&source, &patched)?;
 
-    let kernel_archive = build_kernel_crate(&patched, &cargo_target_dir, &tools)?;
+    let kernel_archive = build_kernel_crate(&patched, &cargo_target_dir, &tools, features)?;
     let builtins_archive = build_builtins(&cargo_target_dir)?;
 
     let dist_dir = work_dir.join("dist");
@@ -263,8 +275,12 @@ fn nested_cargo(dir: &Path) -> Command {
 }
 
 /// Builds the patched kernel crate and returns the path of its `libhermit.a`.
-fn build_kernel_crate(patched: &Path, target_dir: &Path, tools: &LlvmTools) -> Result<PathBuf> {
-    let features = std::env::var(KERNEL_FEATURES_ENV).unwrap_or_else(|_| KERNEL_FEATURES.into());
+fn build_kernel_crate(
+    patched: &Path,
+    target_dir: &Path,
+    tools: &LlvmTools,
+    features: &str,
+) -> Result<PathBuf> {
     eprintln!("kernel: building hermit-kernel {KERNEL_VERSION} ({features})");
     run_quietly(
         nested_cargo(patched)
@@ -273,7 +289,7 @@ fn build_kernel_crate(patched: &Path, target_dir: &Path, tools: &LlvmTools) -> R
                 "-Zbuild-std=core,alloc",
                 "-Zbuild-std-features=compiler-builtins-mem",
             ])
-            .args(["--no-default-features", "--features", &features])
+            .args(["--no-default-features", "--features", features])
             .arg("--target-dir")
             .arg(target_dir)
             // The kernel's own xtask sets this: hermit-os/kernel#200.

@@ -15,6 +15,11 @@ mod faas_guests;
 mod guests;
 // --- end guests helper ---
 mod bench;
+// --- deployment-forms helper: modules ---
+mod density;
+mod image_dir;
+mod tap;
+// --- end deployment-forms helper ---
 mod image;
 mod native;
 mod run;
@@ -71,6 +76,14 @@ enum Cmd {
     /// Build the classic FaaS guests (fib.wasm, WAT examples) into target/guests/.
     FaasGuests,
     // --- end faas helper ---
+    // --- deployment-forms helper: commands ---
+    /// Build the microvm/static-IP variant (kernel without pci and dhcpv4) into target/image-microvm/.
+    MicrovmApp,
+    /// Write a self-contained image directory (loader, app ELFs, vm.json, BOOTING.md).
+    Image(image_dir::ImageArgs),
+    /// Boot the image on a tap device inside a fresh network namespace (root; cleaned up on exit).
+    Tap(tap::TapArgs),
+    // --- end deployment-forms helper ---
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,6 +121,11 @@ fn main() -> anyhow::Result<()> {
             }
         }
         // --- end faas helper ---
+        // --- deployment-forms helper: dispatch ---
+        Cmd::MicrovmApp => println!("{}", image_dir::microvm_image(true)?.app.display()),
+        Cmd::Image(args) => println!("{}", image_dir::write(&args)?.display()),
+        Cmd::Tap(args) => tap::run(&args)?,
+        // --- end deployment-forms helper ---
     }
     Ok(())
 }

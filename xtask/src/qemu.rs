@@ -26,8 +26,8 @@ pub enum Machine {
     Q35,
     /// i440FX + PIIX (PCI).
     Pc,
-    /// Minimal machine without PCI: boots (second IOAPIC off), but its virtio-mmio NIC needs a
-    /// kernel built without the `pci` feature.
+    /// Minimal machine without PCI (second IOAPIC off, qboot firmware): its virtio-net on
+    /// virtio-mmio needs the kernel variant without `pci` (`cargo xtask microvm-app`).
     Microvm,
 }
 
@@ -103,15 +103,20 @@ impl QemuConfig {
     }
 }
 
-/// The QEMU command booting `loader` (our multiboot loader) with `app` (the application ELF).
-pub fn command(config: &QemuConfig, loader: &Path, app: &Path) -> Command {
-    let mut cmd = Command::new(QEMU);
-    let machine = match config.machine {
+/// The `-M` value of `machine`.
+pub fn machine_name(machine: Machine) -> &'static str {
+    match machine {
         Machine::Q35 => "q35",
         Machine::Pc => "pc",
         // kernel 0.11 panics on a second IOAPIC (it sets its IOAPIC address once).
         Machine::Microvm => "microvm,ioapic2=off",
-    };
+    }
+}
+
+/// The QEMU command booting `loader` (our multiboot loader) with `app` (the application ELF).
+pub fn command(config: &QemuConfig, loader: &Path, app: &Path) -> Command {
+    let mut cmd = Command::new(QEMU);
+    let machine = machine_name(config.machine);
     let (accel, cpu) = match config.effective_accel() {
         Accel::Kvm => ("kvm", "host"),
         _ => ("tcg", TCG_CPU),
@@ -124,8 +129,12 @@ pub fn command(config: &QemuConfig, loader: &Path, app: &Path) -> Command {
         "-serial",
         "stdio",
     ])
-    .args(["-M", machine, "-accel", accel, "-cpu", cpu])
-    .args([
+    .args(["-M", machine, "-accel", accel, "-cpu", cpu]);
+    if config.machine == Machine::Microvm {
+        // kernel 0.11 drives only modern (version 2) virtio-mmio devices; QEMU's default is legacy.
+        cmd.args(["-global", "virtio-mmio.force-legacy=false"]);
+    }
+    cmd.args([
         "-smp",
         &config.smp.to_string(),
         "-m",
@@ -148,15 +157,27 @@ pub fn command(config: &QemuConfig, loader: &Path, app: &Path) -> Command {
         for (host_port, guest_port) in &config.forwards {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"));
         }
-        let device = match (config.machine, config.nic) {
-            (Machine::Microvm, _) => "virtio-net-device,netdev=net0",
-            (_, NicModel::VirtioNetPci) => "virtio-net-pci,netdev=net0,disable-legacy=on",
-            (_, NicModel::Rtl8139) => "rtl8139,netdev=net0",
-        };
-        cmd.args(["-netdev", &netdev, "-device", device]);
+        cmd.args([
+            "-netdev",
+            &netdev,
+            "-device",
+            &nic_device(config.machine, config.nic, "net0"),
+        ]);
     }
     cmd.args(&config.extra_args);
     cmd
+}
+
+/// The `-device` value of the guest NIC attached to netdev `netdev_id`: on `microvm` always
+/// virtio-net on virtio-mmio (it has no PCI bus), otherwise the chosen PCI card.
+pub fn nic_device(machine: Machine, nic: NicModel, netdev_id: &str) -> String {
+    match (machine, nic) {
+        (Machine::Microvm, _) => format!("virtio-net-device,netdev={netdev_id}"),
+        (_, NicModel::VirtioNetPci) => {
+            format!("virtio-net-pci,netdev={netdev_id},disable-legacy=on")
+        }
+        (_, NicModel::Rtl8139) => format!("rtl8139,netdev={netdev_id}"),
+    }
 }
 
 /// The kernel command line: `config.append`, under TCG prefixed with `-freq <host TSC MHz>`
@@ -313,6 +334,9 @@ pub struct BootArgs {
     /// Boot without a network card.
     #[arg(long)]
     pub no_network: bool,
+    /// Use the loader of a previous build instead of building it.
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 fn parse_forward(text: &str) -> Result<(u16, u16), String> {
@@ -323,7 +347,11 @@ fn parse_forward(text: &str) -> Result<(u16, u16), String> {
 
 /// `cargo xtask boot`: builds the loader, boots the app in QEMU in the foreground, reports the exit.
 pub fn boot(args: &BootArgs) -> anyhow::Result<()> {
-    let loader = crate::loader::build_loader()?;
+    let loader = if args.no_build {
+        crate::loader::loader_image_path()
+    } else {
+        crate::loader::build_loader()?
+    };
     let app = args
         .app
         .clone()

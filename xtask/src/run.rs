@@ -65,16 +65,25 @@ pub fn run(args: &RunArgs) -> Result<()> {
         println!("booting {} under uhyve (no network: uhyve needs a tap device for that)", image.app.display());
         supervise::run_foreground(&mut cmd)?
     } else {
-        let image = if args.no_build { crate::image::existing()? } else { crate::image::build()? };
         let guest_port: u16 = match app_value(&args.append, "port") {
             Some(p) => p.parse()?,
             None => 8080,
         };
-        let mut cmd = crate::vm::command(&args.vm, &image, args.port, guest_port, &args.append)?;
+        let (image, vm, append) = if args.vm.machine == crate::qemu::Machine::Microvm {
+            // The microvm variant: virtio-mmio without PCI, static address (no DHCP client).
+            use crate::image_dir::{MICROVM_MIN_MEMORY_MIB, USER_NET_STATIC_OPTIONS};
+            let vm = crate::vm::VmArgs { memory: args.vm.memory.max(MICROVM_MIN_MEMORY_MIB), ..args.vm.clone() };
+            let append = crate::image_dir::with_kernel_options(USER_NET_STATIC_OPTIONS, &args.append);
+            (crate::image_dir::microvm_image(!args.no_build)?, vm, append)
+        } else {
+            let image = if args.no_build { crate::image::existing()? } else { crate::image::build()? };
+            (image, args.vm.clone(), args.append.clone())
+        };
+        let mut cmd = crate::vm::command(&vm, &image, args.port, guest_port, &append)?;
         println!(
             "booting {} ({}); serving on http://127.0.0.1:{}/",
             image.app.display(),
-            args.vm.describe(),
+            vm.describe(),
             args.port
         );
         supervise::run_foreground(&mut cmd)?

@@ -30,6 +30,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
     println!("== building the native server and the image");
     crate::native::build_server()?;
     crate::image::build()?;
+    crate::image_dir::microvm_image(true)?;
 
     match crate::qemu::kvm_status() {
         Ok(()) => println!("== KVM is usable: VM tests use it"),

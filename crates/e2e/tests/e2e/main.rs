@@ -2,9 +2,11 @@
 //! Run through `cargo xtask test`, which builds everything first and sets `XTASK_BIN`.
 //! One test binary; one module per area.
 
+mod deploy_forms;
 mod functions;
 mod http_front;
 mod monitors;
+mod redis;
 
 use e2e::http;
 

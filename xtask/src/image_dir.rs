@@ -1,0 +1,299 @@
+//! `cargo xtask image`: a self-contained directory to deploy: the loader, both application
+//! ELFs (q35/pc with DHCP, microvm with a static address), `vm.json` (how to boot them) and
+//! `BOOTING.md` (QEMU, uhyve, Firecracker). Also the microvm variant's paths and kernel options.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::json;
+
+use crate::image::Image;
+use crate::qemu::{self, Accel, Machine, NicModel, QemuConfig};
+use crate::util;
+
+/// Kernel options of the microvm variant (no `dhcpv4`) on QEMU's user network, whose DHCP
+/// server would hand out exactly these.
+pub const USER_NET_STATIC_OPTIONS: &str = "-ip 10.0.2.15 -gateway 10.0.2.2 -mask 255.255.255.0";
+
+/// Least guest RAM of the microvm variant: kernel 0.11's virtio-mmio driver fails to allocate
+/// its queues' buffers at 192 MiB.
+pub const MICROVM_MIN_MEMORY_MIB: u32 = 256;
+
+/// The microvm variant's application ELF (`cargo xtask microvm-app`).
+pub fn microvm_app_path() -> PathBuf {
+    util::target_dir().join("image-microvm/kernel-app")
+}
+
+/// The microvm image: our loader and the microvm variant (with the guests it embeds), built
+/// unless `build` is false.
+pub fn microvm_image(build: bool) -> Result<Image> {
+    let image = if build {
+        // The app embeds the boot functions (crates/boot-functions reads target/guests).
+        crate::image::build_boot_functions()?;
+        Image {
+            loader: crate::loader::build_loader()?,
+            app: crate::app::build_microvm_app()?,
+        }
+    } else {
+        Image {
+            loader: crate::loader::loader_image_path(),
+            app: microvm_app_path(),
+        }
+    };
+    for part in [&image.loader, &image.app] {
+        ensure!(part.exists(), "{} is missing: build first", part.display());
+    }
+    Ok(image)
+}
+
+/// `append` with the kernel options `options` put before the app's words (adding the `--`).
+pub fn with_kernel_options(options: &str, append: &str) -> String {
+    let append = append.trim();
+    match append
+        .split_once(" -- ")
+        .or_else(|| append.strip_prefix("-- ").map(|rest| ("", rest)))
+    {
+        Some((kernel, app)) => format!("{options} {kernel} -- {app}"),
+        None if append == "--" || append.ends_with(" --") => {
+            format!("{options} {}", append)
+        }
+        None => format!("{options} -- {append}"),
+    }
+    .split_whitespace()
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+/// Options of `cargo xtask image`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// Output directory (default target/microvm-image).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// App words of the kernel command line (e.g. `log=warn workers=2`).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub append: String,
+    /// Virtual CPUs recorded in vm.json.
+    #[arg(long, default_value_t = 1)]
+    pub smp: u32,
+    /// Guest RAM in MiB recorded in vm.json.
+    #[arg(long, default_value_t = 64)]
+    pub memory: u32,
+    /// Guest port (the app's `port=`) and host port of the example forwards.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Skip building (use the artifacts of a previous build).
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+/// File names inside the image directory.
+const LOADER_FILE: &str = "hermit-loader";
+const APP_FILE: &str = "kernel-app";
+const MICROVM_APP_FILE: &str = "kernel-app-microvm";
+
+/// `cargo xtask image`: writes the directory and returns its path.
+pub fn write(args: &ImageArgs) -> Result<PathBuf> {
+    let default = if args.no_build {
+        crate::image::existing()?
+    } else {
+        crate::image::build()?
+    };
+    let microvm = microvm_image(!args.no_build)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| util::target_dir().join("microvm-image"));
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    for (from, name) in [
+        (&default.loader, LOADER_FILE),
+        (&default.app, APP_FILE),
+        (&microvm.app, MICROVM_APP_FILE),
+    ] {
+        fs::copy(from, out.join(name))
+            .with_context(|| format!("copying {} to {}", from.display(), out.display()))?;
+    }
+    let manifest = manifest(args, &out)?;
+    fs::write(
+        out.join("vm.json"),
+        serde_json::to_string_pretty(&manifest)? + "\n",
+    )?;
+    fs::write(out.join("BOOTING.md"), booting_md(args, &manifest))?;
+    Ok(out)
+}
+
+/// One way to boot the image, as QEMU arguments (run from inside the image directory).
+fn qemu_args(args: &ImageArgs, machine: Machine, app: &str, append: &str) -> Vec<String> {
+    let config = QemuConfig {
+        machine,
+        smp: args.smp,
+        memory_mib: variant_memory(args, machine),
+        accel: Accel::Tcg,
+        forwards: vec![(args.port, args.port)],
+        nic: NicModel::VirtioNetPci,
+        network: true,
+        // The TSC frequency `command` would add is this host's: leave it out of the file.
+        append: format!("-freq 0 {append}"),
+        extra_args: Vec::new(),
+    };
+    let cmd = qemu::command(&config, Path::new(LOADER_FILE), Path::new(app));
+    let mut words: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if let Some(i) = words.iter().position(|w| w == "-append") {
+        words[i + 1] = append.to_string();
+    }
+    words
+}
+
+/// Guest RAM of `machine`'s variant: `--memory`, at least [`MICROVM_MIN_MEMORY_MIB`] on microvm.
+fn variant_memory(args: &ImageArgs, machine: Machine) -> u32 {
+    match machine {
+        Machine::Microvm => args.memory.max(MICROVM_MIN_MEMORY_MIB),
+        _ => args.memory,
+    }
+}
+
+fn manifest(args: &ImageArgs, out: &Path) -> Result<serde_json::Value> {
+    let app_words = format!("port={} {}", args.port, args.append)
+        .trim()
+        .to_string();
+    let q35_line = crate::vm::kernel_command_line(&app_words);
+    let microvm_line = with_kernel_options(USER_NET_STATIC_OPTIONS, &app_words);
+    let size = |name: &str| fs::metadata(out.join(name)).map(|m| m.len()).unwrap_or(0);
+    Ok(json!({
+        "loader": { "file": LOADER_FILE, "boot_protocol": "multiboot1", "bytes": size(LOADER_FILE) },
+        "vcpus": args.smp,
+        "memory_mib": args.memory,
+        "memory_note": "per variant: the microvm variant needs at least 256 MiB",
+        "guest_port": args.port,
+        "variants": {
+            "q35": {
+                "app": APP_FILE,
+                "bytes": size(APP_FILE),
+                "kernel_features": "pci,acpi,smp,tcp,dhcpv4,fsgsbase",
+                "machine": "q35",
+                "memory_mib": variant_memory(args, Machine::Q35),
+                "nic": "virtio-net-pci,disable-legacy=on",
+                "network": "DHCPv4 (QEMU user network)",
+                "kernel_command_line": q35_line,
+                "qemu": qemu_args(args, Machine::Q35, APP_FILE, &q35_line),
+            },
+            "microvm": {
+                "app": MICROVM_APP_FILE,
+                "bytes": size(MICROVM_APP_FILE),
+                "kernel_features": crate::kernel::MMIO_STATIC_FEATURES,
+                "machine": qemu::machine_name(Machine::Microvm),
+                "memory_mib": variant_memory(args, Machine::Microvm),
+                "nic": "virtio-net-device (virtio-mmio)",
+                "network": "static: -ip/-gateway/-mask on the kernel command line",
+                "kernel_command_line": microvm_line,
+                "qemu": qemu_args(args, Machine::Microvm, MICROVM_APP_FILE, &microvm_line),
+            },
+        },
+    }))
+}
+
+fn shell_line(words: &serde_json::Value) -> String {
+    words
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|a| a.as_str())
+                .map(|a| {
+                    if a.is_empty() || a.contains(char::is_whitespace) {
+                        format!("'{a}'")
+                    } else {
+                        a.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+fn booting_md(args: &ImageArgs, manifest: &serde_json::Value) -> String {
+    let q35 = shell_line(&manifest["variants"]["q35"]["qemu"]);
+    let microvm = shell_line(&manifest["variants"]["microvm"]["qemu"]);
+    let port = args.port;
+    format!(
+        r#"# Booting this image
+
+Files: `{LOADER_FILE}` (our multiboot v1 loader), `{APP_FILE}` (hermit kernel 0.11 + app, kernel
+with PCI and DHCPv4), `{MICROVM_APP_FILE}` (same app, kernel without PCI and DHCPv4: virtio-mmio
+NIC, static address). `vm.json` has the kernel command lines, vCPUs, memory, machine and NIC.
+Run the commands from this directory; then `curl http://127.0.0.1:{port}/healthz`.
+Under KVM replace `-accel tcg -cpu ...` by `-accel kvm -cpu host`.
+
+## QEMU q35 (or `-M pc`), user network with DHCP
+
+```sh
+{q35}
+```
+
+## QEMU microvm, virtio-net on virtio-mmio, static address
+
+```sh
+{microvm}
+```
+
+## QEMU with a tap device
+
+No DHCP on a tap: use `{MICROVM_APP_FILE}` on microvm with `-netdev
+tap,id=net0,ifname=tap0,script=no,downscript=no,vnet_hdr=off -device virtio-net-device,netdev=net0`
+(with the tap's vnet header QEMU offers checksum offloads, and kernel 0.11 then never answers) and
+`-append "-ip 10.0.5.3 -gateway 10.0.5.1 -mask 255.255.255.0 -- port={port}"`, the host side of
+`tap0` at 10.0.5.1/24 (`cargo xtask tap` does this inside a private network namespace).
+
+## uhyve (needs KVM)
+
+uhyve loads the application ELF itself (no loader, no firmware) and passes the words after the
+ELF as the kernel command line (this is what `cargo xtask run --uhyve` runs). Not tested here: KVM
+on our machines is nested kvm-pvm, where the kernel dies. uhyve has no user network; its network
+needs a tap device.
+
+```sh
+uhyve {APP_FILE} -- port={port}
+```
+
+## Firecracker
+
+Not supported by this image, and not tested (Firecracker is not installable here). Firecracker
+boots only the Linux boot protocol (an uncompressed ELF `vmlinux` entered in 64-bit mode with a
+Linux `boot_params` zero page) or the PVH entry (an ELF note `XEN_ELFNOTE_PHYS32_ENTRY`, 32-bit
+protected mode, `hvm_start_info` with the memory map, command line and modules). Our loader is
+multiboot v1 only. A PVH entry would need: the ELF note and a 32-bit entry stub in the loader,
+reading memory map and command line from `hvm_start_info`, and the app ELF as a module (or
+embedded in the loader, since Firecracker passes one kernel and an optional initrd). Its NIC is
+virtio-mmio announced on the kernel command line (`virtio_mmio.device=4K@ADDR:IRQ`), which the
+microvm variant's kernel reads.
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_options_go_before_the_app_words() {
+        let ip = "-ip 1.2.3.4";
+        assert_eq!(with_kernel_options(ip, "port=1"), "-ip 1.2.3.4 -- port=1");
+        assert_eq!(with_kernel_options(ip, ""), "-ip 1.2.3.4 --");
+        assert_eq!(
+            with_kernel_options(ip, "-- port=1"),
+            "-ip 1.2.3.4 -- port=1"
+        );
+        assert_eq!(
+            with_kernel_options(ip, "-freq 9 -- port=1"),
+            "-ip 1.2.3.4 -freq 9 -- port=1"
+        );
+        assert_eq!(
+            with_kernel_options(ip, "-freq 9 --"),
+            "-ip 1.2.3.4 -freq 9 --"
+        );
+    }
+}
