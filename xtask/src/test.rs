@@ -40,7 +40,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
     println!("== end-to-end tests");
     let xtask = std::env::current_exe()?;
     let mut cmd = util::cargo();
-    cmd.args(["test", "-p", "e2e", "--", "--test-threads=1"])
+    cmd.args(["test", "-p", "e2e", "--", "--test-threads=1", "--nocapture"])
         .args(&args.filter)
         .env("XTASK_BIN", xtask);
     util::run(&mut cmd)
