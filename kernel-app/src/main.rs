@@ -9,7 +9,7 @@ use std::time::Duration;
 use boot_config::{Config, KvBackend};
 use http_front::{Limits, Server, ServerConfig};
 use keyvalue::KeyValue;
-use platform::app::{App, AppOptions};
+use platform::app::{App, AppOptions, SharedApp};
 use platform::functions::FunctionLimits;
 
 /// Stack of HTTP worker threads: wasm interpretation runs on them.
@@ -35,16 +35,15 @@ fn main() -> ExitCode {
     let _ = boot_config::init_logging(config.log);
     log::info!("kernel-app {} starting: {}", platform::app::VERSION, config.summary());
 
-    let app = App::new(AppOptions {
+    let app = Arc::new(App::new(AppOptions {
         root: config.root.clone(),
         admin_token: config.admin_token.clone(),
         kv: key_value(&config),
         default_limits: FunctionLimits { max_body: config.max_body, ..FunctionLimits::default() },
-    });
-    for (name, source) in boot_functions::FUNCTIONS {
-        if let Err(err) = app.deploy(name, source) {
-            log::error!("boot function {name} not deployed: {err}");
-        }
+    }));
+    // Compiling the built-in functions takes a while under emulation: serve meanwhile.
+    if let Err(err) = App::deploy_in_background(&app, boot_functions::FUNCTIONS) {
+        log::error!("boot functions not deployed: {err}");
     }
 
     let server_config = ServerConfig {
@@ -66,7 +65,7 @@ fn main() -> ExitCode {
         }
     };
     log::info!("ready: listening on http://{}:{}/", config.bind, config.port);
-    if let Err(err) = server.run(app) {
+    if let Err(err) = server.run(SharedApp(app)) {
         log::error!("server stopped: {err}");
         return ExitCode::FAILURE;
     }

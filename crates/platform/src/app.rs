@@ -2,8 +2,8 @@
 //! dispatch. Every failure is a [`PlatformError`], turned into a response in one place.
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use http_front::{Handler, Request, Response};
 use keyvalue::KeyValue;
@@ -46,6 +46,46 @@ pub struct App {
     /// Functions restored from [`FUNCTION_STORE`] at start; boot-time functions of the same
     /// name do not replace them.
     restored: HashSet<String>,
+    boot: BootGate,
+}
+
+/// Longest a request waits for a boot-time function that is still being compiled.
+const BOOT_WAIT: Duration = Duration::from_secs(120);
+
+/// Boot-time functions still being compiled: requests for them wait rather than get 404, so
+/// the server can listen (and answer `/healthz`) before every function is ready.
+#[derive(Default)]
+struct BootGate {
+    pending: Mutex<HashSet<String>>,
+    deployed: Condvar,
+}
+
+impl BootGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks while `name` is still being deployed (at most [`BOOT_WAIT`]).
+    fn wait_for(&self, name: &str) {
+        let pending = self.lock();
+        if pending.contains(name) {
+            let _ = self.deployed.wait_timeout_while(pending, BOOT_WAIT, |p| p.contains(name));
+        }
+    }
+
+    fn finish(&self, name: &str) {
+        self.lock().remove(name);
+        self.deployed.notify_all();
+    }
+}
+
+/// An [`App`] shared between the server and the boot-time deployer; the server's handler.
+pub struct SharedApp(pub Arc<App>);
+
+impl Handler for SharedApp {
+    fn handle(&self, request: &Request) -> Response {
+        self.0.handle(request)
+    }
 }
 
 /// The result of an endpoint: a response, or an error to render.
@@ -127,6 +167,7 @@ impl App {
             default_limits: options.default_limits,
             kv: options.kv,
             restored: HashSet::new(),
+            boot: BootGate::default(),
         };
         app.restored = app.restore_functions();
         app
@@ -178,6 +219,32 @@ impl App {
         Ok(())
     }
 
+    /// Deploys `functions` on a background thread, in order; until each is deployed, requests
+    /// for it wait instead of failing. Returns the thread, which ends when all are deployed.
+    pub fn deploy_in_background(
+        app: &Arc<App>,
+        functions: &'static [(&'static str, &'static [u8])],
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        app.boot.lock().extend(functions.iter().map(|(name, _)| name.to_string()));
+        let app = Arc::clone(app);
+        std::thread::Builder::new().name("boot-deployer".into()).spawn(move || {
+            let started = Instant::now();
+            for (name, source) in functions {
+                if let Err(err) = app.deploy(name, source) {
+                    log::error!("boot function {name} not deployed: {err}");
+                }
+                app.boot.finish(name);
+            }
+            log::info!("{} boot functions deployed in {} ms", functions.len(), started.elapsed().as_millis());
+        })
+    }
+
+    /// The function named `name`, once it is deployed if it is a boot function in progress.
+    fn lookup(&self, name: &str) -> Option<Arc<Deployed>> {
+        self.boot.wait_for(name);
+        self.registry.get(name)
+    }
+
     fn health(&self) -> Response {
         let uptime_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Response::json(
@@ -215,7 +282,7 @@ impl App {
             Route::Exec { function } => {
                 (Some(function.to_string()), self.invoke(function, |f| self.run_nanoprocess(f, request)))
             }
-            Route::Function { function, rest } if self.registry.get(function).is_some() => {
+            Route::Function { function, rest } if self.lookup(function).is_some() => {
                 (Some(function.to_string()), self.invoke(function, |f| self.run_http(f, request, rest)))
             }
             _ => match &self.root {
@@ -229,7 +296,7 @@ impl App {
 
     fn function_stats(&self, request: &Request, function: &str) -> Answer {
         Self::require_get(request)?;
-        if self.registry.get(function).is_none() {
+        if self.lookup(function).is_none() {
             return Err(not_found_function(function));
         }
         let json = match self.stats.snapshot(function) {
@@ -245,7 +312,7 @@ impl App {
         name: &str,
         call: impl FnOnce(&Deployed) -> Result<(Response, Cost), (PlatformError, Outcome, Cost)>,
     ) -> Answer {
-        let function = self.registry.get(name).ok_or_else(|| not_found_function(name))?;
+        let function = self.lookup(name).ok_or_else(|| not_found_function(name))?;
         let started = Instant::now();
         match call(&function) {
             Ok((response, mut cost)) => {
@@ -465,7 +532,7 @@ impl App {
         };
         match request.method.as_str() {
             "GET" | "HEAD" => {
-                let function = self.registry.get(name).ok_or_else(|| not_found_function(name))?;
+                let function = self.lookup(name).ok_or_else(|| not_found_function(name))?;
                 Ok(Response::json(200, &function.to_json()))
             }
             "PUT" | "POST" => {
@@ -492,7 +559,7 @@ impl App {
                 Ok(Response::json(if replaced { 200 } else { 201 }, &info))
             }
             "DELETE" => {
-                if self.registry.get(name).is_none() {
+                if self.lookup(name).is_none() {
                     return Err(not_found_function(name));
                 }
                 self.kv.delete(FUNCTION_STORE, name).map_err(|e| Self::store_unavailable(name, &e))?;
@@ -575,6 +642,23 @@ mod tests {
     }
 
     const ANSWER_7: &[u8] = br#"(module (func (export "_start") (result i32) i32.const 7))"#;
+
+    #[test]
+    fn requests_for_boot_functions_wait_until_deployed() {
+        static FUNCTIONS: &[(&str, &[u8])] = &[
+            ("first", br#"(module (func (export "_start") (result i32) i32.const 1))"#),
+            ("second", br#"(module (func (export "_start") (result i32) i32.const 2))"#),
+        ];
+        let app = Arc::new(app_with(Arc::new(keyvalue::MemoryStore::new())));
+        let deployer = App::deploy_in_background(&app, FUNCTIONS).expect("spawn deployer");
+        let mut request = admin_request("GET", "x", None, b"");
+        request.path = "/exec/second".into();
+        let response = app.handle(&request);
+        assert_eq!((response.status, response.body.as_slice()), (200, b"2".as_slice()));
+        deployer.join().expect("deployer");
+        request.path = "/exec/never-deployed".into();
+        assert_eq!(app.handle(&request).status, 404, "unknown names do not wait");
+    }
     const ANSWER_8: &[u8] = br#"(module (func (export "_start") (result i32) i32.const 8))"#;
 
     #[test]
