@@ -15,6 +15,7 @@ mod faas_guests;
 mod guests;
 // --- end guests helper ---
 mod bench;
+mod deploy;
 // --- deployment-forms helper: modules ---
 mod density;
 mod image_dir;
@@ -49,6 +50,8 @@ enum Cmd {
     Test(test::TestArgs),
     /// Measure boot time, image size, request rates and latencies; prints tables.
     Bench(bench::BenchArgs),
+    /// Deploy a .wasm or .wat file to a running server through its admin API.
+    Deploy(deploy::DeployArgs),
     // --- helper blocks (kernel, app, loader, boot, guests) go below this line ---
     // --- guests helper (wasm-functions) ---
     /// Build the wasm guests into target/guests/*.wasm.
@@ -97,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run(args) => run::run(&args)?,
         Cmd::Test(args) => test::run(&args)?,
         Cmd::Bench(args) => bench::run(&args)?,
+        Cmd::Deploy(args) => deploy::run(&args)?,
         // --- helper dispatch goes below this line ---
         // --- guests helper (wasm-functions) ---
         Cmd::Guests => {

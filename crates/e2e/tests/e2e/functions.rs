@@ -94,25 +94,38 @@ fn admin_suite(inst: &Instance) {
     assert_eq!(admin(port, "PUT", "/_admin/functions/triple", quadruple).status, 200);
     assert_eq!(call(port, "GET", "/exec/triple?args=4", b"").text(), "16");
     // Replacing while it is called in a loop: every call succeeds, on one version or the other.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Each replacement waits for a call in between, so the calls and the swaps interleave.
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
     let caller = {
-        let stop = std::sync::Arc::clone(&stop);
+        let (stop, calls) = (Arc::clone(&stop), Arc::clone(&calls));
         std::thread::spawn(move || {
             let mut answers = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) && answers.len() < 500 {
+            while !stop.load(Ordering::SeqCst) && answers.len() < 500 {
                 let r = call(port, "GET", "/exec/triple?args=4", b"");
                 answers.push((r.status, r.text()));
+                calls.fetch_add(1, Ordering::SeqCst);
             }
             answers
         })
     };
+    let wait_for_call = |after: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while calls.load(Ordering::SeqCst) <= after && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
     for round in 0..6 {
+        wait_for_call(calls.load(Ordering::SeqCst));
         let source: &[u8] = if round % 2 == 0 { triple } else { quadruple };
         assert_eq!(admin(port, "PUT", "/_admin/functions/triple", source).status, 200);
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for_call(calls.load(Ordering::SeqCst));
+    stop.store(true, Ordering::SeqCst);
     let answers = caller.join().expect("caller thread");
-    assert!(!answers.is_empty());
+    assert!(answers.len() >= 7, "calls interleaved with the 6 swaps: {}", answers.len());
     for (status, body) in &answers {
         assert!(*status == 200 && (body == "12" || body == "16"), "{status} {body}");
     }
@@ -127,6 +140,18 @@ fn admin_suite(inst: &Instance) {
     assert_eq!(admin(port, "DELETE", "/_admin/functions/triple", b"").status, 204);
     assert_eq!(call(port, "GET", "/exec/triple?args=4", b"").status, 404);
     assert_eq!(admin(port, "DELETE", "/_admin/functions/triple", b"").status, 404);
+
+    // A WASI program deployed over HTTP with the deploy command.
+    let fib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests/fib.wasm");
+    let deployed = std::process::Command::new(std::env::var_os("XTASK_BIN").expect("XTASK_BIN"))
+        .args(["deploy", "fib-http"])
+        .arg(&fib)
+        .args(["--port", &port.to_string(), "--token", ADMIN_TOKEN])
+        .output()
+        .expect("run xtask deploy");
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stdout));
+    assert!(String::from_utf8_lossy(&deployed.stdout).contains("\"kind\":\"wasi\""));
+    assert_eq!(call(port, "GET", "/api/fib-http/5", b"").text().trim(), "0,1,1,2,3");
 
     // Limits: a wall-clock deadline (504) while another function keeps answering,
     // a memory cap (500 naming the limit), a body limit (413).

@@ -1,0 +1,55 @@
+//! `cargo xtask deploy NAME FILE`: deploys a `.wasm` or `.wat` file to a running server through
+//! its admin API (`PUT /_admin/functions/NAME`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// Options of `cargo xtask deploy`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeployArgs {
+    /// Function name (its path prefix).
+    pub name: String,
+    /// The `.wasm` binary or `.wat` text to deploy.
+    pub file: PathBuf,
+    /// Port of the server on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Admin token (the server's `admin-token=`); default: `$ADMIN_TOKEN`.
+    #[arg(long, env = "ADMIN_TOKEN")]
+    pub token: String,
+    /// Limits as a query string, e.g. `fuel=1000000&timeout-ms=500&max-memory=1048576`.
+    #[arg(long)]
+    pub limits: Option<String>,
+}
+
+/// Sends the deploy and prints the server's answer; fails unless it is 200 or 201.
+pub fn run(args: &DeployArgs) -> Result<()> {
+    let body = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let query = args.limits.as_deref().map(|q| format!("?{q}")).unwrap_or_default();
+    let mut stream = TcpStream::connect(("127.0.0.1", args.port))
+        .with_context(|| format!("connecting to 127.0.0.1:{}", args.port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    write!(
+        stream,
+        "PUT /_admin/functions/{}{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        args.name,
+        args.token,
+        body.len()
+    )?;
+    stream.write_all(&body)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.get(9..12).unwrap_or("???");
+    let json = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    println!("{status} {json}");
+    if status != "200" && status != "201" {
+        bail!("deploy of {} failed with {status}", args.name);
+    }
+    Ok(())
+}
