@@ -313,21 +313,9 @@ pub struct BootArgs {
     /// Kernel command line.
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub append: String,
-    /// Virtual CPUs.
-    #[arg(long, default_value_t = 1)]
-    pub smp: u32,
-    /// Guest RAM in MiB.
-    #[arg(long, default_value_t = 512)]
-    pub memory: u32,
-    /// Machine type.
-    #[arg(long, value_enum, default_value_t = Machine::Q35)]
-    pub machine: Machine,
-    /// Accelerator.
-    #[arg(long, value_enum, default_value_t = Accel::Auto)]
-    pub accel: Accel,
-    /// Network card.
-    #[arg(long, value_enum, default_value_t = NicModel::VirtioNetPci)]
-    pub nic: NicModel,
+    /// Machine, vCPUs, memory, accelerator and NIC (as for `cargo xtask run`).
+    #[command(flatten)]
+    pub vm: crate::vm::VmArgs,
     /// TCP forward HOST:GUEST (host side on 127.0.0.1), repeatable.
     #[arg(long = "forward", value_parser = parse_forward)]
     pub forwards: Vec<(u16, u16)>,
@@ -362,12 +350,12 @@ pub fn boot(args: &BootArgs) -> anyhow::Result<()> {
         app.display()
     );
     let config = QemuConfig {
-        machine: args.machine,
-        smp: args.smp,
-        memory_mib: args.memory,
-        accel: args.accel,
+        machine: args.vm.machine,
+        smp: args.vm.smp,
+        memory_mib: args.vm.memory,
+        accel: args.vm.accel,
         forwards: args.forwards.clone(),
-        nic: args.nic,
+        nic: args.vm.nic,
         network: !args.no_network,
         append: args.append.clone(),
         extra_args: Vec::new(),
