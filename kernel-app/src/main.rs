@@ -24,6 +24,16 @@ fn key_value(config: &Config) -> Arc<dyn KeyValue> {
     }
 }
 
+/// Ends the process (under QEMU: powers the VM off with exit code 0) once the answer to the
+/// shutdown request had time to leave.
+fn exit_soon() {
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(200));
+        log::info!("exiting");
+        std::process::exit(0);
+    });
+}
+
 fn main() -> ExitCode {
     let config = match Config::from_args(std::env::args().skip(1)) {
         Ok(config) => config,
@@ -40,7 +50,8 @@ fn main() -> ExitCode {
         admin_token: config.admin_token.clone(),
         kv: key_value(&config),
         default_limits: FunctionLimits { max_body: config.max_body, ..FunctionLimits::default() },
-    }));
+    })
+    .with_shutdown(exit_soon));
     // Compiling the built-in functions takes a while under emulation: serve meanwhile.
     if let Err(err) = App::deploy_in_background(&app, boot_functions::FUNCTIONS) {
         log::error!("boot functions not deployed: {err}");

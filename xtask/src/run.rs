@@ -91,6 +91,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if status.success() || supervise::stopped_by_signal() {
         return Ok(());
     }
+    if !args.native && !args.uhyve {
+        // QEMU reports the guest's exit code through the isa-debug-exit device.
+        let exit = crate::qemu::GuestExit::from_status(status);
+        if exit == crate::qemu::GuestExit::Success {
+            println!("{exit}");
+            return Ok(());
+        }
+        bail!("{exit}");
+    }
     bail!("server exited with {status}")
 }
 

@@ -114,6 +114,18 @@ impl Instance {
         self.output.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Waits up to `limit` for the server to exit by itself; its exit status, or `None`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Sends SIGTERM to the whole process group and waits for the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()

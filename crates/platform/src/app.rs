@@ -47,6 +47,7 @@ pub struct App {
     /// name do not replace them.
     restored: HashSet<String>,
     boot: BootGate,
+    shutdown: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Longest a request waits for a boot-time function that is still being compiled.
@@ -168,6 +169,7 @@ impl App {
             kv: options.kv,
             restored: HashSet::new(),
             boot: BootGate::default(),
+            shutdown: None,
         };
         app.restored = app.restore_functions();
         app
@@ -217,6 +219,13 @@ impl App {
         log::info!("deployed {name} ({}, {} bytes)", function.program.kind(), function.size);
         self.registry.insert(function);
         Ok(())
+    }
+
+    /// Enables `POST /_admin/shutdown`, which answers 202 and then calls `hook` (which should
+    /// end the process soon, after the answer is sent).
+    pub fn with_shutdown(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.shutdown = Some(Box::new(hook));
+        self
     }
 
     /// Deploys `functions` on a background thread, in order; until each is deployed, requests
@@ -522,6 +531,15 @@ impl App {
     fn admin(&self, request: &Request, rest: &str) -> Answer {
         self.check_token(request)?;
         let path = rest.trim_end_matches('/');
+        if path == "/shutdown" {
+            if request.method != "POST" {
+                return Err(PlatformError::MethodNotAllowed { method: request.method.clone(), allowed: "POST" });
+            }
+            let hook = self.shutdown.as_ref().ok_or_else(|| PlatformError::NotFound("no shutdown hook in this server".into()))?;
+            log::info!("shutdown requested through the admin API");
+            hook();
+            return Ok(Response::json(202, &serde_json::json!({ "status": "shutting down" })));
+        }
         if path == "/functions" {
             Self::require_get(request)?;
             let list: Vec<_> = self.registry.list().iter().map(|f| f.to_json()).collect();
@@ -642,6 +660,27 @@ mod tests {
     }
 
     const ANSWER_7: &[u8] = br#"(module (func (export "_start") (result i32) i32.const 7))"#;
+
+    #[test]
+    fn shutdown_calls_the_hook_once_authorized() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&calls);
+        let app = app_with(Arc::new(keyvalue::MemoryStore::new()))
+            .with_shutdown(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        let mut request = admin_request("POST", "x", None, b"");
+        request.path = "/_admin/shutdown".into();
+        request.headers.clear();
+        assert_eq!(app.handle(&request).status, 401);
+        request.headers = vec![("authorization".into(), "Bearer token".into())];
+        request.method = "GET".into();
+        assert_eq!(app.handle(&request).status, 405);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        request.method = "POST".into();
+        assert_eq!(app.handle(&request).status, 202);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn requests_for_boot_functions_wait_until_deployed() {

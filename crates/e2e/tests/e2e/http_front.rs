@@ -108,3 +108,28 @@ fn qemu_http_front() {
     assert!(output.contains("ready"), "serial console shows the ready line:\n{output}");
     assert_stops_cleanly(inst);
 }
+
+/// `POST /_admin/shutdown` ends the server with a clean exit code: natively the process exits 0;
+/// in QEMU the kernel powers off through `isa-debug-exit` and `xtask run` exits 0 too.
+fn assert_shutdown_exits_cleanly(mode: Mode) {
+    let token = "shutdown-token-42";
+    let mut inst = Instance::start(mode, &format!("log=info admin-token={token}"), &[]);
+    let auth = format!("Bearer {token}");
+    let unauthorized = http::request(inst.port, "POST", "/_admin/shutdown", &[], b"").expect("request");
+    assert_eq!(unauthorized.status, 401);
+    let accepted = http::request(inst.port, "POST", "/_admin/shutdown", &[("Authorization", &auth)], b"")
+        .expect("shutdown request");
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let status = inst.wait_exit(std::time::Duration::from_secs(60));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit status; output:\n{}", inst.output());
+}
+
+#[test]
+fn native_shutdown_exits_cleanly() {
+    assert_shutdown_exits_cleanly(Mode::Native);
+}
+
+#[test]
+fn qemu_shutdown_exits_cleanly() {
+    assert_shutdown_exits_cleanly(Mode::Qemu);
+}
