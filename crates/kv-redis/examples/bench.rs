@@ -4,9 +4,6 @@
 //! Without a URL it starts its own redis-server on a free port of 127.0.0.1. With
 //! `BENCH_POLLING=1` timeouts are enforced by polling (as on hermit) instead of socket options.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -30,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (_server, url) = match args.get(2) {
         Some(url) => (None, url.clone()),
         None => {
-            let server = support::RedisServer::start();
+            let server = redis_test_server::RedisServer::start();
             let url = server.url();
             (Some(server), url)
         }

@@ -1,7 +1,5 @@
 //! The Redis backend against a real redis-server started per test on 127.0.0.1.
 
-mod support;
-
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::Arc;
@@ -10,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use keyvalue::{KeyValue, KvError};
 use kv_redis::{RedisConfig, RedisError, RedisStore, TimeoutEnforcement, TimeoutStrategy};
-use support::RedisServer;
+use redis_test_server::RedisServer;
 
 /// A store with short timeouts so failure tests finish quickly.
 fn store_for(url: &str) -> RedisStore {

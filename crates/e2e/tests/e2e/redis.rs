@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::redis_server::{RawRedis, RedisServer, Reply};
+use e2e::redis_server::{RawClient, RawRedis, RedisServer, Reply};
 use e2e::{Instance, Mode};
 
 use crate::{ADMIN_TOKEN, admin, call};
