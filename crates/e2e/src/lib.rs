@@ -9,7 +9,6 @@ pub mod http;
 pub mod redis_server;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -40,11 +39,7 @@ fn xtask_bin() -> PathBuf {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
-}
+pub use redis_test_server::free_port;
 
 impl Instance {
     /// Starts the server with the kernel command line `append` (plus `extra` xtask flags) and
