@@ -111,19 +111,47 @@ pub(crate) fn free_port() -> Result<u16> {
 /// a VM boots: QEMU's user network accepts at once and then waits for the guest, which drops
 /// SYNs until its stack is up, so a fresh attempt beats waiting for a retransmission.
 pub(crate) fn get_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").ok()?;
+    probe(port, path, Duration::from_millis(100)).ok()
+}
+
+/// Why a probe got no status.
+enum ProbeFailure {
+    /// Refused, reset or closed without an answer: the guest is not serving yet.
+    NotUp,
+    /// Connected and sent, but no answer within the timeout: the guest is slow.
+    Slow,
+}
+
+/// `GET path` with `Connection: close` and a read timeout of `timeout`; the status code.
+fn probe(port: u16, path: &str, timeout: Duration) -> Result<u16, ProbeFailure> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|_| ProbeFailure::NotUp)?;
+    stream.set_read_timeout(Some(timeout)).map_err(|_| ProbeFailure::NotUp)?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        .map_err(|_| ProbeFailure::NotUp)?;
     let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    match stream.read_exact(&mut head) {
+        Ok(()) => std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(ProbeFailure::NotUp),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(ProbeFailure::Slow)
+        }
+        Err(_) => Err(ProbeFailure::NotUp),
+    }
 }
 
 /// Polls `GET /healthz` until it answers 200; the time since `start`.
 fn wait_first_response(port: u16, start: Instant, limit: Duration) -> Result<Duration> {
+    // Short attempts while the guest boots (QEMU's user network accepts at once and the guest
+    // drops SYNs until its stack is up: a fresh attempt beats a retransmission). Once the guest
+    // answers slowly, longer ones: each abandoned connection costs a hermit 0.11 guest dearly.
+    let mut attempt = Duration::from_millis(100);
     loop {
-        if get_status(port, "/healthz") == Some(200) {
-            return Ok(start.elapsed());
+        match probe(port, "/healthz", attempt) {
+            Ok(200) => return Ok(start.elapsed()),
+            Err(ProbeFailure::Slow) => attempt = (attempt * 2).min(Duration::from_secs(2)),
+            _ => {}
         }
         if start.elapsed() > limit {
             bail!("no response on port {port} within {limit:?}");
