@@ -4,8 +4,8 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, TrySendError, channel, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -60,6 +60,11 @@ pub struct ServerConfig {
     pub nodelay: bool,
     /// Stack size of worker threads (`None`: the platform default).
     pub worker_stack_size: Option<usize>,
+    /// Whether finished connections are closed on a background thread, which first waits
+    /// (up to 2 s) for the client to close its side. On by default on hermit, whose socket
+    /// close blocks until the connection is fully closed and can hang for over a minute after
+    /// a simultaneous close.
+    pub background_close: bool,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +77,7 @@ impl Default for ServerConfig {
             send_date: true,
             nodelay: true,
             worker_stack_size: None,
+            background_close: cfg!(target_os = "hermit"),
         }
     }
 }
@@ -122,6 +128,24 @@ struct Shared {
     handler: Box<dyn Handler>,
     shutdown: Arc<AtomicBool>,
     stats: Arc<ServerStats>,
+    /// The closer thread's inbox when `config.background_close` is on.
+    closer: Option<Sender<TcpStream>>,
+}
+
+impl Shared {
+    /// Closes a finished connection: hands it to the closer thread, or drops it here.
+    fn release(&self, stream: TcpStream) {
+        match &self.closer {
+            Some(closer) => {
+                // The closer only ends when every sender is gone: a failed send is unreachable,
+                // but dropping here is the right fallback anyway.
+                if let Err(returned) = closer.send(stream) {
+                    drop(returned.0);
+                }
+            }
+            None => drop(stream),
+        }
+    }
 }
 
 impl Server {
@@ -162,11 +186,21 @@ impl Server {
         let receiver = Arc::new(Mutex::new(receiver));
         let worker_count = config.workers.max(1);
         let stack_size = config.worker_stack_size;
+        let closer = if config.background_close {
+            let (closer, inbox) = channel::<TcpStream>();
+            thread::Builder::new()
+                .name("http-closer".to_string())
+                .spawn(move || closer_loop(&inbox))?;
+            Some(closer)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             config,
             handler: Box::new(handler),
             shutdown,
             stats,
+            closer,
         });
 
         let mut workers = Vec::with_capacity(worker_count);
@@ -214,7 +248,7 @@ impl Server {
                         .stats
                         .connections_rejected
                         .fetch_add(1, Ordering::Relaxed);
-                    reject_busy(stream, shared.config.send_date);
+                    reject_busy(stream, &shared);
                 }
                 Err(TrySendError::Disconnected(_)) => break,
             }
@@ -317,8 +351,8 @@ fn worker_loop(receiver: &Mutex<Receiver<TcpStream>>, shared: &Shared) {
 }
 
 /// Answers 503 without blocking the acceptor, then closes.
-fn reject_busy(stream: TcpStream, send_date: bool) {
-    let date = send_date.then(http_date_now);
+fn reject_busy(stream: TcpStream, shared: &Shared) {
+    let date = shared.config.send_date.then(http_date_now);
     let bytes = HttpError::ServiceUnavailable.to_response().serialize(
         false,
         false,
@@ -340,6 +374,110 @@ fn reject_busy(stream: TcpStream, send_date: bool) {
         log::debug!("http: 503 not delivered: {error}");
     }
     let _ = stream.shutdown(Shutdown::Write);
+    shared.release(stream);
+}
+
+/// How long the closer thread waits for the client to close its side before closing anyway.
+const PEER_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// How often the closer thread polls connections waiting for the client's close. 10 ms is
+/// also the shortest sleep that blocks on hermit (shorter sleeps spin).
+const CLOSER_POLL: Duration = Duration::from_millis(10);
+
+/// Closes that may run at once on their own threads once [`PEER_CLOSE_WAIT`] expired.
+const MAX_SLOW_CLOSES: usize = 16;
+
+static SLOW_CLOSES: AtomicUsize = AtomicUsize::new(0);
+
+/// The closer thread: keeps finished connections until the client has closed its side
+/// (reads return end of stream) or [`PEER_CLOSE_WAIT`] passed, then drops them.
+///
+/// Why: hermit 0.11's socket close sends FIN and blocks until the connection is no longer
+/// active, and `shutdown` is a no-op. When the client closes at the same moment (curl closes
+/// as soon as it has a `Connection: close` response), smoltcp ends up in CLOSING, drops the
+/// client's final FIN|ACK as a duplicate (its sequence number is already acknowledged) and
+/// stays there until a timer, apparently the 75 s keep-alive, ends it: workers dropping such
+/// streams blocked for ~70 s, all of them after a few hundred requests. Closing only after the client's FIN
+/// (CLOSE-WAIT -> LAST-ACK) avoids the simultaneous close, and doing it here keeps workers free.
+fn closer_loop(inbox: &Receiver<TcpStream>) {
+    let mut pending: Vec<(TcpStream, Instant)> = Vec::new();
+    let mut scratch = vec![0u8; 4096];
+    let mut open = true;
+    while open || !pending.is_empty() {
+        if pending.is_empty() {
+            match inbox.recv() {
+                Ok(stream) => admit(&mut pending, stream),
+                Err(_) => open = false,
+            }
+        }
+        while open {
+            match inbox.try_recv() {
+                Ok(stream) => admit(&mut pending, stream),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => open = false,
+            }
+        }
+        let now = Instant::now();
+        let mut index = 0;
+        while index < pending.len() {
+            let (stream, deadline) = &mut pending[index];
+            if peer_closed(stream, &mut scratch) {
+                drop(pending.swap_remove(index).0);
+            } else if now >= *deadline {
+                close_slowly(pending.swap_remove(index).0);
+            } else {
+                index += 1;
+            }
+        }
+        if !pending.is_empty() {
+            thread::sleep(CLOSER_POLL);
+        }
+    }
+}
+
+fn admit(pending: &mut Vec<(TcpStream, Instant)>, stream: TcpStream) {
+    if stream.set_nonblocking(true).is_ok() {
+        pending.push((stream, Instant::now() + PEER_CLOSE_WAIT));
+    } else {
+        drop(stream);
+    }
+}
+
+/// Whether the client closed its side (or the connection failed); discards what it sent.
+fn peer_closed(stream: &mut TcpStream, scratch: &mut [u8]) -> bool {
+    for _ in 0..16 {
+        match stream.read(scratch) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(error) => match error.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => return false,
+                _ => return true,
+            },
+        }
+    }
+    false
+}
+
+/// Drops a connection whose client did not close in time. That drop may block for long on
+/// hermit, so it runs on its own thread unless too many already do.
+fn close_slowly(stream: TcpStream) {
+    if SLOW_CLOSES.fetch_add(1, Ordering::SeqCst) >= MAX_SLOW_CLOSES {
+        SLOW_CLOSES.fetch_sub(1, Ordering::SeqCst);
+        drop(stream);
+        return;
+    }
+    let spawned = thread::Builder::new()
+        .name("http-slow-close".to_string())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            drop(stream);
+            SLOW_CLOSES.fetch_sub(1, Ordering::SeqCst);
+        });
+    if let Err(error) = spawned {
+        SLOW_CLOSES.fetch_sub(1, Ordering::SeqCst);
+        log::warn!("http: no thread for a slow close ({error})");
+    }
 }
 
 /// What a read with a deadline produced.
@@ -459,13 +597,14 @@ impl Conn {
         Ok(())
     }
 
-    /// Closes after the last response: FIN first, then (if the client may still be
-    /// sending) reads and discards for a moment so the response is not lost to a RST.
-    fn close(mut self, linger: bool) {
+    /// Ends the connection after the last response: FIN first, then (if the client may
+    /// still be sending) reads and discards for a moment so the response is not lost to a
+    /// RST. With a closer thread (`background`) that does the draining instead.
+    fn finish(&mut self, linger: bool, background: bool) {
         let _ = self.stream.flush();
         let _ = self.stream.shutdown(Shutdown::Write);
         // Without timeouts a lingering read could block until the client closes.
-        if !linger || self.mode == IoMode::Unbounded {
+        if !linger || background || self.mode == IoMode::Unbounded {
             return;
         }
         let deadline = Instant::now() + Duration::from_millis(500);
@@ -506,12 +645,19 @@ impl Backoff {
 }
 
 fn serve_connection(stream: TcpStream, shared: &Shared) {
-    let config = &shared.config;
-    let limits = config.limits;
-    if config.nodelay {
+    if shared.config.nodelay {
         let _ = stream.set_nodelay(true);
     }
-    let mut conn = Conn::new(stream, config.timeouts);
+    let mut conn = Conn::new(stream, shared.config.timeouts);
+    serve_requests(&mut conn, shared);
+    shared.release(conn.stream);
+}
+
+/// Serves requests on `conn` until it should be closed.
+fn serve_requests(conn: &mut Conn, shared: &Shared) {
+    let config = &shared.config;
+    let limits = config.limits;
+    let background = shared.closer.is_some();
     let mut parser = RequestParser::new(limits);
     let mut buf = vec![0u8; 16 * 1024];
     let mut served = 0usize;
@@ -541,7 +687,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
                         date().as_deref(),
                     );
                     let _ = conn.write_all(&bytes, limits.read_timeout);
-                    conn.close(true);
+                    conn.finish(true, background);
                     return;
                 }
             }
@@ -560,7 +706,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
                         && wait_start.elapsed() >= IDLE_YIELD_AFTER
                         && shared.stats.others_waiting()))
             {
-                conn.close(false);
+                conn.finish(false, background);
                 return;
             }
             let deadline = if idle {
@@ -589,7 +735,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
                             date().as_deref(),
                         );
                         let _ = conn.write_all(&bytes, limits.read_timeout);
-                        conn.close(true);
+                        conn.finish(true, background);
                     }
                     return;
                 }
@@ -639,7 +785,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
         }
         if !keep_alive {
             let unread = parser.buffered() > 0;
-            conn.close(unread);
+            conn.finish(unread, background);
             return;
         }
     }

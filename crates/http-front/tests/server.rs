@@ -518,3 +518,42 @@ fn serves_without_timeouts_too() {
     drop(client);
     handle.shutdown().expect("shutdown");
 }
+
+#[test]
+fn background_close_frees_the_worker_while_the_client_keeps_its_side_open() {
+    let (handle, addr) = start(ServerConfig {
+        workers: 1,
+        background_close: true,
+        ..test_config()
+    });
+    // The first client gets its answer and the server's end of stream, but keeps its own
+    // side open: the closer thread waits for it, the only worker must not.
+    let mut lingering = Client::connect(addr);
+    lingering.send(b"GET /first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let reply = lingering.read(false);
+    assert_eq!(reply.status, 200);
+    let mut rest = Vec::new();
+    lingering
+        .reader
+        .read_to_end(&mut rest)
+        .expect("end of stream");
+    assert!(rest.is_empty());
+
+    let started = Instant::now();
+    for i in 0..3 {
+        let mut client = Client::connect(addr);
+        client.send(
+            format!("GET /next{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        let reply = client.read(false);
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["path"], format!("/next{i}"));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(lingering);
+    handle.shutdown().expect("shutdown");
+}
