@@ -378,7 +378,9 @@ fn reject_busy(stream: TcpStream, shared: &Shared) {
 }
 
 /// How long the closer thread waits for the client to close its side before closing anyway.
-const PEER_CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Clients that close as soon as they have the response (curl) do so well within it; clients
+/// that read to end of stream wait for our FIN, so this delay is added to their requests.
+const PEER_CLOSE_WAIT: Duration = Duration::from_millis(100);
 
 /// How often the closer thread polls connections waiting for the client's close. 10 ms is
 /// also the shortest sleep that blocks on hermit (shorter sleeps spin).
