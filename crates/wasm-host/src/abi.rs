@@ -496,47 +496,34 @@ int_type!(i32, 4, I32, i32, i32);
 int_type!(u64, 8, I64, i64, i64);
 int_type!(i64, 8, I64, i64, i64);
 
-impl WitType for f32 {
-    const SIZE: u32 = 4;
-    const ALIGN: u32 = 4;
-    fn flat_types(out: &mut Vec<FlatType>) {
-        out.push(FlatType::F32);
-    }
-    fn load(mem: &dyn GuestMemory, ptr: u32) -> Result<Self, AbiError> {
-        Ok(f32::from_le_bytes(read_bytes::<4>(mem, ptr)?))
-    }
-    fn store(&self, mem: &mut dyn GuestMemory, ptr: u32) -> Result<(), AbiError> {
-        write_bytes(mem, ptr, &self.to_le_bytes(), 4)
-    }
-    fn lift_flat(_: &dyn GuestMemory, vals: &mut FlatIter<'_>) -> Result<Self, AbiError> {
-        Ok(f32::from_bits(vals.f32()?))
-    }
-    fn lower_flat(&self, _: &mut dyn GuestMemory, out: &mut Vec<FlatVal>) -> Result<(), AbiError> {
-        out.push(FlatVal::F32(self.to_bits()));
-        Ok(())
-    }
+/// `WitType` for a float: little-endian in memory, its bit pattern as the flat value.
+macro_rules! float_type {
+    ($ty:ty, $size:literal, $flat:ident, $getter:ident) => {
+        impl WitType for $ty {
+            const SIZE: u32 = $size;
+            const ALIGN: u32 = $size;
+            fn flat_types(out: &mut Vec<FlatType>) {
+                out.push(FlatType::$flat);
+            }
+            fn load(mem: &dyn GuestMemory, ptr: u32) -> Result<Self, AbiError> {
+                Ok(<$ty>::from_le_bytes(read_bytes::<$size>(mem, ptr)?))
+            }
+            fn store(&self, mem: &mut dyn GuestMemory, ptr: u32) -> Result<(), AbiError> {
+                write_bytes(mem, ptr, &self.to_le_bytes(), $size)
+            }
+            fn lift_flat(_: &dyn GuestMemory, vals: &mut FlatIter<'_>) -> Result<Self, AbiError> {
+                Ok(<$ty>::from_bits(vals.$getter()?))
+            }
+            fn lower_flat(&self, _: &mut dyn GuestMemory, out: &mut Vec<FlatVal>) -> Result<(), AbiError> {
+                out.push(FlatVal::$flat(self.to_bits()));
+                Ok(())
+            }
+        }
+    };
 }
 
-impl WitType for f64 {
-    const SIZE: u32 = 8;
-    const ALIGN: u32 = 8;
-    fn flat_types(out: &mut Vec<FlatType>) {
-        out.push(FlatType::F64);
-    }
-    fn load(mem: &dyn GuestMemory, ptr: u32) -> Result<Self, AbiError> {
-        Ok(f64::from_le_bytes(read_bytes::<8>(mem, ptr)?))
-    }
-    fn store(&self, mem: &mut dyn GuestMemory, ptr: u32) -> Result<(), AbiError> {
-        write_bytes(mem, ptr, &self.to_le_bytes(), 8)
-    }
-    fn lift_flat(_: &dyn GuestMemory, vals: &mut FlatIter<'_>) -> Result<Self, AbiError> {
-        Ok(f64::from_bits(vals.f64()?))
-    }
-    fn lower_flat(&self, _: &mut dyn GuestMemory, out: &mut Vec<FlatVal>) -> Result<(), AbiError> {
-        out.push(FlatVal::F64(self.to_bits()));
-        Ok(())
-    }
-}
+float_type!(f32, 4, F32, f32);
+float_type!(f64, 8, F64, f64);
 
 impl WitType for bool {
     const SIZE: u32 = 1;
