@@ -27,12 +27,7 @@ fn boot_functions_suite(inst: &Instance) {
     assert_eq!(call(port, "GET", "/http-server-demo/no-such-route", b"").status, 404);
 
     // keyvalue demo: two stores, keys, get, delete.
-    let kv = call(port, "GET", "/keyvalue-demo/", b"");
-    assert_eq!(kv.status, 200, "{}", kv.text());
-    let report = kv.text();
-    assert!(report.contains("a keys: [\"k1\", \"k2\"]"), "{report}");
-    assert!(report.contains("b k1 = other"), "{report}");
-    assert!(report.contains("a k1 after delete: not found"), "{report}");
+    crate::assert_keyvalue_demo(port);
 
     // todo demo: route parameters and JSON, persisted in keyvalue.
     let created = call(port, "POST", "/todo-demo/todos", br#"{"title":"boot a unikernel"}"#);

@@ -25,3 +25,13 @@ pub fn admin(port: u16, method: &str, path: &str, body: &[u8]) -> http::Response
     http::request(port, method, path, &[("Authorization", &auth)], body)
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
+
+/// The keyvalue demo's report: two stores, their keys, a get from each, a delete.
+pub fn assert_keyvalue_demo(port: u16) {
+    let kv = call(port, "GET", "/keyvalue-demo/", b"");
+    assert_eq!(kv.status, 200, "{}", kv.text());
+    let report = kv.text();
+    assert!(report.contains("a keys: [\"k1\", \"k2\"]"), "{report}");
+    assert!(report.contains("b k1 = other"), "{report}");
+    assert!(report.contains("a k1 after delete: not found"), "{report}");
+}

@@ -107,12 +107,7 @@ fn demo_routes_suite(port: u16, redis: &RedisServer) {
     round_trip(port, &mut raw, b"small-again");
 
     // keyvalue demo: two stores, keys, get, delete; it leaves both stores empty.
-    let kv = call(port, "GET", "/keyvalue-demo/", b"");
-    assert_eq!(kv.status, 200, "{}", kv.text());
-    let report = kv.text();
-    assert!(report.contains("a keys: [\"k1\", \"k2\"]"), "{report}");
-    assert!(report.contains("b k1 = other"), "{report}");
-    assert!(report.contains("a k1 after delete: not found"), "{report}");
+    crate::assert_keyvalue_demo(port);
     assert_eq!(raw.get("kv-demo-a:k1"), None, "deleted through the guest");
 
     // Listing a store of 10,000 keys (SCAN in rounds) through the guest.
