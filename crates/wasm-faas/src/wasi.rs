@@ -512,47 +512,40 @@ fn is_std_fd(fd: i32) -> bool {
     (0..=2).contains(&fd)
 }
 
+/// Defines `{prefix}_sizes_get` and `{prefix}_get` (args, environ) over the list `select` picks.
+fn define_list(
+    linker: &mut Linker<WasiState>,
+    prefix: &str,
+    select: fn(&WasiState) -> &Vec<Vec<u8>>,
+) -> Result<(), Error> {
+    linker.func_wrap(
+        WASI_MODULE,
+        &format!("{prefix}_sizes_get"),
+        move |mut caller: Caller<'_, WasiState>, count: i32, size: i32| {
+            with_memory(&mut caller, |memory, state| {
+                list_sizes(memory, select(state), count as u32, size as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        &format!("{prefix}_get"),
+        move |mut caller: Caller<'_, WasiState>, pointers: i32, buffer: i32| {
+            with_memory(&mut caller, |memory, state| {
+                list_get(memory, select(state), pointers as u32, buffer as u32)
+            })
+        },
+    )?;
+    Ok(())
+}
+
 /// Builds the linker with all of WASI preview1 for `engine`.
 fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiState>, Error> {
     let mut linker = Linker::<WasiState>::new(engine);
     let wasi = WASI_MODULE;
 
-    linker.func_wrap(
-        wasi,
-        "args_sizes_get",
-        |mut caller: Caller<'_, WasiState>, count: i32, size: i32| {
-            with_memory(&mut caller, |memory, state| {
-                list_sizes(memory, &state.argv, count as u32, size as u32)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        wasi,
-        "args_get",
-        |mut caller: Caller<'_, WasiState>, pointers: i32, buffer: i32| {
-            with_memory(&mut caller, |memory, state| {
-                list_get(memory, &state.argv, pointers as u32, buffer as u32)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        wasi,
-        "environ_sizes_get",
-        |mut caller: Caller<'_, WasiState>, count: i32, size: i32| {
-            with_memory(&mut caller, |memory, state| {
-                list_sizes(memory, &state.environ, count as u32, size as u32)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        wasi,
-        "environ_get",
-        |mut caller: Caller<'_, WasiState>, pointers: i32, buffer: i32| {
-            with_memory(&mut caller, |memory, state| {
-                list_get(memory, &state.environ, pointers as u32, buffer as u32)
-            })
-        },
-    )?;
+    define_list(&mut linker, "args", |state| &state.argv)?;
+    define_list(&mut linker, "environ", |state| &state.environ)?;
 
     linker.func_wrap(
         wasi,
