@@ -31,9 +31,16 @@ fn main() {
         let path = dir.join(file);
         println!("cargo:rerun-if-changed={}", path.display());
         if path.is_file() {
-            let _ = writeln!(table, "    ({name:?}, include_bytes!({:?}) as &[u8]),", path.display().to_string());
+            let _ = writeln!(
+                table,
+                "    ({name:?}, include_bytes!({:?}) as &[u8]),",
+                path.display().to_string()
+            );
         } else {
-            println!("cargo:warning=boot function {name} left out: {} not built (cargo xtask build)", path.display());
+            println!(
+                "cargo:warning=boot function {name} left out: {} not built (cargo xtask build)",
+                path.display()
+            );
         }
     }
     table.push(']');

@@ -28,8 +28,13 @@ pub struct DeployArgs {
 
 /// Sends the deploy and prints the server's answer; fails unless it is 200 or 201.
 pub fn run(args: &DeployArgs) -> Result<()> {
-    let body = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let query = args.limits.as_deref().map(|q| format!("?{q}")).unwrap_or_default();
+    let body =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let query = args
+        .limits
+        .as_deref()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
     let mut stream = TcpStream::connect(("127.0.0.1", args.port))
         .with_context(|| format!("connecting to 127.0.0.1:{}", args.port))?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;

@@ -33,9 +33,16 @@ pub fn build() -> Result<Image> {
 /// The image of an earlier build, without building.
 pub fn existing() -> Result<Image> {
     let dir = util::target_dir().join("image");
-    let image = Image { loader: dir.join("hermit-loader"), app: dir.join("kernel-app") };
+    let image = Image {
+        loader: dir.join("hermit-loader"),
+        app: dir.join("kernel-app"),
+    };
     for part in [&image.loader, &image.app] {
-        ensure!(part.exists(), "{} is missing: build first (drop --no-build)", part.display());
+        ensure!(
+            part.exists(),
+            "{} is missing: build first (drop --no-build)",
+            part.display()
+        );
     }
     Ok(image)
 }

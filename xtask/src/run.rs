@@ -58,11 +58,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
         if let Err(reason) = crate::qemu::kvm_status() {
             bail!("uhyve needs KVM: {reason}");
         }
-        let image = if args.no_build { crate::image::existing()? } else { crate::image::build()? };
+        let image = if args.no_build {
+            crate::image::existing()?
+        } else {
+            crate::image::build()?
+        };
         let mut cmd = std::process::Command::new(uhyve_binary());
         cmd.arg(&image.app)
             .args(crate::vm::kernel_command_line(&args.append).split_whitespace());
-        println!("booting {} under uhyve (no network: uhyve needs a tap device for that)", image.app.display());
+        println!(
+            "booting {} under uhyve (no network: uhyve needs a tap device for that)",
+            image.app.display()
+        );
         supervise::run_foreground(&mut cmd)?
     } else {
         let guest_port: u16 = match app_value(&args.append, "port") {
@@ -72,11 +79,19 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let (image, vm, append) = if args.vm.machine == crate::qemu::Machine::Microvm {
             // The microvm variant: virtio-mmio without PCI, static address (no DHCP client).
             use crate::image_dir::{MICROVM_MIN_MEMORY_MIB, USER_NET_STATIC_OPTIONS};
-            let vm = crate::vm::VmArgs { memory: args.vm.memory.max(MICROVM_MIN_MEMORY_MIB), ..args.vm.clone() };
-            let append = crate::image_dir::with_kernel_options(USER_NET_STATIC_OPTIONS, &args.append);
+            let vm = crate::vm::VmArgs {
+                memory: args.vm.memory.max(MICROVM_MIN_MEMORY_MIB),
+                ..args.vm.clone()
+            };
+            let append =
+                crate::image_dir::with_kernel_options(USER_NET_STATIC_OPTIONS, &args.append);
             (crate::image_dir::microvm_image(!args.no_build)?, vm, append)
         } else {
-            let image = if args.no_build { crate::image::existing()? } else { crate::image::build()? };
+            let image = if args.no_build {
+                crate::image::existing()?
+            } else {
+                crate::image::build()?
+            };
             (image, args.vm.clone(), args.append.clone())
         };
         let mut cmd = crate::vm::command(&vm, &image, args.port, guest_port, &append)?;

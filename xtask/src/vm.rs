@@ -51,7 +51,11 @@ impl VmArgs {
             smp: self.smp,
             memory_mib: self.memory,
             accel: self.accel,
-            forwards: if host_port == 0 { Vec::new() } else { vec![(host_port, guest_port)] },
+            forwards: if host_port == 0 {
+                Vec::new()
+            } else {
+                vec![(host_port, guest_port)]
+            },
             nic: self.nic,
             network: true,
             append: kernel_command_line(append),
@@ -66,12 +70,20 @@ pub fn kernel_command_line(append: &str) -> String {
     if append.split_whitespace().any(|w| w == "--") {
         append.to_string()
     } else {
-        format!("{DEFAULT_KERNEL_OPTIONS} -- {append}").trim().to_string()
+        format!("{DEFAULT_KERNEL_OPTIONS} -- {append}")
+            .trim()
+            .to_string()
     }
 }
 
 /// The QEMU command that boots `image` serving guest port `guest_port` on 127.0.0.1:`host_port`.
-pub fn command(args: &VmArgs, image: &Image, host_port: u16, guest_port: u16, append: &str) -> Result<Command> {
+pub fn command(
+    args: &VmArgs,
+    image: &Image,
+    host_port: u16,
+    guest_port: u16,
+    append: &str,
+) -> Result<Command> {
     let config = args.config(host_port, guest_port, append);
     if config.accel == Accel::Kvm
         && let Err(reason) = crate::qemu::kvm_status()
@@ -87,8 +99,14 @@ mod tests {
 
     #[test]
     fn app_words_go_after_the_separator() {
-        assert_eq!(kernel_command_line("port=1 log=debug"), "-- port=1 log=debug");
+        assert_eq!(
+            kernel_command_line("port=1 log=debug"),
+            "-- port=1 log=debug"
+        );
         assert_eq!(kernel_command_line(""), "--");
-        assert_eq!(kernel_command_line("-ip 10.0.2.15 -- port=1"), "-ip 10.0.2.15 -- port=1");
+        assert_eq!(
+            kernel_command_line("-ip 10.0.2.15 -- port=1"),
+            "-ip 10.0.2.15 -- port=1"
+        );
     }
 }

@@ -19,7 +19,10 @@ impl Response {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as UTF-8 text (lossy).
@@ -51,10 +54,13 @@ pub fn is_healthy(port: u16, timeout: Duration) -> bool {
     let probe = || -> std::io::Result<bool> {
         let mut stream = connect(port)?;
         stream.set_read_timeout(Some(timeout))?;
-        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf)?;
-        Ok(parse_responses(&buf)?.first().is_some_and(|r| r.status == 200))
+        Ok(parse_responses(&buf)?
+            .first()
+            .is_some_and(|r| r.status == 200))
     };
     probe().unwrap_or(false)
 }
@@ -115,7 +121,10 @@ pub fn parse_responses(mut buf: &[u8]) -> std::io::Result<Vec<Response>> {
             .headers
             .iter()
             .map(|h| {
-                (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned())
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
             })
             .collect();
         let len = headers
@@ -127,7 +136,11 @@ pub fn parse_responses(mut buf: &[u8]) -> std::io::Result<Vec<Response>> {
         if end > buf.len() {
             return Err(invalid(format!("body truncated: want {len} bytes")));
         }
-        out.push(Response { status, headers, body: buf[head_len..end].to_vec() });
+        out.push(Response {
+            status,
+            headers,
+            body: buf[head_len..end].to_vec(),
+        });
         buf = &buf[end..];
     }
     Ok(out)

@@ -47,18 +47,33 @@ impl Instance {
     pub fn start(mode: Mode, append: &str, extra: &[&str]) -> Instance {
         let port = free_port();
         let mut cmd = Command::new(xtask_bin());
-        cmd.args(["run", "--no-build", "--port", &port.to_string(), "--append", append]);
+        cmd.args([
+            "run",
+            "--no-build",
+            "--port",
+            &port.to_string(),
+            "--append",
+            append,
+        ]);
         if mode == Mode::Native {
             cmd.arg("--native");
         }
         cmd.args(extra);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn().expect("start `xtask run`");
         let output = Arc::new(Mutex::new(String::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -75,7 +90,11 @@ impl Instance {
                 }
             });
         }
-        let mut instance = Instance { child, port, output };
+        let mut instance = Instance {
+            child,
+            port,
+            output,
+        };
         let limit = match mode {
             Mode::Native => Duration::from_secs(30),
             Mode::Qemu => Duration::from_secs(180),
@@ -91,14 +110,20 @@ impl Instance {
         let mut attempt = Duration::from_millis(500);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("server exited with {status} before answering; output:\n{}", self.output());
+                panic!(
+                    "server exited with {status} before answering; output:\n{}",
+                    self.output()
+                );
             }
             if http::is_healthy(self.port, attempt) {
                 return;
             }
             attempt = (attempt * 2).min(Duration::from_secs(8));
             if start.elapsed() > limit {
-                panic!("no 200 from /healthz within {limit:?}; output:\n{}", self.output());
+                panic!(
+                    "no 200 from /healthz within {limit:?}; output:\n{}",
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -106,7 +131,10 @@ impl Instance {
 
     /// Everything the server printed so far (serial console or stdout, and stderr).
     pub fn output(&self) -> String {
-        self.output.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Waits up to `limit` for the server to exit by itself; its exit status, or `None`.

@@ -82,7 +82,9 @@ impl PlatformError {
             &serde_json::json!({ "error": self.to_string(), "status": self.status() }),
         );
         match self {
-            PlatformError::MethodNotAllowed { allowed, .. } => response.with_header("Allow", allowed),
+            PlatformError::MethodNotAllowed { allowed, .. } => {
+                response.with_header("Allow", allowed)
+            }
             PlatformError::Unauthorized => response.with_header("WWW-Authenticate", "Bearer"),
             _ => response,
         }

@@ -41,13 +41,21 @@ impl FunctionLimits {
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let number = || -> Result<u64, String> {
-                value.parse::<u64>().map_err(|_| format!("{key}={value:?} is not a whole number"))
+                value
+                    .parse::<u64>()
+                    .map_err(|_| format!("{key}={value:?} is not a whole number"))
             };
             match key {
                 "fuel" => self.fuel = number()?.max(1),
-                "timeout-ms" | "timeout_ms" => self.timeout = Duration::from_millis(number()?.max(1)),
-                "max-memory" | "max_memory" => self.max_memory = usize::try_from(number()?).unwrap_or(usize::MAX),
-                "max-body" | "max_body" => self.max_body = usize::try_from(number()?).unwrap_or(usize::MAX),
+                "timeout-ms" | "timeout_ms" => {
+                    self.timeout = Duration::from_millis(number()?.max(1))
+                }
+                "max-memory" | "max_memory" => {
+                    self.max_memory = usize::try_from(number()?).unwrap_or(usize::MAX)
+                }
+                "max-body" | "max_body" => {
+                    self.max_body = usize::try_from(number()?).unwrap_or(usize::MAX)
+                }
                 _ => {
                     return Err(format!(
                         "unknown limit {key:?}; known: fuel, timeout-ms, max-memory, max-body"
@@ -161,12 +169,20 @@ const WASM_MAGIC: &[u8] = b"\0asm";
 impl Compiler {
     /// A compiler whose HTTP guests use `kv`, except the platform's own [`FUNCTION_STORE`].
     pub fn new(kv: Arc<dyn KeyValue>) -> Self {
-        Compiler { faas_engine: wasm_faas::new_engine(), kv: Arc::new(GuestKeyValue(kv)) }
+        Compiler {
+            faas_engine: wasm_faas::new_engine(),
+            kv: Arc::new(GuestKeyValue(kv)),
+        }
     }
 
     /// Validates and compiles `source` (`.wasm` binary or `.wat` text) as function `name`,
     /// detecting its kind from its imports and exports.
-    pub fn compile(&self, name: &str, source: &[u8], limits: FunctionLimits) -> Result<Deployed, String> {
+    pub fn compile(
+        &self,
+        name: &str,
+        source: &[u8],
+        limits: FunctionLimits,
+    ) -> Result<Deployed, String> {
         if !is_valid_function_name(name) {
             return Err(format!(
                 "{name:?} is not a valid function name (1-64 of A-Z a-z 0-9 _ -, not a reserved word)"
@@ -179,7 +195,8 @@ impl Compiler {
                 .map_err(|e| format!("neither a wasm binary nor valid WAT text: {e}"))?
                 .into_owned()
         };
-        let module = wasm_faas::load_module(&self.faas_engine, &binary).map_err(|e| e.to_string())?;
+        let module =
+            wasm_faas::load_module(&self.faas_engine, &binary).map_err(|e| e.to_string())?;
         let program = match wasm_faas::classify(&module) {
             wasm_faas::Kind::WasiCommand => Program::Wasi(module),
             wasm_faas::Kind::Nanoprocess { .. } => Program::Nanoprocess(module),
@@ -202,9 +219,21 @@ impl Compiler {
                 }
             }
         };
-        let sha256 = Sha256::digest(&binary).iter().map(|b| format!("{b:02x}")).collect();
-        let deployed_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Ok(Deployed { name: name.to_string(), program, limits, size: binary.len(), sha256, deployed_at })
+        let sha256 = Sha256::digest(&binary)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let deployed_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(Deployed {
+            name: name.to_string(),
+            program,
+            limits,
+            size: binary.len(),
+            sha256,
+            deployed_at,
+        })
     }
 }
 
@@ -218,7 +247,11 @@ pub struct Registry {
 impl Registry {
     /// The function named `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Deployed>> {
-        self.functions.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Deploys `function`, replacing a previous version; returns whether one was replaced.
@@ -233,12 +266,21 @@ impl Registry {
 
     /// Removes `name`; returns whether it existed.
     pub fn remove(&self, name: &str) -> bool {
-        self.functions.write().unwrap_or_else(|e| e.into_inner()).remove(name).is_some()
+        self.functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .is_some()
     }
 
     /// All functions, by name.
     pub fn list(&self) -> Vec<Arc<Deployed>> {
-        self.functions.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
@@ -261,12 +303,19 @@ pub fn encode_stored(source: &[u8], limits: &FunctionLimits) -> Vec<u8> {
 
 /// The limits and source of a stored function ([`encode_stored`]); limits it does not name
 /// keep their `defaults`.
-pub fn decode_stored(value: &[u8], defaults: FunctionLimits) -> Result<(FunctionLimits, &[u8]), String> {
+pub fn decode_stored(
+    value: &[u8],
+    defaults: FunctionLimits,
+) -> Result<(FunctionLimits, &[u8]), String> {
     let rest = value
         .strip_prefix(STORED_MAGIC)
         .ok_or_else(|| "not a stored function (unknown format)".to_string())?;
-    let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| "stored function has no limits line".to_string())?;
-    let query = std::str::from_utf8(&rest[..end]).map_err(|_| "stored limits are not UTF-8".to_string())?;
+    let end = rest
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| "stored function has no limits line".to_string())?;
+    let query =
+        std::str::from_utf8(&rest[..end]).map_err(|_| "stored limits are not UTF-8".to_string())?;
     Ok((defaults.with_overrides(Some(query))?, &rest[end + 1..]))
 }
 
@@ -276,7 +325,9 @@ struct GuestKeyValue(Arc<dyn KeyValue>);
 impl GuestKeyValue {
     fn check(store: &str) -> Result<(), KvError> {
         if store == FUNCTION_STORE {
-            return Err(KvError::InvalidKey(format!("store {store:?} is reserved for the platform")));
+            return Err(KvError::InvalidKey(format!(
+                "store {store:?} is reserved for the platform"
+            )));
         }
         Ok(())
     }
@@ -321,7 +372,9 @@ mod tests {
     #[test]
     fn limit_overrides() {
         let base = FunctionLimits::default();
-        let l = base.with_overrides(Some("fuel=5&timeout-ms=250&max-memory=1024&max-body=10")).unwrap();
+        let l = base
+            .with_overrides(Some("fuel=5&timeout-ms=250&max-memory=1024&max-body=10"))
+            .unwrap();
         assert_eq!(l.fuel, 5);
         assert_eq!(l.timeout, Duration::from_millis(250));
         assert_eq!(l.max_memory, 1024);
@@ -339,7 +392,11 @@ mod tests {
     fn kinds_are_detected_from_wat() {
         let c = compiler();
         let nano = c
-            .compile("answer", br#"(module (func (export "_start") (result i32) i32.const 42))"#, FunctionLimits::default())
+            .compile(
+                "answer",
+                br#"(module (func (export "_start") (result i32) i32.const 42))"#,
+                FunctionLimits::default(),
+            )
             .unwrap();
         assert_eq!(nano.program.kind(), "nanoprocess");
         let wasi = c
@@ -357,25 +414,58 @@ mod tests {
     #[test]
     fn bad_code_and_names_are_rejected() {
         let c = compiler();
-        let err = c.compile("x", b"not wasm at all", FunctionLimits::default()).err().unwrap();
+        let err = c
+            .compile("x", b"not wasm at all", FunctionLimits::default())
+            .err()
+            .unwrap();
         assert!(err.contains("neither a wasm binary nor valid WAT"), "{err}");
-        let err = c.compile("x", br#"(module (func (export "other")))"#, FunctionLimits::default()).err().unwrap();
+        let err = c
+            .compile(
+                "x",
+                br#"(module (func (export "other")))"#,
+                FunctionLimits::default(),
+            )
+            .err()
+            .unwrap();
         assert!(err.contains("not an http function"), "{err}");
-        assert!(c.compile("metrics", b"(module)", FunctionLimits::default()).is_err());
-        assert!(c.compile("a/b", b"(module)", FunctionLimits::default()).is_err());
+        assert!(
+            c.compile("metrics", b"(module)", FunctionLimits::default())
+                .is_err()
+        );
+        assert!(
+            c.compile("a/b", b"(module)", FunctionLimits::default())
+                .is_err()
+        );
     }
 
     #[test]
     fn stored_functions_round_trip() {
-        let limits = FunctionLimits { fuel: 7, timeout: Duration::from_millis(1500), max_memory: 1 << 20, max_body: 99 };
+        let limits = FunctionLimits {
+            fuel: 7,
+            timeout: Duration::from_millis(1500),
+            max_memory: 1 << 20,
+            max_body: 99,
+        };
         let source = b"\0asm\x01\0\0\0 binary\n with newlines";
         let value = encode_stored(source, &limits);
         let (decoded, body) = decode_stored(&value, FunctionLimits::default()).unwrap();
         assert_eq!(decoded, limits);
         assert_eq!(body, source);
         assert!(decode_stored(b"garbage", FunctionLimits::default()).is_err());
-        assert!(decode_stored(b"uniwasm-function v1\nfuel=x\n(module)", FunctionLimits::default()).is_err());
-        assert!(decode_stored(b"uniwasm-function v1\nno newline", FunctionLimits::default()).is_err());
+        assert!(
+            decode_stored(
+                b"uniwasm-function v1\nfuel=x\n(module)",
+                FunctionLimits::default()
+            )
+            .is_err()
+        );
+        assert!(
+            decode_stored(
+                b"uniwasm-function v1\nno newline",
+                FunctionLimits::default()
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -383,11 +473,26 @@ mod tests {
         let kv: Arc<dyn KeyValue> = Arc::new(keyvalue::MemoryStore::new());
         kv.set(FUNCTION_STORE, "f", b"secret").unwrap();
         let guest = GuestKeyValue(Arc::clone(&kv));
-        assert!(matches!(guest.open(FUNCTION_STORE), Err(KvError::InvalidKey(_))));
-        assert!(matches!(guest.get(FUNCTION_STORE, "f"), Err(KvError::InvalidKey(_))));
-        assert!(matches!(guest.set(FUNCTION_STORE, "f", b"x"), Err(KvError::InvalidKey(_))));
-        assert!(matches!(guest.keys(FUNCTION_STORE), Err(KvError::InvalidKey(_))));
-        assert!(matches!(guest.delete(FUNCTION_STORE, "f"), Err(KvError::InvalidKey(_))));
+        assert!(matches!(
+            guest.open(FUNCTION_STORE),
+            Err(KvError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            guest.get(FUNCTION_STORE, "f"),
+            Err(KvError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            guest.set(FUNCTION_STORE, "f", b"x"),
+            Err(KvError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            guest.keys(FUNCTION_STORE),
+            Err(KvError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            guest.delete(FUNCTION_STORE, "f"),
+            Err(KvError::InvalidKey(_))
+        ));
         assert_eq!(kv.get(FUNCTION_STORE, "f").unwrap(), b"secret");
         guest.set("other", "k", b"v").unwrap();
         assert_eq!(guest.get("other", "k").unwrap(), b"v");
@@ -397,12 +502,28 @@ mod tests {
     fn registry_replaces_atomically() {
         let c = compiler();
         let reg = Registry::default();
-        let v1 = c.compile("f", br#"(module (func (export "_start") (result i32) i32.const 1))"#, FunctionLimits::default()).unwrap();
-        let v2 = c.compile("f", br#"(module (func (export "_start") (result i32) i32.const 2))"#, FunctionLimits::default()).unwrap();
+        let v1 = c
+            .compile(
+                "f",
+                br#"(module (func (export "_start") (result i32) i32.const 1))"#,
+                FunctionLimits::default(),
+            )
+            .unwrap();
+        let v2 = c
+            .compile(
+                "f",
+                br#"(module (func (export "_start") (result i32) i32.const 2))"#,
+                FunctionLimits::default(),
+            )
+            .unwrap();
         assert!(!reg.insert(v1));
         let held = reg.get("f").unwrap();
         assert!(reg.insert(v2));
-        assert_ne!(held.sha256, reg.get("f").unwrap().sha256, "old version still usable by its holder");
+        assert_ne!(
+            held.sha256,
+            reg.get("f").unwrap().sha256,
+            "old version still usable by its holder"
+        );
         assert!(reg.remove("f"));
         assert!(reg.get("f").is_none());
         assert!(!reg.remove("f"));

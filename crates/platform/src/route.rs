@@ -47,7 +47,9 @@ pub enum Route<'a> {
 pub fn is_valid_function_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         && !RESERVED_NAMES.contains(&name)
 }
 
@@ -102,16 +104,39 @@ mod tests {
         assert_eq!(route("/stats/fib"), Route::Stats { function: "fib" });
         assert_eq!(route("/stats/"), Route::Unmatched);
         assert_eq!(route("/stats/a/b"), Route::Unmatched);
-        assert_eq!(route("/_admin/functions/x"), Route::Admin { rest: "/functions/x" });
+        assert_eq!(
+            route("/_admin/functions/x"),
+            Route::Admin {
+                rest: "/functions/x"
+            }
+        );
         assert_eq!(route("/exec/sum"), Route::Exec { function: "sum" });
         assert_eq!(route("/exec"), Route::Unmatched);
     }
 
     #[test]
     fn api_keeps_the_whole_input() {
-        assert_eq!(route("/api/fib/20"), Route::Api { function: "fib", input: "20" });
-        assert_eq!(route("/api/echo/a/b%20c"), Route::Api { function: "echo", input: "a/b%20c" });
-        assert_eq!(route("/api/fib/"), Route::Api { function: "fib", input: "" });
+        assert_eq!(
+            route("/api/fib/20"),
+            Route::Api {
+                function: "fib",
+                input: "20"
+            }
+        );
+        assert_eq!(
+            route("/api/echo/a/b%20c"),
+            Route::Api {
+                function: "echo",
+                input: "a/b%20c"
+            }
+        );
+        assert_eq!(
+            route("/api/fib/"),
+            Route::Api {
+                function: "fib",
+                input: ""
+            }
+        );
         assert_eq!(route("/api/fib"), Route::Unmatched);
     }
 
@@ -119,10 +144,25 @@ mod tests {
     fn function_paths() {
         assert_eq!(
             route("/http-server-demo/hello"),
-            Route::Function { function: "http-server-demo", rest: "/hello" }
+            Route::Function {
+                function: "http-server-demo",
+                rest: "/hello"
+            }
         );
-        assert_eq!(route("/todo"), Route::Function { function: "todo", rest: "/" });
-        assert_eq!(route("/todo/items/3"), Route::Function { function: "todo", rest: "/items/3" });
+        assert_eq!(
+            route("/todo"),
+            Route::Function {
+                function: "todo",
+                rest: "/"
+            }
+        );
+        assert_eq!(
+            route("/todo/items/3"),
+            Route::Function {
+                function: "todo",
+                rest: "/items/3"
+            }
+        );
         assert_eq!(route("/"), Route::Unmatched);
         assert_eq!(route("/bad.name/x"), Route::Unmatched);
         assert_eq!(route("/healthz/x"), Route::Unmatched);

@@ -191,17 +191,29 @@ impl Stats {
                 "faas_latency_seconds_sum{{function=\"{name}\"}} {:.6}",
                 stats.total_us as f64 / 1e6
             );
-            let _ = writeln!(out, "faas_latency_seconds_count{{function=\"{name}\"}} {}", stats.invocations);
+            let _ = writeln!(
+                out,
+                "faas_latency_seconds_count{{function=\"{name}\"}} {}",
+                stats.invocations
+            );
         }
         out.push_str("# HELP faas_fuel_used_total Fuel consumed by function.\n");
         out.push_str("# TYPE faas_fuel_used_total counter\n");
         for (name, stats) in all.iter() {
-            let _ = writeln!(out, "faas_fuel_used_total{{function=\"{name}\"}} {}", stats.fuel_used);
+            let _ = writeln!(
+                out,
+                "faas_fuel_used_total{{function=\"{name}\"}} {}",
+                stats.fuel_used
+            );
         }
         out.push_str("# HELP faas_peak_memory_bytes Largest guest linear memory seen.\n");
         out.push_str("# TYPE faas_peak_memory_bytes gauge\n");
         for (name, stats) in all.iter() {
-            let _ = writeln!(out, "faas_peak_memory_bytes{{function=\"{name}\"}} {}", stats.peak_memory);
+            let _ = writeln!(
+                out,
+                "faas_peak_memory_bytes{{function=\"{name}\"}} {}",
+                stats.peak_memory
+            );
         }
         out
     }
@@ -226,7 +238,11 @@ mod tests {
     use super::*;
 
     fn cost(ms: u64) -> Cost {
-        Cost { elapsed: Duration::from_millis(ms), fuel: 10, memory: ms * 1000 }
+        Cost {
+            elapsed: Duration::from_millis(ms),
+            fuel: 10,
+            memory: ms * 1000,
+        }
     }
 
     #[test]
@@ -262,7 +278,10 @@ mod tests {
         stats.record("fib", Outcome::Ok, cost(2));
         stats.record("fib", Outcome::Trap, cost(3));
         let text = stats.prometheus();
-        assert!(text.contains("faas_invocations_total{function=\"fib\",outcome=\"ok\"} 1\n"), "{text}");
+        assert!(
+            text.contains("faas_invocations_total{function=\"fib\",outcome=\"ok\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("faas_invocations_total{function=\"fib\",outcome=\"trap\"} 1\n"));
         assert!(text.contains("faas_latency_seconds_count{function=\"fib\"} 2\n"));
         assert!(text.contains("# TYPE faas_fuel_used_total counter\n"));

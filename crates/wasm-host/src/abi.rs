@@ -514,7 +514,11 @@ macro_rules! float_type {
             fn lift_flat(_: &dyn GuestMemory, vals: &mut FlatIter<'_>) -> Result<Self, AbiError> {
                 Ok(<$ty>::from_bits(vals.$getter()?))
             }
-            fn lower_flat(&self, _: &mut dyn GuestMemory, out: &mut Vec<FlatVal>) -> Result<(), AbiError> {
+            fn lower_flat(
+                &self,
+                _: &mut dyn GuestMemory,
+                out: &mut Vec<FlatVal>,
+            ) -> Result<(), AbiError> {
                 out.push(FlatVal::$flat(self.to_bits()));
                 Ok(())
             }

@@ -172,7 +172,13 @@ fn random_values_round_trip() {
                 Err(f32::from_bits(n as u32 & 0x3fff_ffff))
             }) as &Result<u32, f32>,
         );
-        round_trip(&(if n.is_multiple_of(3) { Ok(n as f32) } else { Err(n) }) as &Result<f32, u64>);
+        round_trip(
+            &(if n.is_multiple_of(3) {
+                Ok(n as f32)
+            } else {
+                Err(n)
+            }) as &Result<f32, u64>,
+        );
         round_trip(
             &(if n.is_multiple_of(2) {
                 Some((n as u8, rng.string(), n as f64))

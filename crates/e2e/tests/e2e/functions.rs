@@ -4,7 +4,6 @@ use e2e::{Instance, Mode, http};
 
 use crate::{ADMIN_TOKEN, admin, call};
 
-
 pub fn functions_append() -> String {
     format!("log=info admin-token={ADMIN_TOKEN} workers=3")
 }
@@ -17,47 +16,95 @@ fn boot_functions_suite(inst: &Instance) {
     assert_eq!((hello.status, hello.text().as_str()), (200, "hello"));
     let missing = call(port, "GET", "/http-server-demo/get", b"");
     assert_eq!(missing.status, 404, "{}", missing.text());
-    assert!(missing.text().contains("Key not found"), "{}", missing.text());
-    assert_eq!(call(port, "PUT", "/http-server-demo/set", b"value-1").status, 204);
+    assert!(
+        missing.text().contains("Key not found"),
+        "{}",
+        missing.text()
+    );
+    assert_eq!(
+        call(port, "PUT", "/http-server-demo/set", b"value-1").status,
+        204
+    );
     let got = call(port, "GET", "/http-server-demo/get", b"");
     assert_eq!((got.status, got.text().as_str()), (200, "value-1"));
     let upload = call(port, "POST", "/http-server-demo/upload", b"echo me\x00\xff");
-    assert_eq!((upload.status, upload.body.as_slice()), (200, b"echo me\x00\xff".as_slice()));
-    assert_eq!(call(port, "DELETE", "/http-server-demo/delete-file", b"").status, 200);
-    assert_eq!(call(port, "GET", "/http-server-demo/no-such-route", b"").status, 404);
+    assert_eq!(
+        (upload.status, upload.body.as_slice()),
+        (200, b"echo me\x00\xff".as_slice())
+    );
+    assert_eq!(
+        call(port, "DELETE", "/http-server-demo/delete-file", b"").status,
+        200
+    );
+    assert_eq!(
+        call(port, "GET", "/http-server-demo/no-such-route", b"").status,
+        404
+    );
 
     // keyvalue demo: two stores, keys, get, delete.
     crate::assert_keyvalue_demo(port);
 
     // todo demo: route parameters and JSON, persisted in keyvalue.
-    let created = call(port, "POST", "/todo-demo/todos", br#"{"title":"boot a unikernel"}"#);
+    let created = call(
+        port,
+        "POST",
+        "/todo-demo/todos",
+        br#"{"title":"boot a unikernel"}"#,
+    );
     assert_eq!(created.status, 201, "{}", created.text());
     let id = created.json()["id"].as_u64().expect("id");
     let one = call(port, "GET", &format!("/todo-demo/todos/{id}"), b"");
     assert_eq!(one.json()["title"], "boot a unikernel");
     let list = call(port, "GET", "/todo-demo/todos", b"");
     assert!(list.text().contains("boot a unikernel"), "{}", list.text());
-    assert_eq!(call(port, "DELETE", &format!("/todo-demo/todos/{id}"), b"").status, 204);
-    assert_eq!(call(port, "GET", &format!("/todo-demo/todos/{id}"), b"").status, 404);
-    assert_eq!(call(port, "POST", "/todo-demo/todos", b"not json").status, 400);
+    assert_eq!(
+        call(port, "DELETE", &format!("/todo-demo/todos/{id}"), b"").status,
+        204
+    );
+    assert_eq!(
+        call(port, "GET", &format!("/todo-demo/todos/{id}"), b"").status,
+        404
+    );
+    assert_eq!(
+        call(port, "POST", "/todo-demo/todos", b"not json").status,
+        400
+    );
 
     // Classic FaaS: WASI fib with stdin from the path, nanoprocess modules.
     let fib = call(port, "GET", "/api/fib/10", b"");
-    assert_eq!((fib.status, fib.text().trim()), (200, "0,1,1,2,3,5,8,13,21,34"));
+    assert_eq!(
+        (fib.status, fib.text().trim()),
+        (200, "0,1,1,2,3,5,8,13,21,34")
+    );
     let bad = call(port, "GET", "/api/fib/not-a-number", b"");
-    assert_eq!(bad.status, 500, "non-zero exit is a 500 with stderr: {}", bad.text());
+    assert_eq!(
+        bad.status,
+        500,
+        "non-zero exit is a 500 with stderr: {}",
+        bad.text()
+    );
     assert_eq!(call(port, "GET", "/exec/answer", b"").text(), "42");
     assert_eq!(call(port, "GET", "/exec/sum?args=5,2", b"").text(), "7");
     assert_eq!(call(port, "POST", "/exec/sum", b"[5, 2]").text(), "7");
     assert_eq!(call(port, "GET", "/exec/sum?args=5", b"").status, 400);
-    assert_eq!(call(port, "GET", "/exec/fib", b"").status, 400, "wrong kind");
+    assert_eq!(
+        call(port, "GET", "/exec/fib", b"").status,
+        400,
+        "wrong kind"
+    );
 
     // Stats and metrics.
     let stats = call(port, "GET", "/stats/fib", b"").json();
     assert_eq!(stats["invocations"], 3, "{stats}");
     assert_eq!(stats["errors"]["exit_failure"], 1, "{stats}");
-    assert_eq!(stats["errors"]["bad_input"], 1, "the wrong-kind call counts: {stats}");
-    assert!(stats["latency_us"]["p99"].as_u64().unwrap_or(0) > 0, "{stats}");
+    assert_eq!(
+        stats["errors"]["bad_input"], 1,
+        "the wrong-kind call counts: {stats}"
+    );
+    assert!(
+        stats["latency_us"]["p99"].as_u64().unwrap_or(0) > 0,
+        "{stats}"
+    );
     assert_eq!(call(port, "GET", "/stats/nope", b"").status, 404);
     let metrics = call(port, "GET", "/metrics", b"").text();
     assert!(
@@ -76,17 +123,29 @@ fn admin_suite(inst: &Instance) {
 
     // Authentication.
     assert_eq!(call(port, "GET", "/_admin/functions", b"").status, 401);
-    let wrong = http::request(port, "GET", "/_admin/functions", &[("Authorization", "Bearer wrong-token-x")], b"")
-        .expect("wrong token");
+    let wrong = http::request(
+        port,
+        "GET",
+        "/_admin/functions",
+        &[("Authorization", "Bearer wrong-token-x")],
+        b"",
+    )
+    .expect("wrong token");
     assert_eq!(wrong.status, 401);
-    assert_eq!(call(port, "PUT", "/_admin/functions/triple", triple).status, 401);
+    assert_eq!(
+        call(port, "PUT", "/_admin/functions/triple", triple).status,
+        401
+    );
 
     // Deploy, call, replace, reject a bad version, delete.
     let deployed = admin(port, "PUT", "/_admin/functions/triple", triple);
     assert_eq!(deployed.status, 201, "{}", deployed.text());
     assert_eq!(deployed.json()["kind"], "nanoprocess");
     assert_eq!(call(port, "GET", "/exec/triple?args=4", b"").text(), "12");
-    assert_eq!(admin(port, "PUT", "/_admin/functions/triple", quadruple).status, 200);
+    assert_eq!(
+        admin(port, "PUT", "/_admin/functions/triple", quadruple).status,
+        200
+    );
     assert_eq!(call(port, "GET", "/exec/triple?args=4", b"").text(), "16");
     // Replacing while it is called in a loop: every call succeeds, on one version or the other.
     // Each replacement waits for a call in between, so the calls and the swaps interleave.
@@ -115,26 +174,58 @@ fn admin_suite(inst: &Instance) {
     for round in 0..6 {
         wait_for_call(calls.load(Ordering::SeqCst));
         let source: &[u8] = if round % 2 == 0 { triple } else { quadruple };
-        assert_eq!(admin(port, "PUT", "/_admin/functions/triple", source).status, 200);
+        assert_eq!(
+            admin(port, "PUT", "/_admin/functions/triple", source).status,
+            200
+        );
     }
     wait_for_call(calls.load(Ordering::SeqCst));
     stop.store(true, Ordering::SeqCst);
     let answers = caller.join().expect("caller thread");
-    assert!(answers.len() >= 7, "calls interleaved with the 6 swaps: {}", answers.len());
+    assert!(
+        answers.len() >= 7,
+        "calls interleaved with the 6 swaps: {}",
+        answers.len()
+    );
     for (status, body) in &answers {
-        assert!(*status == 200 && (body == "12" || body == "16"), "{status} {body}");
+        assert!(
+            *status == 200 && (body == "12" || body == "16"),
+            "{status} {body}"
+        );
     }
     let rejected = admin(port, "PUT", "/_admin/functions/triple", b"\0asm garbage");
     assert_eq!(rejected.status, 400, "{}", rejected.text());
-    assert_eq!(call(port, "GET", "/exec/triple?args=4", b"").text(), "16", "old version serves");
+    assert_eq!(
+        call(port, "GET", "/exec/triple?args=4", b"").text(),
+        "16",
+        "old version serves"
+    );
     let listed = admin(port, "GET", "/_admin/functions", b"").json();
-    let names: Vec<&str> =
-        listed["functions"].as_array().expect("list").iter().filter_map(|f| f["name"].as_str()).collect();
-    assert!(names.contains(&"triple") && names.contains(&"fib"), "{names:?}");
-    assert_eq!(admin(port, "GET", "/_admin/functions/triple", b"").json()["size"].as_u64().map(|s| s > 8), Some(true));
-    assert_eq!(admin(port, "DELETE", "/_admin/functions/triple", b"").status, 204);
+    let names: Vec<&str> = listed["functions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"triple") && names.contains(&"fib"),
+        "{names:?}"
+    );
+    assert_eq!(
+        admin(port, "GET", "/_admin/functions/triple", b"").json()["size"]
+            .as_u64()
+            .map(|s| s > 8),
+        Some(true)
+    );
+    assert_eq!(
+        admin(port, "DELETE", "/_admin/functions/triple", b"").status,
+        204
+    );
     assert_eq!(call(port, "GET", "/exec/triple?args=4", b"").status, 404);
-    assert_eq!(admin(port, "DELETE", "/_admin/functions/triple", b"").status, 404);
+    assert_eq!(
+        admin(port, "DELETE", "/_admin/functions/triple", b"").status,
+        404
+    );
 
     // A WASI program deployed over HTTP with the deploy command.
     let fib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests/fib.wasm");
@@ -144,34 +235,75 @@ fn admin_suite(inst: &Instance) {
         .args(["--port", &port.to_string(), "--token", ADMIN_TOKEN])
         .output()
         .expect("run xtask deploy");
-    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stdout));
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stdout)
+    );
     assert!(String::from_utf8_lossy(&deployed.stdout).contains("\"kind\":\"wasi\""));
-    assert_eq!(call(port, "GET", "/api/fib-http/5", b"").text().trim(), "0,1,1,2,3");
+    assert_eq!(
+        call(port, "GET", "/api/fib-http/5", b"").text().trim(),
+        "0,1,1,2,3"
+    );
 
     // Limits: a wall-clock deadline (504) while another function keeps answering,
     // a memory cap (500 naming the limit), a body limit (413).
     let stuck = std::fs::read(guest_source("stuck.wat")).expect("stuck.wat");
-    assert_eq!(admin(port, "PUT", "/_admin/functions/stuck-fast?timeout-ms=1500&fuel=100000000000", &stuck).status, 201);
+    assert_eq!(
+        admin(
+            port,
+            "PUT",
+            "/_admin/functions/stuck-fast?timeout-ms=1500&fuel=100000000000",
+            &stuck
+        )
+        .status,
+        201
+    );
     let looping = std::thread::spawn(move || call(port, "GET", "/exec/stuck-fast", b"").status);
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert_eq!(call(port, "GET", "/exec/answer", b"").text(), "42", "others answer while one loops");
+    assert_eq!(
+        call(port, "GET", "/exec/answer", b"").text(),
+        "42",
+        "others answer while one loops"
+    );
     assert_eq!(looping.join().expect("looping request"), 504);
     let membomb = std::fs::read(guest_source("membomb.wat")).expect("membomb.wat");
-    assert_eq!(admin(port, "PUT", "/_admin/functions/bomb?max-memory=1048576", &membomb).status, 201);
+    assert_eq!(
+        admin(
+            port,
+            "PUT",
+            "/_admin/functions/bomb?max-memory=1048576",
+            &membomb
+        )
+        .status,
+        201
+    );
     let bomb = call(port, "GET", "/exec/bomb", b"");
     assert_eq!(bomb.status, 500);
-    assert!(bomb.text().to_lowercase().contains("memory"), "{}", bomb.text());
+    assert!(
+        bomb.text().to_lowercase().contains("memory"),
+        "{}",
+        bomb.text()
+    );
     let echo = std::fs::read(guest_source("echo.wat")).expect("echo.wat");
-    assert_eq!(admin(port, "PUT", "/_admin/functions/echo?max-body=8", &echo).status, 201);
+    assert_eq!(
+        admin(port, "PUT", "/_admin/functions/echo?max-body=8", &echo).status,
+        201
+    );
     assert_eq!(call(port, "POST", "/api/echo/", b"short").text(), "short");
-    assert_eq!(call(port, "POST", "/api/echo/", b"far too long for it").status, 413);
+    assert_eq!(
+        call(port, "POST", "/api/echo/", b"far too long for it").status,
+        413
+    );
     let stats = call(port, "GET", "/stats/stuck-fast", b"").json();
     assert_eq!(stats["errors"]["timeout"], 1, "{stats}");
 }
 
 /// A WAT source from `guests/wat/`.
 fn guest_source(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/wat").join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../guests/wat")
+        .join(name)
 }
 
 #[test]
@@ -186,14 +318,24 @@ fn qemu_functions() {
     let inst = Instance::start(Mode::Qemu, &functions_append(), &["--smp", "2"]);
     boot_functions_suite(&inst);
     admin_suite(&inst);
-    assert!(inst.output().contains("access"), "structured request log on the serial console");
+    assert!(
+        inst.output().contains("access"),
+        "structured request log on the serial console"
+    );
 }
 
 #[test]
 fn native_root_mount_and_admin_disabled() {
     let inst = Instance::start(Mode::Native, "root=http-server-demo", &[]);
     let hello = call(inst.port, "GET", "/hello", b"");
-    assert_eq!((hello.status, hello.text().as_str()), (200, "hello"), "Spiderlightning paths at /");
-    assert_eq!(call(inst.port, "GET", "/http-server-demo/hello", b"").text(), "hello");
+    assert_eq!(
+        (hello.status, hello.text().as_str()),
+        (200, "hello"),
+        "Spiderlightning paths at /"
+    );
+    assert_eq!(
+        call(inst.port, "GET", "/http-server-demo/hello", b"").text(),
+        "hello"
+    );
     assert_eq!(call(inst.port, "GET", "/_admin/functions", b"").status, 403);
 }

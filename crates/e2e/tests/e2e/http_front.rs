@@ -36,11 +36,22 @@ pub fn http_front_suite(inst: &Instance) {
     // Garbage: 400, connection closed, server still serves.
     let garbage = http::exchange(port, b"\x00\x01 this is not http\r\n\r\n").expect("garbage");
     assert_eq!(garbage.status, 400, "{}", garbage.text());
-    assert_eq!(http::get(port, "/healthz").expect("after garbage").status, 200);
+    assert_eq!(
+        http::get(port, "/healthz").expect("after garbage").status,
+        200
+    );
 
     // Oversized header block: 431.
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
-    assert_eq!(http::exchange(port, big.as_bytes()).expect("big headers").status, 431);
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    assert_eq!(
+        http::exchange(port, big.as_bytes())
+            .expect("big headers")
+            .status,
+        431
+    );
 
     // Too many headers: 431.
     let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
@@ -48,17 +59,39 @@ pub fn http_front_suite(inst: &Instance) {
         many.push_str(&format!("X-H{i}: v\r\n"));
     }
     many.push_str("\r\n");
-    assert_eq!(http::exchange(port, many.as_bytes()).expect("many headers").status, 431);
+    assert_eq!(
+        http::exchange(port, many.as_bytes())
+            .expect("many headers")
+            .status,
+        431
+    );
 
     // Body over the configured limit: 413.
-    let over = format!("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 1 << 20);
-    assert_eq!(http::exchange(port, over.as_bytes()).expect("large body").status, 413);
+    let over = format!(
+        "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        1 << 20
+    );
+    assert_eq!(
+        http::exchange(port, over.as_bytes())
+            .expect("large body")
+            .status,
+        413
+    );
 
     // Bad Content-Length: 400.
     let bad_len = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: twelve\r\n\r\n";
-    assert_eq!(http::exchange(port, bad_len).expect("bad length").status, 400);
-    let conflicting = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd";
-    assert_eq!(http::exchange(port, conflicting).expect("conflicting length").status, 400);
+    assert_eq!(
+        http::exchange(port, bad_len).expect("bad length").status,
+        400
+    );
+    let conflicting =
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd";
+    assert_eq!(
+        http::exchange(port, conflicting)
+            .expect("conflicting length")
+            .status,
+        400
+    );
 
     // Truncated body, then the client goes away: nothing breaks.
     {
@@ -67,7 +100,12 @@ pub fn http_front_suite(inst: &Instance) {
             .write_all(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly-part")
             .expect("write partial");
     }
-    assert_eq!(http::get(port, "/healthz").expect("after truncation").status, 200);
+    assert_eq!(
+        http::get(port, "/healthz")
+            .expect("after truncation")
+            .status,
+        200
+    );
 
     // Keep-alive with pipelining: a chunked request and a plain one on one connection.
     let mut stream = http::connect(port).expect("connect");
@@ -97,7 +135,10 @@ fn native_http_front() {
 fn assert_stops_cleanly(inst: Instance) {
     let port = inst.port;
     inst.stop();
-    assert!(http::get(port, "/healthz").is_err(), "port {port} still answers after stop");
+    assert!(
+        http::get(port, "/healthz").is_err(),
+        "port {port} still answers after stop"
+    );
 }
 
 #[test]
@@ -105,7 +146,10 @@ fn qemu_http_front() {
     let inst = Instance::start(Mode::Qemu, HTTP_FRONT_APPEND, &[]);
     http_front_suite(&inst);
     let output = inst.output();
-    assert!(output.contains("ready"), "serial console shows the ready line:\n{output}");
+    assert!(
+        output.contains("ready"),
+        "serial console shows the ready line:\n{output}"
+    );
     assert_stops_cleanly(inst);
 }
 
@@ -115,13 +159,25 @@ fn assert_shutdown_exits_cleanly(mode: Mode) {
     let token = "shutdown-token-42";
     let mut inst = Instance::start(mode, &format!("log=info admin-token={token}"), &[]);
     let auth = format!("Bearer {token}");
-    let unauthorized = http::request(inst.port, "POST", "/_admin/shutdown", &[], b"").expect("request");
+    let unauthorized =
+        http::request(inst.port, "POST", "/_admin/shutdown", &[], b"").expect("request");
     assert_eq!(unauthorized.status, 401);
-    let accepted = http::request(inst.port, "POST", "/_admin/shutdown", &[("Authorization", &auth)], b"")
-        .expect("shutdown request");
+    let accepted = http::request(
+        inst.port,
+        "POST",
+        "/_admin/shutdown",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .expect("shutdown request");
     assert_eq!(accepted.status, 202, "{}", accepted.text());
     let status = inst.wait_exit(std::time::Duration::from_secs(60));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit status; output:\n{}", inst.output());
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit status; output:\n{}",
+        inst.output()
+    );
 }
 
 #[test]

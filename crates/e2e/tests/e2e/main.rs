@@ -15,8 +15,7 @@ pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123";
 
 /// One request with `Connection: close`; panics with the request line if it fails.
 pub fn call(port: u16, method: &str, path: &str, body: &[u8]) -> http::Response {
-    http::request(port, method, path, &[], body)
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    http::request(port, method, path, &[], body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// Like [`call`], with the admin bearer token.

@@ -11,7 +11,9 @@ fn kvm_unusable_reason() -> Option<String> {
         return Some("/dev/kvm does not exist".into());
     }
     if std::path::Path::new("/sys/module/kvm_pvm").exists() {
-        return Some("KVM here is kvm-pvm (nested, paravirtualized); the hermit kernel dies under it".into());
+        return Some(
+            "KVM here is kvm-pvm (nested, paravirtualized); the hermit kernel dies under it".into(),
+        );
     }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     if !cpuinfo.split_whitespace().any(|f| f == "vmx" || f == "svm") {
