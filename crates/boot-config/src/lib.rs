@@ -41,10 +41,17 @@ pub struct Config {
     pub port: u16,
     /// `log=`: off, error, warn, info (default), debug or trace.
     pub log: LevelFilter,
-    /// `workers=`: HTTP worker threads, 1..=256 (default 2).
+    /// `io-threads=`: threads that own connections and parse requests, 1..=64 (default: one
+    /// per CPU, at most 4).
+    pub io_threads: Option<usize>,
+    /// `workers=`: threads that run functions on complete requests, 1..=256 (default 2).
     pub workers: usize,
-    /// `queue=`: connections that may wait for a worker before 503, 0..=4096 (default 16).
+    /// `queue=`: complete requests that may wait for a worker before 503, 0..=65536
+    /// (default 1024).
     pub queue: usize,
+    /// `max-connections=`: open connections served at once, beyond them 503 and close,
+    /// 1..=1000000 (default: from the descriptor limit natively, from RAM under hermit).
+    pub max_connections: Option<usize>,
     /// `root=`: the function that serves paths no endpoint or function claims.
     pub root: Option<String>,
     /// `admin-token=`: bearer token for `/_admin` (admin endpoints disabled when unset).
@@ -53,8 +60,21 @@ pub struct Config {
     pub kv: KvBackend,
     /// `max-body=`: largest request body in bytes; `k`/`m` suffixes for KiB/MiB (default 4m).
     pub max_body: usize,
-    /// `timeout-ms=`: time a client has to send a complete request (default 10000).
-    pub timeout_ms: u64,
+    /// `header-timeout-ms=`: time from a request's first byte to its complete head (default
+    /// 10000); 408 beyond.
+    pub header_timeout_ms: u64,
+    /// `body-timeout-ms=`: base time for a request body, extended at `min-rate` (default 10000).
+    pub body_timeout_ms: u64,
+    /// `send-timeout-ms=`: base time for writing a response, extended at `min-rate`
+    /// (default 10000).
+    pub send_timeout_ms: u64,
+    /// `min-rate=`: bytes per second a body or response must move at least (default 1k).
+    pub min_rate: usize,
+    /// `keepalive-ms=`: how long an idle connection waits for its next request (default 5000).
+    pub keepalive_ms: u64,
+    /// `memory-budget=`: bytes that functions may use at once, all requests together
+    /// (default: from the RAM under hermit, 1 GiB natively).
+    pub memory_budget: Option<usize>,
 }
 
 impl Default for Config {
@@ -63,13 +83,20 @@ impl Default for Config {
             bind: std::net::IpAddr::from([0, 0, 0, 0]),
             port: 8080,
             log: LevelFilter::Info,
+            io_threads: None,
             workers: 2,
-            queue: 16,
+            queue: 1024,
+            max_connections: None,
             root: None,
             admin_token: None,
             kv: KvBackend::Memory,
             max_body: 4 * 1024 * 1024,
-            timeout_ms: 10_000,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            send_timeout_ms: 10_000,
+            min_rate: 1024,
+            keepalive_ms: 5_000,
+            memory_budget: None,
         }
     }
 }
@@ -79,13 +106,20 @@ pub const KNOWN_KEYS: &[&str] = &[
     "bind",
     "port",
     "log",
+    "io-threads",
     "workers",
     "queue",
+    "max-connections",
     "root",
     "admin-token",
     "kv",
     "max-body",
-    "timeout-ms",
+    "header-timeout-ms",
+    "body-timeout-ms",
+    "send-timeout-ms",
+    "min-rate",
+    "keepalive-ms",
+    "memory-budget",
 ];
 
 /// Why the configuration could not be read.
@@ -173,8 +207,12 @@ impl Config {
                     ))
                 })?
             }
+            "io-threads" => self.io_threads = Some(parse_bounded(value, 1, 64).map_err(invalid)?),
             "workers" => self.workers = parse_bounded(value, 1, 256).map_err(invalid)?,
-            "queue" => self.queue = parse_bounded(value, 0, 4096).map_err(invalid)?,
+            "queue" => self.queue = parse_bounded(value, 0, 65_536).map_err(invalid)?,
+            "max-connections" => {
+                self.max_connections = Some(parse_bounded(value, 1, 1_000_000).map_err(invalid)?);
+            }
             "root" => {
                 if !is_function_name(value) {
                     return Err(invalid(format!(
@@ -193,8 +231,13 @@ impl Config {
             }
             "kv" => self.kv = parse_kv(value).map_err(invalid)?,
             "max-body" => self.max_body = parse_size(value).map_err(invalid)?,
-            "timeout-ms" => {
-                self.timeout_ms = parse_bounded(value, 1, 3_600_000).map_err(invalid)? as u64;
+            "header-timeout-ms" => self.header_timeout_ms = parse_millis(value).map_err(invalid)?,
+            "body-timeout-ms" => self.body_timeout_ms = parse_millis(value).map_err(invalid)?,
+            "send-timeout-ms" => self.send_timeout_ms = parse_millis(value).map_err(invalid)?,
+            "keepalive-ms" => self.keepalive_ms = parse_millis(value).map_err(invalid)?,
+            "min-rate" => self.min_rate = parse_size(value).map_err(invalid)?.max(1),
+            "memory-budget" => {
+                self.memory_budget = Some(parse_size(value).map_err(invalid)?.max(1 << 20));
             }
             _ => unreachable!("every known key is handled"),
         }
@@ -203,13 +246,19 @@ impl Config {
 
     /// The configuration as `key=value` words, with the admin token redacted.
     pub fn summary(&self) -> String {
+        let auto =
+            |value: Option<usize>| value.map_or_else(|| "auto".to_string(), |v| v.to_string());
         format!(
-            "bind={} port={} log={} workers={} queue={} root={} admin-token={} kv={} max-body={} timeout-ms={}",
+            "bind={} port={} log={} io-threads={} workers={} queue={} max-connections={} root={} \
+             admin-token={} kv={} max-body={} header-timeout-ms={} body-timeout-ms={} \
+             send-timeout-ms={} min-rate={} keepalive-ms={} memory-budget={}",
             self.bind,
             self.port,
             self.log.as_str().to_ascii_lowercase(),
+            auto(self.io_threads),
             self.workers,
             self.queue,
+            auto(self.max_connections),
             self.root.as_deref().unwrap_or("-"),
             if self.admin_token.is_some() {
                 "<set>"
@@ -218,7 +267,12 @@ impl Config {
             },
             self.kv,
             self.max_body,
-            self.timeout_ms
+            self.header_timeout_ms,
+            self.body_timeout_ms,
+            self.send_timeout_ms,
+            self.min_rate,
+            self.keepalive_ms,
+            auto(self.memory_budget),
         )
     }
 }
@@ -250,13 +304,19 @@ fn parse_bounded(value: &str, min: usize, max: usize) -> Result<usize, String> {
     }
 }
 
-/// Bytes, optionally with a `k` (KiB) or `m` (MiB) suffix; at most 1 GiB.
-fn parse_size(value: &str) -> Result<usize, String> {
+fn parse_millis(value: &str) -> Result<u64, String> {
+    parse_bounded(value, 1, 3_600_000).map(|ms| ms as u64)
+}
+
+/// Bytes, optionally with a `k` (KiB), `m` (MiB) or `g` (GiB) suffix; at most 64 GiB.
+pub fn parse_size(value: &str) -> Result<usize, String> {
     let lower = value.to_ascii_lowercase();
     let (digits, unit) = if let Some(d) = lower.strip_suffix('k') {
-        (d, 1024)
+        (d, 1 << 10)
     } else if let Some(d) = lower.strip_suffix('m') {
-        (d, 1024 * 1024)
+        (d, 1 << 20)
+    } else if let Some(d) = lower.strip_suffix('g') {
+        (d, 1 << 30)
     } else {
         (lower.as_str(), 1)
     };
@@ -264,8 +324,10 @@ fn parse_size(value: &str) -> Result<usize, String> {
         .parse::<usize>()
         .ok()
         .and_then(|n| n.checked_mul(unit))
-        .filter(|&bytes| bytes <= 1 << 30)
-        .ok_or_else(|| format!("{value:?} is not a size in bytes (e.g. 65536, 64k, 4m; max 1024m)"))
+        .filter(|&bytes| bytes as u64 <= 64 << 30)
+        .ok_or_else(|| {
+            format!("{value:?} is not a size in bytes (e.g. 65536, 64k, 4m, 1g; max 64g)")
+        })
 }
 
 fn parse_kv(value: &str) -> Result<KvBackend, String> {
@@ -273,7 +335,9 @@ fn parse_kv(value: &str) -> Result<KvBackend, String> {
         return Ok(KvBackend::Memory);
     }
     if !value.starts_with("redis://") {
-        return Err(format!("{value:?} is neither memory nor redis://[[user]:password@]host[:port][/db]"));
+        return Err(format!(
+            "{value:?} is neither memory nor redis://[[user]:password@]host[:port][/db]"
+        ));
     }
     kv_redis::ConnectionInfo::parse(value)
         .map(KvBackend::Redis)
@@ -294,7 +358,10 @@ mod tests {
     #[test]
     fn bind_address() {
         assert_eq!(Config::default().bind.to_string(), "0.0.0.0");
-        assert_eq!(Config::parse("bind=127.0.0.1").unwrap().bind.to_string(), "127.0.0.1");
+        assert_eq!(
+            Config::parse("bind=127.0.0.1").unwrap().bind.to_string(),
+            "127.0.0.1"
+        );
         assert!(matches!(
             Config::parse("bind=localhost"),
             Err(ConfigError::InvalidValue { key: "bind", .. })
@@ -315,8 +382,10 @@ mod tests {
     #[test]
     fn parses_every_key() {
         let config = Config::parse(
-            "port=9000 log=DEBUG workers=4 queue=0 root=http-server-demo \
-             admin-token=s3cret-token kv=redis://10.0.2.2:6380 max-body=64k timeout-ms=2500",
+            "port=9000 log=DEBUG io-threads=3 workers=4 queue=0 max-connections=77 \
+             root=http-server-demo admin-token=s3cret-token kv=redis://10.0.2.2:6380 max-body=64k \
+             header-timeout-ms=2500 body-timeout-ms=2600 send-timeout-ms=2700 min-rate=2k \
+             keepalive-ms=300 memory-budget=48m",
         )
         .expect("valid line");
         assert_eq!(config.port, 9000);
@@ -327,7 +396,14 @@ mod tests {
         assert_eq!(config.admin_token.as_deref(), Some("s3cret-token"));
         assert_eq!(config.kv.to_string(), "redis://10.0.2.2:6380/0");
         assert_eq!(config.max_body, 65536);
-        assert_eq!(config.timeout_ms, 2500);
+        assert_eq!(config.io_threads, Some(3));
+        assert_eq!(config.max_connections, Some(77));
+        assert_eq!(config.header_timeout_ms, 2500);
+        assert_eq!(config.body_timeout_ms, 2600);
+        assert_eq!(config.send_timeout_ms, 2700);
+        assert_eq!(config.min_rate, 2048);
+        assert_eq!(config.keepalive_ms, 300);
+        assert_eq!(config.memory_budget, Some(48 << 20));
     }
 
     #[test]
@@ -351,10 +427,26 @@ mod tests {
     fn kv_forms() {
         assert_eq!(parse_kv("memory"), Ok(KvBackend::Memory));
         let redis = |url: &str| parse_kv(url).map(|kv| kv.to_string());
-        assert_eq!(redis("redis://localhost"), Ok("redis://localhost:6379/0".into()));
-        assert_eq!(redis("redis://127.0.0.1:7000/2"), Ok("redis://127.0.0.1:7000/2".into()));
-        assert_eq!(redis("redis://:secret@h:1"), Ok("redis://:***@h:1/0".into()));
-        for bad in ["redis", "redis://", "redis://h:0", "redis://h:x", "file://x", "Memory"] {
+        assert_eq!(
+            redis("redis://localhost"),
+            Ok("redis://localhost:6379/0".into())
+        );
+        assert_eq!(
+            redis("redis://127.0.0.1:7000/2"),
+            Ok("redis://127.0.0.1:7000/2".into())
+        );
+        assert_eq!(
+            redis("redis://:secret@h:1"),
+            Ok("redis://:***@h:1/0".into())
+        );
+        for bad in [
+            "redis",
+            "redis://",
+            "redis://h:0",
+            "redis://h:x",
+            "file://x",
+            "Memory",
+        ] {
             assert!(parse_kv(bad).is_err(), "{bad}");
         }
     }
@@ -365,7 +457,8 @@ mod tests {
         assert_eq!(parse_size("2K"), Ok(2048));
         assert_eq!(parse_size("4m"), Ok(4 << 20));
         assert_eq!(parse_size("1024m"), Ok(1 << 30));
-        for bad in ["", "k", "1025m", "-1", "1g", "99999999999999999999"] {
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        for bad in ["", "k", "65g", "-1", "1t", "99999999999999999999"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
@@ -399,7 +492,10 @@ mod tests {
             ("admin-token=short", "admin-token"),
             ("kv=disk", "kv"),
             ("max-body=lots", "max-body"),
-            ("timeout-ms=0", "timeout-ms"),
+            ("header-timeout-ms=0", "header-timeout-ms"),
+            ("keepalive-ms=x", "keepalive-ms"),
+            ("max-connections=0", "max-connections"),
+            ("memory-budget=lots", "memory-budget"),
         ] {
             match Config::parse(line) {
                 Err(ConfigError::InvalidValue { key: got, .. }) => assert_eq!(got, key, "{line}"),
@@ -424,7 +520,7 @@ mod tests {
         assert!(
             Config::default()
                 .summary()
-                .starts_with("bind=0.0.0.0 port=8080 log=info workers=2")
+                .starts_with("bind=0.0.0.0 port=8080 log=info io-threads=auto workers=2")
         );
     }
 }

@@ -1,9 +1,12 @@
-//! A small blocking HTTP/1.1 server on `std::net`, portable to hermit (no libc-specific APIs).
+//! An event-driven HTTP/1.1 server on `mio`, for Linux and hermit.
 //!
 //! - [`RequestParser`] turns a byte stream into [`Request`]s (Content-Length and chunked
 //!   bodies, pipelining) within fixed [`Limits`].
-//! - [`Server`] accepts connections and hands them through a bounded queue to a fixed pool of
-//!   workers that call a [`Handler`]; when the queue is full, new connections get `503`.
+//! - [`Server`] runs a few I/O threads that own non-blocking connections (idle and slow clients
+//!   cost memory, not threads) and a pool of workers that call a [`Handler`] on complete
+//!   requests. Each connection has deadlines ([`Timeouts`]): headers within a fixed time, body
+//!   and response at a minimum rate, idle keep-alive bounded; [`ServerConfig::max_connections`]
+//!   bounds open connections (beyond: `503` and close).
 //! - [`HttpError`] is the single mapping from failures to statuses and JSON error bodies.
 //!
 //! ```no_run
@@ -14,14 +17,20 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod config;
+mod connection;
+mod deadlines;
 mod error;
+mod event_loop;
 mod parser;
 mod request;
 mod response;
 mod server;
+mod workers;
 
+pub use config::{ServerConfig, Timeouts};
 pub use error::{HttpError, reason_phrase};
 pub use parser::RequestParser;
 pub use request::{Limits, Request, Version};
 pub use response::{Response, http_date, http_date_now};
-pub use server::{Handler, Server, ServerConfig, ServerHandle, ServerStats, TimeoutMode};
+pub use server::{Handler, Server, ServerHandle, ServerStats};

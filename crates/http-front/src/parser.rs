@@ -66,6 +66,23 @@ impl RequestParser {
         matches!(self.state, State::Head) && self.buf.is_empty()
     }
 
+    /// Body bytes received so far while a request's body is still arriving; `None` before the
+    /// head is complete and between requests.
+    pub fn body_progress(&self) -> Option<usize> {
+        match &self.state {
+            State::Head => None,
+            State::Body { request, .. } => Some(request.body.len()),
+        }
+    }
+
+    /// Releases buffer capacity beyond `keep` bytes while nothing is buffered, so that an idle
+    /// connection holds only a few bytes.
+    pub fn shrink_idle(&mut self, keep: usize) {
+        if self.buf.is_empty() && self.buf.capacity() > keep {
+            self.buf = Vec::new();
+        }
+    }
+
     /// Bytes received but not yet consumed by a request.
     pub fn buffered(&self) -> usize {
         self.buf.len()

@@ -1,7 +1,5 @@
 //! A parsed request and the per-connection limits that bound parsing.
 
-use std::time::Duration;
-
 /// Fixed bounds on what one connection may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -11,11 +9,6 @@ pub struct Limits {
     pub max_headers: usize,
     /// Maximum decoded body size.
     pub max_body_bytes: usize,
-    /// Time allowed for a whole request to arrive once its first byte is in (408 after it),
-    /// and for the first request of a new connection to start.
-    pub read_timeout: Duration,
-    /// How long an idle keep-alive connection waits for the next request before closing.
-    pub keep_alive_timeout: Duration,
     /// Requests served on one connection before it is closed.
     pub max_requests_per_connection: usize,
 }
@@ -26,8 +19,6 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             max_body_bytes: 4 * 1024 * 1024,
-            read_timeout: Duration::from_secs(10),
-            keep_alive_timeout: Duration::from_secs(5),
             max_requests_per_connection: 1000,
         }
     }

@@ -1,137 +1,16 @@
-//! Starts real servers on 127.0.0.1:0 and talks raw TCP to them.
+//! Protocol behaviour of a real server on 127.0.0.1:0, talked to over raw TCP.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http_front::{Limits, Request, Response, Server, ServerConfig, ServerHandle, TimeoutMode};
-
-/// A response as seen by the test client.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("JSON body")
-    }
-}
-
-struct Client {
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        Client {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.reader.get_mut().write_all(bytes).expect("write");
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).expect("read line");
-        line
-    }
-
-    /// Reads one response; `head_only` for answers to HEAD.
-    fn read(&mut self, head_only: bool) -> Reply {
-        let status_line = self.line();
-        assert!(
-            status_line.starts_with("HTTP/1.1 "),
-            "status line {status_line:?}"
-        );
-        let status = status_line[9..12].parse().expect("status code");
-        let mut headers = Vec::new();
-        loop {
-            let line = self.line();
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line.split_once(':').expect("header line");
-            headers.push((name.to_string(), value.trim().to_string()));
-        }
-        let mut reply = Reply {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        if !head_only && let Some(length) = reply.header("content-length") {
-            let mut body = vec![0u8; length.parse().expect("length")];
-            self.reader.read_exact(&mut body).expect("body");
-            reply.body = body;
-        }
-        reply
-    }
-
-    /// Whether the server closed the connection (EOF) with nothing more sent.
-    fn at_eof(&mut self) -> bool {
-        let mut rest = Vec::new();
-        matches!(self.reader.read_to_end(&mut rest), Ok(0))
-    }
-}
-
-fn echo(request: &Request) -> Response {
-    match request.path.as_str() {
-        "/panic" => panic!("handler panic on purpose"),
-        "/close" => Response::text(200, "bye").with_header("Connection", "close"),
-        _ => Response::json(
-            200,
-            &serde_json::json!({
-                "method": request.method,
-                "path": request.path,
-                "query": request.query,
-                "body": String::from_utf8_lossy(&request.body),
-                "trailers": request.trailers.len(),
-            }),
-        ),
-    }
-}
-
-fn test_config() -> ServerConfig {
-    ServerConfig {
-        workers: 2,
-        queue_capacity: 4,
-        limits: Limits {
-            max_header_bytes: 2048,
-            max_headers: 16,
-            max_body_bytes: 1024,
-            read_timeout: Duration::from_secs(3),
-            keep_alive_timeout: Duration::from_secs(2),
-            max_requests_per_connection: 100,
-        },
-        ..ServerConfig::default()
-    }
-}
-
-fn start(config: ServerConfig) -> (ServerHandle, SocketAddr) {
-    let server = Server::bind("127.0.0.1:0", config).expect("bind");
-    let handle = server.spawn(echo).expect("spawn");
-    let addr = handle.local_addr();
-    (handle, addr)
-}
+use common::{Client, Reply, start, test_config};
+use http_front::{Request, Response, Server};
 
 #[test]
 fn keep_alive_serves_several_requests() {
@@ -306,66 +185,6 @@ fn max_requests_per_connection_closes() {
     assert!(client.at_eof());
 }
 
-fn timeouts(mode: TimeoutMode) {
-    let mut config = test_config();
-    config.timeouts = mode;
-    config.limits.read_timeout = Duration::from_millis(300);
-    config.limits.keep_alive_timeout = Duration::from_millis(300);
-    let (handle, addr) = start(config);
-
-    // A request that never completes gets 408.
-    let mut client = Client::connect(addr);
-    client.send(b"GET / HTTP/1.1\r\nHost: slow");
-    let started = Instant::now();
-    assert_eq!(client.read(false).status, 408);
-    assert!(started.elapsed() >= Duration::from_millis(250));
-    assert!(client.at_eof());
-
-    // A trickling request is bounded by the whole-request deadline, not per read.
-    let mut client = Client::connect(addr);
-    let started = Instant::now();
-    for byte in b"GET / HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
-        if started.elapsed() > Duration::from_millis(500)
-            || client.reader.get_mut().write_all(&[*byte]).is_err()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(client.read(false).status, 408);
-
-    // An idle keep-alive connection is closed silently.
-    let mut client = Client::connect(addr);
-    client.send(b"GET / HTTP/1.1\r\n\r\n");
-    assert_eq!(client.read(false).status, 200);
-    let started = Instant::now();
-    assert!(client.at_eof());
-    assert!(started.elapsed() < Duration::from_secs(3));
-
-    // A connection that never sends anything is closed silently.
-    let mut client = Client::connect(addr);
-    assert!(client.at_eof());
-
-    // Normal requests work in this mode too (incl. a body in pieces).
-    let mut client = Client::connect(addr);
-    client.send(b"POST /p HTTP/1.1\r\nContent-Length: 6\r\n\r\nab");
-    std::thread::sleep(Duration::from_millis(50));
-    client.send(b"cdef");
-    assert_eq!(client.read(false).json()["body"], "abcdef");
-    drop(client);
-    handle.shutdown().expect("shutdown");
-}
-
-#[test]
-fn timeouts_with_socket_timeouts() {
-    timeouts(TimeoutMode::Auto);
-}
-
-#[test]
-fn timeouts_with_polling() {
-    timeouts(TimeoutMode::Polling);
-}
-
 /// A handler that blocks on `/block` until released, reporting when it starts.
 struct Blocking {
     entered: Mutex<Sender<()>>,
@@ -387,7 +206,7 @@ impl http_front::Handler for Blocking {
 }
 
 #[test]
-fn overload_gets_503_with_retry_after() {
+fn a_full_worker_queue_answers_503_with_retry_after_and_keeps_the_connection() {
     let mut config = test_config();
     config.workers = 1;
     config.queue_capacity = 1;
@@ -411,27 +230,28 @@ fn overload_gets_503_with_retry_after() {
     // B waits in the queue; C finds it full.
     let mut b = Client::connect(addr);
     b.send(b"GET /b HTTP/1.1\r\nConnection: close\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
     let mut c = Client::connect(addr);
+    c.send(b"GET /c HTTP/1.1\r\n\r\n");
     let reply = c.read(false);
     assert_eq!(reply.status, 503);
     assert_eq!(reply.header("retry-after"), Some("1"));
-    assert_eq!(reply.header("connection"), Some("close"));
     assert_eq!(reply.json()["status"], 503);
-    assert!(c.at_eof());
+    assert_eq!(
+        reply.header("connection"),
+        None,
+        "the connection stays usable"
+    );
 
     release_tx.send(()).expect("release");
     assert_eq!(a.read(false).body, b"/block");
     assert_eq!(b.read(false).body, b"/b");
-    assert_eq!(
-        handle.stats().connections_rejected.load(Ordering::Relaxed),
-        1
-    );
+    assert_eq!(handle.stats().queue_full.load(Ordering::Relaxed), 1);
 
-    // Once the worker is free, new clients are served again.
-    let mut d = Client::connect(addr);
-    d.send(b"GET /d HTTP/1.1\r\nConnection: close\r\n\r\n");
-    assert_eq!(d.read(false).body, b"/d");
-    drop((a, b, c, d));
+    // Once the worker is free, C's connection is served again.
+    c.send(b"GET /c2 HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(c.read(false).body, b"/c2");
+    drop((a, b, c));
     handle.shutdown().expect("shutdown");
 }
 
@@ -449,10 +269,7 @@ fn many_concurrent_clients() {
                     let reply = client.read(false);
                     assert_eq!(reply.json()["path"], format!("/{t}/{i}"));
                     served.fetch_add(1, Ordering::Relaxed);
-                    // With more clients than workers the server closes to share workers.
-                    if reply.header("connection") == Some("close") {
-                        client = Client::connect(addr);
-                    }
+                    assert_eq!(reply.header("connection"), None);
                 }
             })
         })
@@ -481,79 +298,62 @@ fn shutdown_stops_accepting() {
 }
 
 #[test]
-fn idle_keep_alive_connection_yields_its_worker_to_waiting_clients() {
-    let mut config = test_config();
-    config.workers = 1;
-    config.limits.keep_alive_timeout = Duration::from_secs(20);
-    let (handle, addr) = start(config);
-    let mut a = Client::connect(addr);
-    a.send(b"GET /a HTTP/1.1\r\n\r\n");
-    assert_eq!(a.read(false).status, 200);
-    // A now idles on the only worker; B must not wait for A's keep-alive timeout.
-    let started = Instant::now();
-    let mut b = Client::connect(addr);
-    b.send(b"GET /b HTTP/1.1\r\n\r\n");
-    assert_eq!(b.read(false).json()["path"], "/b");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(a.at_eof());
-    drop(b);
-    handle.shutdown().expect("shutdown");
-}
-
-#[test]
-fn serves_without_timeouts_too() {
-    let mut config = test_config();
-    config.timeouts = TimeoutMode::Off;
-    let (handle, addr) = start(config);
-    let mut client = Client::connect(addr);
-    client.send(b"POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
-    assert_eq!(client.read(false).json()["body"], "hi");
-    client.send(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n");
-    assert_eq!(client.read(false).status, 400);
-    assert!(client.at_eof());
-    drop(client);
-    handle.shutdown().expect("shutdown");
-}
-
-#[test]
-fn background_close_frees_the_worker_while_the_client_keeps_its_side_open() {
-    let (handle, addr) = start(ServerConfig {
-        workers: 1,
-        background_close: true,
-        ..test_config()
-    });
-    // The first client gets its answer and the server's end of stream, but keeps its own
-    // side open: the closer thread waits for it, the only worker must not.
+fn a_connection_close_answer_ends_the_stream_while_the_client_keeps_its_side_open() {
+    let (handle, addr) = start(test_config());
+    // The client gets its answer and our end of stream without closing its own side.
     let mut lingering = Client::connect(addr);
     lingering.send(b"GET /first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let reply = lingering.read(false);
-    assert_eq!(reply.status, 200);
+    assert_eq!(lingering.read(false).status, 200);
     let mut rest = Vec::new();
     lingering
         .reader
         .read_to_end(&mut rest)
         .expect("end of stream");
     assert!(rest.is_empty());
+    let mut next = Client::connect(addr);
+    next.send(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(next.read(false).json()["path"], "/next");
+    drop(lingering);
+    handle.shutdown().expect("shutdown");
+}
 
-    let started = Instant::now();
-    for i in 0..3 {
-        let mut client = Client::connect(addr);
-        client.send(
-            format!("GET /next{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        );
-        let reply = client.read(false);
-        assert_eq!(reply.status, 200);
-        assert_eq!(reply.json()["path"], format!("/next{i}"));
+/// A handler answering `/healthz` on the I/O thread and everything else on a worker.
+struct Inline;
+
+impl http_front::Handler for Inline {
+    fn handle(&self, request: &Request) -> Response {
+        if request.path == "/block" {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        Response::text(200, request.path.clone())
     }
+
+    fn runs_inline(&self, request: &Request) -> bool {
+        request.path == "/healthz"
+    }
+}
+
+#[test]
+fn inline_requests_are_answered_while_every_worker_is_busy() {
+    let mut config = test_config();
+    config.workers = 1;
+    let handle = Server::bind("127.0.0.1:0", config)
+        .expect("bind")
+        .spawn(Inline)
+        .expect("spawn");
+    let addr = handle.local_addr();
+    let mut busy = Client::connect(addr);
+    busy.send(b"GET /block HTTP/1.1\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut health = Client::connect(addr);
+    health.send(b"GET /healthz HTTP/1.1\r\n\r\n");
+    let started = std::time::Instant::now();
+    assert_eq!(health.read(false).body, b"/healthz");
     assert!(
         started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
+        "answered without the worker"
     );
-    drop(lingering);
+    assert_eq!(busy.read(false).body, b"/block");
+    drop((busy, health));
     handle.shutdown().expect("shutdown");
 }

@@ -10,8 +10,8 @@ use keyvalue::KeyValue;
 
 use crate::error::PlatformError;
 use crate::functions::{
-    Compiler, Deployed, FUNCTION_STORE, FunctionLimits, Program, Registry, decode_stored, encode_stored,
-    faas_limits,
+    Compiler, Deployed, FUNCTION_STORE, FunctionLimits, Program, Registry, decode_stored,
+    encode_stored, faas_limits,
 };
 use crate::route::{Route, route};
 use crate::stats::{Cost, Outcome, Stats};
@@ -70,7 +70,9 @@ impl BootGate {
     fn wait_for(&self, name: &str) {
         let pending = self.lock();
         if pending.contains(name) {
-            let _ = self.deployed.wait_timeout_while(pending, BOOT_WAIT, |p| p.contains(name));
+            let _ = self
+                .deployed
+                .wait_timeout_while(pending, BOOT_WAIT, |p| p.contains(name));
         }
     }
 
@@ -86,6 +88,10 @@ pub struct SharedApp(pub Arc<App>);
 impl Handler for SharedApp {
     fn handle(&self, request: &Request) -> Response {
         self.0.handle(request)
+    }
+
+    fn runs_inline(&self, request: &Request) -> bool {
+        self.0.runs_inline(request)
     }
 }
 
@@ -109,16 +115,14 @@ fn percent_decode(text: &str, plus_is_space: bool) -> Vec<u8> {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' if plus_is_space => out.push(b' '),
             b => out.push(b),
         }
@@ -144,7 +148,15 @@ fn wrong_kind(function: &Deployed) -> (PlatformError, Outcome, Cost) {
         Program::Nanoprocess(_) => format!("call /exec/{name}?args=..."),
     };
     let kind = function.program.kind();
-    (PlatformError::WrongKind { function: name.clone(), kind, hint }, Outcome::BadInput, Cost::default())
+    (
+        PlatformError::WrongKind {
+            function: name.clone(),
+            kind,
+            hint,
+        },
+        Outcome::BadInput,
+        Cost::default(),
+    )
 }
 
 fn not_found_function(name: &str) -> PlatformError {
@@ -183,7 +195,9 @@ impl App {
         let names = match self.kv.keys(FUNCTION_STORE) {
             Ok(names) => names,
             Err(err) => {
-                log::warn!("deployed functions not restored: cannot list store {FUNCTION_STORE}: {err}");
+                log::warn!(
+                    "deployed functions not restored: cannot list store {FUNCTION_STORE}: {err}"
+                );
                 return restored;
             }
         };
@@ -198,11 +212,17 @@ impl App {
                 });
             match compiled {
                 Ok(function) => {
-                    log::info!("restored {name} ({}, {} bytes) from store {FUNCTION_STORE}", function.program.kind(), function.size);
+                    log::info!(
+                        "restored {name} ({}, {} bytes) from store {FUNCTION_STORE}",
+                        function.program.kind(),
+                        function.size
+                    );
                     self.registry.insert(function);
                     restored.insert(name);
                 }
-                Err(err) => log::warn!("function {name} in store {FUNCTION_STORE} not restored: {err}"),
+                Err(err) => {
+                    log::warn!("function {name} in store {FUNCTION_STORE} not restored: {err}")
+                }
             }
         }
         restored
@@ -212,11 +232,17 @@ impl App {
     /// function of that name was restored from the store (an admin deploy replaced it).
     pub fn deploy(&self, name: &str, source: &[u8]) -> Result<(), String> {
         if self.restored.contains(name) {
-            log::info!("boot function {name} not deployed: the version in store {FUNCTION_STORE} serves");
+            log::info!(
+                "boot function {name} not deployed: the version in store {FUNCTION_STORE} serves"
+            );
             return Ok(());
         }
         let function = self.compiler.compile(name, source, self.default_limits)?;
-        log::info!("deployed {name} ({}, {} bytes)", function.program.kind(), function.size);
+        log::info!(
+            "deployed {name} ({}, {} bytes)",
+            function.program.kind(),
+            function.size
+        );
         self.registry.insert(function);
         Ok(())
     }
@@ -234,18 +260,26 @@ impl App {
         app: &Arc<App>,
         functions: &'static [(&'static str, &'static [u8])],
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        app.boot.lock().extend(functions.iter().map(|(name, _)| name.to_string()));
+        app.boot
+            .lock()
+            .extend(functions.iter().map(|(name, _)| name.to_string()));
         let app = Arc::clone(app);
-        std::thread::Builder::new().name("boot-deployer".into()).spawn(move || {
-            let started = Instant::now();
-            for (name, source) in functions {
-                if let Err(err) = app.deploy(name, source) {
-                    log::error!("boot function {name} not deployed: {err}");
+        std::thread::Builder::new()
+            .name("boot-deployer".into())
+            .spawn(move || {
+                let started = Instant::now();
+                for (name, source) in functions {
+                    if let Err(err) = app.deploy(name, source) {
+                        log::error!("boot function {name} not deployed: {err}");
+                    }
+                    app.boot.finish(name);
                 }
-                app.boot.finish(name);
-            }
-            log::info!("{} boot functions deployed in {} ms", functions.len(), started.elapsed().as_millis());
-        })
+                log::info!(
+                    "{} boot functions deployed in {} ms",
+                    functions.len(),
+                    started.elapsed().as_millis()
+                );
+            })
     }
 
     /// The function named `name`, once it is deployed if it is a boot function in progress.
@@ -271,7 +305,10 @@ impl App {
         if request.method == "GET" || request.method == "HEAD" {
             return Ok(());
         }
-        Err(PlatformError::MethodNotAllowed { method: request.method.clone(), allowed: "GET, HEAD" })
+        Err(PlatformError::MethodNotAllowed {
+            method: request.method.clone(),
+            allowed: "GET, HEAD",
+        })
     }
 
     fn dispatch(&self, request: &Request) -> (Option<String>, Answer) {
@@ -285,20 +322,30 @@ impl App {
             ),
             Route::Stats { function } => (None, self.function_stats(request, function)),
             Route::Admin { rest } => (None, self.admin(request, rest)),
-            Route::Api { function, input } => {
-                (Some(function.to_string()), self.invoke(function, |f| self.run_wasi(f, request, input)))
-            }
-            Route::Exec { function } => {
-                (Some(function.to_string()), self.invoke(function, |f| self.run_nanoprocess(f, request)))
-            }
-            Route::Function { function, rest } if self.lookup(function).is_some() => {
-                (Some(function.to_string()), self.invoke(function, |f| self.run_http(f, request, rest)))
-            }
+            Route::Api { function, input } => (
+                Some(function.to_string()),
+                self.invoke(function, |f| self.run_wasi(f, request, input)),
+            ),
+            Route::Exec { function } => (
+                Some(function.to_string()),
+                self.invoke(function, |f| self.run_nanoprocess(f, request)),
+            ),
+            Route::Function { function, rest } if self.lookup(function).is_some() => (
+                Some(function.to_string()),
+                self.invoke(function, |f| self.run_http(f, request, rest)),
+            ),
             _ => match &self.root {
-                Some(root) => {
-                    (Some(root.clone()), self.invoke(root, |f| self.run_http(f, request, &request.path)))
-                }
-                None => (None, Err(PlatformError::NotFound(format!("nothing at {}", request.path)))),
+                Some(root) => (
+                    Some(root.clone()),
+                    self.invoke(root, |f| self.run_http(f, request, &request.path)),
+                ),
+                None => (
+                    None,
+                    Err(PlatformError::NotFound(format!(
+                        "nothing at {}",
+                        request.path
+                    ))),
+                ),
             },
         }
     }
@@ -354,7 +401,11 @@ impl App {
                 function.name,
                 function.limits.max_body
             );
-            return Err((PlatformError::BodyTooLarge(message), Outcome::BodyTooLarge, cost));
+            return Err((
+                PlatformError::BodyTooLarge(message),
+                Outcome::BodyTooLarge,
+                cost,
+            ));
         }
         let Some(method) = wasm_host::Method::parse(&request.method) else {
             let error = PlatformError::MethodNotAllowed {
@@ -381,7 +432,11 @@ impl App {
                     function.name,
                     function.limits.max_body
                 );
-                Err((PlatformError::BodyTooLarge(message), Outcome::BodyTooLarge, cost))
+                Err((
+                    PlatformError::BodyTooLarge(message),
+                    Outcome::BodyTooLarge,
+                    cost,
+                ))
             }
             Ok(answer) => {
                 let mut response = Response::new(answer.status).with_body(answer.body);
@@ -399,8 +454,14 @@ impl App {
                     _ => Outcome::Trap,
                 };
                 let error = match outcome {
-                    Outcome::Timeout => PlatformError::Timeout(format!("{err} (fuel limit {})", function.limits.fuel)),
-                    _ => PlatformError::Function { status: err.status(), message: err.to_string() },
+                    Outcome::Timeout => PlatformError::Timeout(format!(
+                        "{err} (fuel limit {})",
+                        function.limits.fuel
+                    )),
+                    _ => PlatformError::Function {
+                        status: err.status(),
+                        message: err.to_string(),
+                    },
                 };
                 Err((error, outcome, cost))
             }
@@ -413,10 +474,24 @@ impl App {
         let message = format!("{}: {err}", function.name);
         match err {
             E::Timeout(_) | E::OutOfFuel => (PlatformError::Timeout(message), Outcome::Timeout),
-            E::MemoryLimit => (PlatformError::Function { status: 500, message }, Outcome::Memory),
+            E::MemoryLimit => (
+                PlatformError::Function {
+                    status: 500,
+                    message,
+                },
+                Outcome::Memory,
+            ),
             E::OutputTooLarge => (PlatformError::BodyTooLarge(message), Outcome::BodyTooLarge),
-            E::BadArgs(_) | E::Invalid(_) => (PlatformError::BadRequest(message), Outcome::BadInput),
-            E::Trap(_) => (PlatformError::Function { status: 500, message }, Outcome::Trap),
+            E::BadArgs(_) | E::Invalid(_) => {
+                (PlatformError::BadRequest(message), Outcome::BadInput)
+            }
+            E::Trap(_) => (
+                PlatformError::Function {
+                    status: 500,
+                    message,
+                },
+                Outcome::Trap,
+            ),
         }
     }
 
@@ -430,10 +505,23 @@ impl App {
         let Program::Wasi(module) = &function.program else {
             return Err(wrong_kind(function));
         };
-        let stdin = if request.method == "POST" { request.body.clone() } else { percent_decode(input, false) };
+        let stdin = if request.method == "POST" {
+            request.body.clone()
+        } else {
+            percent_decode(input, false)
+        };
         if stdin.len() > function.limits.max_body {
-            let message = format!("input of {} bytes exceeds {}'s limit of {} bytes", stdin.len(), function.name, function.limits.max_body);
-            return Err((PlatformError::BodyTooLarge(message), Outcome::BodyTooLarge, cost));
+            let message = format!(
+                "input of {} bytes exceeds {}'s limit of {} bytes",
+                stdin.len(),
+                function.name,
+                function.limits.max_body
+            );
+            return Err((
+                PlatformError::BodyTooLarge(message),
+                Outcome::BodyTooLarge,
+                cost,
+            ));
         }
         let input = wasm_faas::WasiInput {
             stdin,
@@ -443,12 +531,19 @@ impl App {
         };
         match wasm_faas::run_wasi(module, &input, &faas_limits(&function.limits)) {
             Ok(output) => {
-                let cost = Cost { elapsed: output.elapsed, fuel: output.fuel_used, memory: output.peak_memory as u64 };
+                let cost = Cost {
+                    elapsed: output.elapsed,
+                    fuel: output.fuel_used,
+                    memory: output.peak_memory as u64,
+                };
                 for line in String::from_utf8_lossy(&output.stderr).lines() {
                     log::info!(target: "guest", "{}: {line}", function.name);
                 }
                 if output.exit_code == 0 {
-                    return Ok((Response::bytes(200, "text/plain; charset=utf-8", output.stdout), cost));
+                    return Ok((
+                        Response::bytes(200, "text/plain; charset=utf-8", output.stdout),
+                        cost,
+                    ));
                 }
                 let tail_start = output.stderr.len().saturating_sub(1024);
                 let message = format!(
@@ -457,7 +552,14 @@ impl App {
                     output.exit_code,
                     String::from_utf8_lossy(&output.stderr[tail_start..]).trim_end()
                 );
-                Err((PlatformError::Function { status: 500, message }, Outcome::ExitFailure, cost))
+                Err((
+                    PlatformError::Function {
+                        status: 500,
+                        message,
+                    },
+                    Outcome::ExitFailure,
+                    cost,
+                ))
             }
             Err(err) => {
                 let (error, outcome) = Self::faas_error(function, err);
@@ -478,22 +580,33 @@ impl App {
         let args = match request.method.as_str() {
             "GET" | "HEAD" => query_value(request.query.as_deref(), "args").unwrap_or_default(),
             "POST" => match serde_json::from_slice::<Vec<serde_json::Value>>(&request.body) {
-                Ok(values) if values.iter().all(|v| v.is_number()) => {
-                    values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
-                }
+                Ok(values) if values.iter().all(|v| v.is_number()) => values
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 _ => {
-                    let error = PlatformError::BadRequest("POST /exec/{function} takes a JSON array of numbers".into());
+                    let error = PlatformError::BadRequest(
+                        "POST /exec/{function} takes a JSON array of numbers".into(),
+                    );
                     return Err((error, Outcome::BadInput, cost));
                 }
             },
             other => {
-                let error = PlatformError::MethodNotAllowed { method: other.to_string(), allowed: "GET, HEAD, POST" };
+                let error = PlatformError::MethodNotAllowed {
+                    method: other.to_string(),
+                    allowed: "GET, HEAD, POST",
+                };
                 return Err((error, Outcome::BadInput, cost));
             }
         };
         match wasm_faas::run_nanoprocess_str(module, &args, &faas_limits(&function.limits)) {
             Ok(output) => {
-                let cost = Cost { elapsed: output.elapsed, fuel: output.fuel_used, memory: output.peak_memory as u64 };
+                let cost = Cost {
+                    elapsed: output.elapsed,
+                    fuel: output.fuel_used,
+                    memory: output.peak_memory as u64,
+                };
                 Ok((Response::text(200, output.results.join(",")), cost))
             }
             Err(err) => {
@@ -533,20 +646,37 @@ impl App {
         let path = rest.trim_end_matches('/');
         if path == "/shutdown" {
             if request.method != "POST" {
-                return Err(PlatformError::MethodNotAllowed { method: request.method.clone(), allowed: "POST" });
+                return Err(PlatformError::MethodNotAllowed {
+                    method: request.method.clone(),
+                    allowed: "POST",
+                });
             }
-            let hook = self.shutdown.as_ref().ok_or_else(|| PlatformError::NotFound("no shutdown hook in this server".into()))?;
+            let hook = self
+                .shutdown
+                .as_ref()
+                .ok_or_else(|| PlatformError::NotFound("no shutdown hook in this server".into()))?;
             log::info!("shutdown requested through the admin API");
             hook();
-            return Ok(Response::json(202, &serde_json::json!({ "status": "shutting down" })));
+            return Ok(Response::json(
+                202,
+                &serde_json::json!({ "status": "shutting down" }),
+            ));
         }
         if path == "/functions" {
             Self::require_get(request)?;
             let list: Vec<_> = self.registry.list().iter().map(|f| f.to_json()).collect();
-            return Ok(Response::json(200, &serde_json::json!({ "functions": list })));
+            return Ok(Response::json(
+                200,
+                &serde_json::json!({ "functions": list }),
+            ));
         }
-        let Some(name) = path.strip_prefix("/functions/").filter(|n| !n.contains('/')) else {
-            return Err(PlatformError::NotFound(format!("no admin endpoint at /_admin{rest}")));
+        let Some(name) = path
+            .strip_prefix("/functions/")
+            .filter(|n| !n.contains('/'))
+        else {
+            return Err(PlatformError::NotFound(format!(
+                "no admin endpoint at /_admin{rest}"
+            )));
         };
         match request.method.as_str() {
             "GET" | "HEAD" => {
@@ -554,13 +684,24 @@ impl App {
                 Ok(Response::json(200, &function.to_json()))
             }
             "PUT" | "POST" => {
-                let reject = |reason: String| PlatformError::DeployRejected { function: name.to_string(), reason };
+                let reject = |reason: String| PlatformError::DeployRejected {
+                    function: name.to_string(),
+                    reason,
+                };
                 if request.body.is_empty() {
-                    return Err(reject("empty body: send the .wasm binary or .wat text".into()));
+                    return Err(reject(
+                        "empty body: send the .wasm binary or .wat text".into(),
+                    ));
                 }
-                let limits = self.default_limits.with_overrides(request.query.as_deref()).map_err(reject)?;
+                let limits = self
+                    .default_limits
+                    .with_overrides(request.query.as_deref())
+                    .map_err(reject)?;
                 let started = Instant::now();
-                let function = self.compiler.compile(name, &request.body, limits).map_err(reject)?;
+                let function = self
+                    .compiler
+                    .compile(name, &request.body, limits)
+                    .map_err(reject)?;
                 // Kept first: a deploy that would not survive a reboot is not made at all.
                 self.kv
                     .set(FUNCTION_STORE, name, &encode_stored(&request.body, &limits))
@@ -580,7 +721,9 @@ impl App {
                 if self.lookup(name).is_none() {
                     return Err(not_found_function(name));
                 }
-                self.kv.delete(FUNCTION_STORE, name).map_err(|e| Self::store_unavailable(name, &e))?;
+                self.kv
+                    .delete(FUNCTION_STORE, name)
+                    .map_err(|e| Self::store_unavailable(name, &e))?;
                 if !self.registry.remove(name) {
                     return Err(not_found_function(name));
                 }
@@ -597,6 +740,12 @@ impl App {
 }
 
 impl Handler for App {
+    /// Health and metrics never block: the I/O thread answers them, so they answer even while
+    /// every worker runs a function.
+    fn runs_inline(&self, request: &Request) -> bool {
+        matches!(route(&request.path), Route::Health | Route::Metrics)
+    }
+
     fn handle(&self, request: &Request) -> Response {
         let started = Instant::now();
         let (function, answer) = self.dispatch(request);
@@ -633,7 +782,10 @@ mod tests {
         assert_eq!(percent_decode("a%20b+c", true), b"a b c");
         assert_eq!(percent_decode("100%", false), b"100%");
         assert_eq!(percent_decode("%zz%4", false), b"%zz%4");
-        assert_eq!(query_value(Some("x=1&args=5%2C2"), "args").as_deref(), Some("5,2"));
+        assert_eq!(
+            query_value(Some("x=1&args=5%2C2"), "args").as_deref(),
+            Some("5,2")
+        );
         assert_eq!(query_value(Some("x=1"), "args"), None);
         assert_eq!(query_value(None, "args"), None);
     }
@@ -665,10 +817,9 @@ mod tests {
     fn shutdown_calls_the_hook_once_authorized() {
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = Arc::clone(&calls);
-        let app = app_with(Arc::new(keyvalue::MemoryStore::new()))
-            .with_shutdown(move || {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            });
+        let app = app_with(Arc::new(keyvalue::MemoryStore::new())).with_shutdown(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
         let mut request = admin_request("POST", "x", None, b"");
         request.path = "/_admin/shutdown".into();
         request.headers.clear();
@@ -685,18 +836,31 @@ mod tests {
     #[test]
     fn requests_for_boot_functions_wait_until_deployed() {
         static FUNCTIONS: &[(&str, &[u8])] = &[
-            ("first", br#"(module (func (export "_start") (result i32) i32.const 1))"#),
-            ("second", br#"(module (func (export "_start") (result i32) i32.const 2))"#),
+            (
+                "first",
+                br#"(module (func (export "_start") (result i32) i32.const 1))"#,
+            ),
+            (
+                "second",
+                br#"(module (func (export "_start") (result i32) i32.const 2))"#,
+            ),
         ];
         let app = Arc::new(app_with(Arc::new(keyvalue::MemoryStore::new())));
         let deployer = App::deploy_in_background(&app, FUNCTIONS).expect("spawn deployer");
         let mut request = admin_request("GET", "x", None, b"");
         request.path = "/exec/second".into();
         let response = app.handle(&request);
-        assert_eq!((response.status, response.body.as_slice()), (200, b"2".as_slice()));
+        assert_eq!(
+            (response.status, response.body.as_slice()),
+            (200, b"2".as_slice())
+        );
         deployer.join().expect("deployer");
         request.path = "/exec/never-deployed".into();
-        assert_eq!(app.handle(&request).status, 404, "unknown names do not wait");
+        assert_eq!(
+            app.handle(&request).status,
+            404,
+            "unknown names do not wait"
+        );
     }
     const ANSWER_8: &[u8] = br#"(module (func (export "_start") (result i32) i32.const 8))"#;
 
@@ -706,9 +870,24 @@ mod tests {
         let first = app_with(Arc::clone(&kv));
         let put = first.handle(&admin_request("PUT", "kept", Some("fuel=12345"), ANSWER_7));
         assert_eq!(put.status, 201);
-        assert_eq!(first.handle(&admin_request("PUT", "gone", None, ANSWER_7)).status, 201);
-        assert_eq!(first.handle(&admin_request("PUT", "builtin", None, ANSWER_8)).status, 201);
-        assert_eq!(first.handle(&admin_request("DELETE", "gone", None, b"")).status, 204);
+        assert_eq!(
+            first
+                .handle(&admin_request("PUT", "gone", None, ANSWER_7))
+                .status,
+            201
+        );
+        assert_eq!(
+            first
+                .handle(&admin_request("PUT", "builtin", None, ANSWER_8))
+                .status,
+            201
+        );
+        assert_eq!(
+            first
+                .handle(&admin_request("DELETE", "gone", None, b""))
+                .status,
+            204
+        );
         assert!(kv.get(FUNCTION_STORE, "gone").is_err());
 
         let second = app_with(Arc::clone(&kv));
@@ -719,9 +898,15 @@ mod tests {
         assert_eq!(kept.limits.fuel, 12345);
         assert!(second.registry.get("gone").is_none());
         let builtin = second.registry.get("builtin").expect("restored");
-        assert_eq!(builtin.sha256, first.registry.get("builtin").unwrap().sha256);
+        assert_eq!(
+            builtin.sha256,
+            first.registry.get("builtin").unwrap().sha256
+        );
         assert!(second.registry.get("fresh").is_some());
-        assert!(kv.get(FUNCTION_STORE, "fresh").is_err(), "boot-time functions are not stored");
+        assert!(
+            kv.get(FUNCTION_STORE, "fresh").is_err(),
+            "boot-time functions are not stored"
+        );
     }
 
     /// A store whose writes always fail, as Redis does while it is down.
@@ -752,7 +937,11 @@ mod tests {
         let put = app.handle(&admin_request("PUT", "new", None, ANSWER_7));
         assert_eq!(put.status, 503, "{}", String::from_utf8_lossy(&put.body));
         assert!(app.registry.get("new").is_none(), "nothing deployed");
-        assert_eq!(app.handle(&admin_request("DELETE", "builtin", None, b"")).status, 503);
+        assert_eq!(
+            app.handle(&admin_request("DELETE", "builtin", None, b""))
+                .status,
+            503
+        );
         assert!(app.registry.get("builtin").is_some(), "nothing deleted");
     }
 }
