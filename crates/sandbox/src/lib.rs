@@ -1,0 +1,71 @@
+//! The one place that runs guest WebAssembly, for every kind of function.
+//!
+//! - [`engine`] configures wasmi: fuel metering, bounded stacks, no start functions (so no guest
+//!   code runs outside a deadline).
+//! - [`store`] creates a store for one run with its [`Limits`]; its data is a [`Guest`]: the
+//!   run's [`Quota`] plus the kind's host state.
+//! - [`call`] runs an export a fuel slice at a time, checking the wall-clock deadline between
+//!   slices; [`callback`] does the same for calls the host makes on its own behalf from inside a
+//!   host function (`cabi_realloc`, post-return), during which the guest may not call host
+//!   imports ([`enter_host`] refuses), so host and guest never nest more than one level.
+//! - [`Budget`] counts linear memory, tables and host allocations made for the guest against one
+//!   limit; host code charges what it allocates before allocating it.
+//! - [`Fault`] says why a run stopped (the first limit hit wins); [`report`] gives fuel and peak
+//!   memory for every outcome.
+
+mod budget;
+mod fault;
+mod quota;
+mod run;
+
+pub use budget::{Budget, TABLE_ELEMENT_BYTES};
+pub use fault::{Fault, HostFault, Spend};
+pub use quota::{Limits, Quota};
+pub use run::{FUEL_SLICE, Report, call, callback, enter_host, instantiate, report, store};
+
+/// Deepest wasm call stack (frames) a guest may use; beyond it the guest traps.
+pub const MAX_RECURSION_DEPTH: usize = 1000;
+
+/// Largest value stack of one run, in bytes (wasmi keeps it outside linear memory).
+pub const MAX_STACK_BYTES: usize = 1 << 20;
+
+/// The engine every function is compiled on.
+pub fn engine() -> wasmi::Engine {
+    let mut config = wasmi::Config::default();
+    config
+        .consume_fuel(true)
+        .allow_start_fn(false)
+        .set_max_recursion_depth(MAX_RECURSION_DEPTH)
+        .set_max_stack_height(MAX_STACK_BYTES);
+    wasmi::Engine::new(&config)
+}
+
+/// Store data of a run: its quota and the host state of the function's kind.
+#[derive(Debug)]
+pub struct Guest<T> {
+    /// The run's limits and what it used.
+    pub quota: Quota,
+    /// The kind's host state (WASI buffers, resource tables, ...).
+    pub host: T,
+}
+
+/// Store data that carries a [`Quota`].
+pub trait HasQuota {
+    /// The run's quota.
+    fn quota(&self) -> &Quota;
+    /// The run's quota, mutable.
+    fn quota_mut(&mut self) -> &mut Quota;
+}
+
+impl<T> HasQuota for Guest<T> {
+    fn quota(&self) -> &Quota {
+        &self.quota
+    }
+
+    fn quota_mut(&mut self) -> &mut Quota {
+        &mut self.quota
+    }
+}
+
+#[cfg(test)]
+mod tests;
