@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::RedisError;
-use crate::resp::{self, Limits, ReadError, ReplyReader, Value};
+use crate::resp::{self, Limits, ReadError, ReplyBudget, ReplyReader, Value};
 use crate::url::ConnectionInfo;
 
 /// How read and write timeouts are enforced.
@@ -135,11 +135,15 @@ impl Connection {
             self.write_buf = Vec::new();
         }
         written.map_err(|e| self.transport_error(e))?;
-        match self.reader.read_reply(&mut self.stream) {
+        match self
+            .reader
+            .read_reply(&mut self.stream, &ReplyBudget::UNLIMITED)
+        {
             Ok(value) => Ok(value),
             Err(ReadError::Io(e)) => Err(self.transport_error(e)),
             Err(ReadError::Closed) => Err(RedisError::Closed),
             Err(ReadError::Protocol(e)) => Err(RedisError::Protocol(e)),
+            Err(e @ ReadError::OverBudget { .. }) => Err(RedisError::Io(io::Error::other(e))),
         }
     }
 
