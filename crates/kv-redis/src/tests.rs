@@ -89,8 +89,14 @@ fn refused_connection_is_a_connection_error() {
         .port();
     let store = RedisStore::with_config(config_for(port));
     let started = Instant::now();
-    assert!(matches!(store.get("s", "k"), Err(KvError::Connection(_))));
-    assert!(matches!(store.open("s"), Err(KvError::Connection(_))));
+    assert!(matches!(
+        store.get("s", "k", &Bounds::UNBOUNDED),
+        Err(KvError::Connection(_))
+    ));
+    assert!(matches!(
+        store.open("s", &Bounds::UNBOUNDED),
+        Err(KvError::Connection(_))
+    ));
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(store.open_connections(), 0);
 }
@@ -100,7 +106,7 @@ fn silent_server_times_out() {
     let (port, server) = fake_server(Vec::new());
     let store = RedisStore::with_config(config_for(port));
     let started = Instant::now();
-    let result = store.set("s", "k", b"v");
+    let result = store.set("s", "k", b"v", &Bounds::UNBOUNDED);
     assert!(
         matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
         "{result:?}"
@@ -122,7 +128,7 @@ fn silent_server_times_out_with_polling() {
     config.options.timeouts = TimeoutStrategy::Polling;
     let store = RedisStore::with_config(config);
     let started = Instant::now();
-    let result = store.get("s", "k");
+    let result = store.get("s", "k", &Bounds::UNBOUNDED);
     let elapsed = started.elapsed();
     assert!(
         matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
@@ -140,7 +146,7 @@ fn silent_server_times_out_with_polling() {
 fn garbage_reply_is_an_io_error_and_drops_the_connection() {
     let (port, server) = fake_server(vec![b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()]);
     let store = RedisStore::with_config(config_for(port));
-    let result = store.get("s", "k");
+    let result = store.get("s", "k", &Bounds::UNBOUNDED);
     assert!(
         matches!(result, Err(KvError::Io(ref m)) if m.contains("protocol")),
         "{result:?}"
@@ -156,7 +162,7 @@ fn oversized_value_is_rejected() {
     let mut config = config_for(port);
     config.options.limits.max_bulk_len = 1024 * 1024;
     let store = RedisStore::with_config(config);
-    let result = store.get("s", "k");
+    let result = store.get("s", "k", &Bounds::UNBOUNDED);
     assert!(
         matches!(result, Err(KvError::Io(ref m)) if m.contains("exceeds")),
         "{result:?}"
@@ -171,7 +177,7 @@ fn set_requires_an_ok_acknowledgement() {
     let (port, server) = fake_server(vec![b"$-1\r\n".to_vec()]);
     let store = RedisStore::with_config(config_for(port));
     assert!(matches!(
-        store.set("s", "k", b"v"),
+        store.set("s", "k", b"v", &Bounds::UNBOUNDED),
         Err(KvError::Unexpected(_))
     ));
     drop(store);
@@ -185,10 +191,12 @@ fn error_reply_keeps_the_connection() {
         b"+OK\r\n".to_vec(),
     ]);
     let store = RedisStore::with_config(config_for(port));
-    assert!(matches!(store.set("s", "k", b"v"), Err(KvError::Io(ref m)) if m.contains("OOM")));
+    assert!(
+        matches!(store.set("s", "k", b"v", &Bounds::UNBOUNDED), Err(KvError::Io(ref m)) if m.contains("OOM"))
+    );
     assert_eq!(store.open_connections(), 1);
     // The fake server accepts a single connection, so this succeeds only on the same one.
-    assert_eq!(store.set("s", "k", b"v"), Ok(()));
+    assert_eq!(store.set("s", "k", b"v", &Bounds::UNBOUNDED), Ok(()));
     drop(store);
     server.join().expect("server thread");
 }
@@ -198,11 +206,14 @@ fn scan_reply_is_validated() {
     let reply = b"*2\r\n$1\r\n0\r\n*3\r\n$3\r\ns:a\r\n$3\r\ns:b\r\n$4\r\ns:\xff\xfe\r\n".to_vec();
     let (port, server) = fake_server(vec![reply, b"*1\r\n$1\r\n0\r\n".to_vec()]);
     let store = RedisStore::with_config(config_for(port));
-    let mut keys = store.keys("s").expect("keys");
+    let mut keys = store.keys("s", &Bounds::UNBOUNDED).expect("keys");
     keys.sort();
     // The non-UTF-8 key is skipped.
     assert_eq!(keys, vec!["a".to_string(), "b".to_string()]);
-    assert!(matches!(store.keys("s"), Err(KvError::Unexpected(_))));
+    assert!(matches!(
+        store.keys("s", &Bounds::UNBOUNDED),
+        Err(KvError::Unexpected(_))
+    ));
     drop(store);
     server.join().expect("server thread");
 }
@@ -214,9 +225,11 @@ fn pool_is_bounded() {
     config.pool_size = 1;
     config.pool_wait = Duration::from_millis(100);
     let store = RedisStore::with_config(config);
-    let lease = store.checkout(true).expect("first connection");
+    let lease = store
+        .checkout(true, &Bounds::UNBOUNDED)
+        .expect("first connection");
     assert!(matches!(
-        store.checkout(true),
+        store.checkout(true, &Bounds::UNBOUNDED),
         Err(RedisError::PoolExhausted(1))
     ));
     assert_eq!(store.open_connections(), 1);
