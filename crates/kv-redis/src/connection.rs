@@ -555,3 +555,94 @@ pub(crate) fn close_in_background(stream: TcpStream) {
         let _ = sender.send(stream);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// Answers every request on one connection with `+PONG`.
+    fn pong_server() -> (ConnectionInfo, thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let handle = thread::spawn(move || {
+            let Ok((mut socket, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            while socket.read(&mut buf).unwrap_or(0) > 0 {
+                if socket.write_all(b"+PONG\r\n").is_err() {
+                    return;
+                }
+            }
+        });
+        let info = ConnectionInfo::parse(&format!("redis://127.0.0.1:{port}")).expect("url");
+        (info, handle)
+    }
+
+    fn socket_read_timeout(connection: &Connection) -> Option<Duration> {
+        connection
+            .stream
+            .stream
+            .as_ref()
+            .and_then(|s| s.read_timeout().ok())
+            .flatten()
+    }
+
+    #[test]
+    fn socket_timeouts_follow_a_near_deadline_and_are_restored() {
+        let (info, server) = pong_server();
+        let options = ConnectionOptions::default();
+        let io_timeout = options.io_timeout;
+        let mut connection =
+            Connection::connect(&info, &options, &Bounds::UNBOUNDED).expect("connect");
+        assert_eq!(connection.timeout_enforcement(), TimeoutEnforcement::Socket);
+        connection.ping(&Bounds::UNBOUNDED).expect("ping");
+        assert_eq!(connection.stream.read_timeout, io_timeout);
+        assert_eq!(socket_read_timeout(&connection), Some(io_timeout));
+
+        // A deadline further away than io_timeout changes nothing.
+        let far = Bounds::within(Duration::from_secs(60), usize::MAX);
+        connection.ping(&far).expect("ping");
+        assert_eq!(connection.stream.read_timeout, io_timeout);
+
+        // A nearer deadline lowers both timeouts to the time left.
+        let near = Bounds::within(Duration::from_secs(2), usize::MAX);
+        connection.ping(&near).expect("ping");
+        let lowered = connection.stream.read_timeout;
+        assert!(lowered <= Duration::from_secs(2), "{lowered:?}");
+        assert!(connection.stream.write_timeout <= Duration::from_secs(2));
+        let on_socket = socket_read_timeout(&connection).expect("a timeout is set");
+        assert!(on_socket <= Duration::from_secs(2), "{on_socket:?}");
+
+        // The next call without a near deadline gets io_timeout back.
+        connection.ping(&far).expect("ping");
+        assert_eq!(connection.stream.read_timeout, io_timeout);
+        assert_eq!(connection.stream.write_timeout, io_timeout);
+        assert_eq!(socket_read_timeout(&connection), Some(io_timeout));
+        drop(connection);
+        server.join().expect("server thread");
+    }
+
+    #[test]
+    fn wait_limit_says_whose_limit_applies() {
+        let timeout = Duration::from_secs(5);
+        assert_eq!(wait_limit(timeout, None), Some((timeout, false)));
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(wait_limit(timeout, Some(far)), Some((timeout, false)));
+        let near = Instant::now() + Duration::from_secs(1);
+        let (limit, by_deadline) = wait_limit(timeout, Some(near)).expect("time left");
+        assert!(by_deadline && limit <= Duration::from_secs(1));
+        assert_eq!(wait_limit(timeout, Some(Instant::now())), None);
+    }
+
+    #[test]
+    fn deadline_errors_are_recognised() {
+        assert!(is_deadline_passed(&deadline_passed()));
+        assert!(!is_deadline_passed(&io::Error::from(
+            io::ErrorKind::TimedOut
+        )));
+        assert!(is_timeout(&deadline_passed()));
+    }
+}

@@ -459,3 +459,254 @@ fn concurrent_callers_share_a_bounded_pool() {
     );
     assert!(kv.open_connections() <= 4);
 }
+
+/// A store with the default 5 s I/O timeout and pool wait, so only the caller's deadline can
+/// make a call against a frozen Redis return early.
+fn patient_store(url: &str, strategy: TimeoutStrategy) -> RedisStore {
+    let mut config = RedisConfig::from_url(url).expect("valid url");
+    config.options.timeouts = strategy;
+    assert_eq!(config.options.io_timeout, Duration::from_secs(5));
+    assert_eq!(config.pool_wait, Duration::from_secs(5));
+    RedisStore::with_config(config)
+}
+
+/// 200 ms from now, any reply size.
+fn deadline_200ms() -> Bounds {
+    Bounds::within(Duration::from_millis(200), usize::MAX)
+}
+
+/// Runs `call`, asserts it failed with `KvError::Timeout` well before the 5 s I/O timeout (a
+/// generous bound: this checks behaviour, not speed) and not before the deadline.
+fn assert_times_out<T: std::fmt::Debug>(what: &str, call: impl FnOnce() -> Result<T, KvError>) {
+    let started = Instant::now();
+    let result = call();
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(result, Err(KvError::Timeout(ref m)) if m.contains("deadline")),
+        "{what}: {result:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(190) && elapsed < Duration::from_millis(1500),
+        "{what}: took {elapsed:?}"
+    );
+}
+
+#[test]
+fn frozen_redis_fails_at_the_callers_deadline() {
+    let server = RedisServer::start();
+    for strategy in [TimeoutStrategy::Socket, TimeoutStrategy::Polling] {
+        let kv = patient_store(&server.url(), strategy);
+        kv.set("s", "k", b"v", &Bounds::UNBOUNDED).expect("set");
+        assert_eq!(kv.open_connections(), 1);
+        server.freeze();
+        // On the pooled connection: every operation gives up at its deadline.
+        assert_times_out("get", || kv.get("s", "k", &deadline_200ms()));
+        assert_times_out("set", || kv.set("s", "k", b"w", &deadline_200ms()));
+        assert_times_out("keys", || kv.keys("s", &deadline_200ms()));
+        assert_times_out("delete", || kv.delete("s", "k", &deadline_200ms()));
+        assert_times_out("open", || kv.open("s", &deadline_200ms()));
+        // Timed-out connections are out of step and were dropped.
+        assert_eq!(kv.open_connections(), 0, "{strategy:?}");
+        let result = kv.get("s", "k", &deadline_200ms());
+        let Err(KvError::Timeout(message)) = result else {
+            panic!("{strategy:?}: {result:?}");
+        };
+        assert!(
+            message.contains("get") && message.contains(" ms"),
+            "names the operation and how long it waited: {message}"
+        );
+        // A deadline already passed fails at once, without touching the pool.
+        let started = Instant::now();
+        let past = Bounds::new(Some(Instant::now()), usize::MAX);
+        assert!(matches!(kv.get("s", "k", &past), Err(KvError::Timeout(_))));
+        assert!(started.elapsed() < Duration::from_millis(100));
+        server.thaw();
+        // Redis may still run the commands it received while frozen (the delete included).
+        kv.set("s", "k", b"x", &deadline_200ms())
+            .expect("set after thaw");
+        assert_eq!(
+            kv.get("s", "k", &deadline_200ms()).expect("get after thaw"),
+            b"x"
+        );
+    }
+}
+
+#[test]
+fn frozen_redis_fails_at_the_deadline_while_connecting() {
+    // SELECT (database 2) and AUTH are sent while a new connection is opened.
+    let server = RedisServer::start_with(&["--requirepass", "pw"]);
+    let url = format!("redis://:pw@127.0.0.1:{}/2", server.port());
+    for strategy in [TimeoutStrategy::Socket, TimeoutStrategy::Polling] {
+        let kv = patient_store(&url, strategy);
+        server.freeze();
+        // The kernel still completes the TCP handshake; AUTH then gets no answer.
+        assert_times_out("get on a new connection", || {
+            kv.get("s", "k", &deadline_200ms())
+        });
+        assert_eq!(kv.open_connections(), 0);
+        server.thaw();
+        kv.set("s", "k", b"v", &deadline_200ms())
+            .expect("set after thaw");
+    }
+}
+
+#[test]
+fn pool_wait_ends_at_the_callers_deadline() {
+    let server = RedisServer::start();
+    let mut config = RedisConfig::from_url(&server.url()).expect("valid url");
+    config.pool_size = 1;
+    let kv = Arc::new(RedisStore::with_config(config));
+    kv.set("s", "k", b"v", &Bounds::UNBOUNDED).expect("set");
+    server.freeze();
+    // One caller holds the only connection, waiting for the frozen server.
+    let holder = {
+        let kv = Arc::clone(&kv);
+        thread::spawn(move || {
+            let bounds = Bounds::within(Duration::from_millis(1500), usize::MAX);
+            kv.get("s", "k", &bounds)
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let result = kv.get("s", "k", &deadline_200ms());
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(result, Err(KvError::Timeout(ref m)) if m.contains("free connection")),
+        "{result:?}"
+    );
+    assert!(elapsed < Duration::from_millis(1000), "took {elapsed:?}");
+    assert!(matches!(
+        holder.join().expect("holder"),
+        Err(KvError::Timeout(_))
+    ));
+    server.thaw();
+}
+
+#[test]
+fn retry_after_a_restart_stays_within_the_deadline() {
+    let mut server = RedisServer::start();
+    let kv = patient_store(&server.url(), TimeoutStrategy::Socket);
+    kv.set("s", "k", b"v", &Bounds::UNBOUNDED).expect("set");
+    // The pooled connection goes stale; the retry connects to a server that hangs.
+    server.restart();
+    server.freeze();
+    assert_times_out("get with retry", || kv.get("s", "k", &deadline_200ms()));
+    server.thaw();
+    assert_eq!(
+        kv.get("s", "k", &deadline_200ms()),
+        Err(KvError::KeyNotFound("k".into()))
+    );
+}
+
+#[test]
+fn redis_slower_than_io_timeout_is_still_a_connection_error() {
+    let server = RedisServer::start();
+    let kv = store_for(&server.url()); // io_timeout 500 ms
+    kv.set("s", "k", b"v", &Bounds::UNBOUNDED).expect("set");
+    server.freeze();
+    let bounds = Bounds::within(Duration::from_secs(10), usize::MAX);
+    let started = Instant::now();
+    let result = kv.get("s", "k", &bounds);
+    assert!(
+        matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    server.thaw();
+}
+
+#[test]
+fn oversized_value_is_refused_and_the_store_recovers() {
+    let server = RedisServer::start();
+    for strategy in [TimeoutStrategy::Socket, TimeoutStrategy::Polling] {
+        let kv = patient_store(&server.url(), strategy);
+        let big = vec![b'x'; 1024 * 1024];
+        kv.set("s", "big", &big, &Bounds::UNBOUNDED)
+            .expect("set 1 MiB");
+        kv.set("s", "small", b"tiny", &Bounds::UNBOUNDED)
+            .expect("set");
+        let limited = Bounds::new(None, 64 * 1024);
+        assert_eq!(
+            kv.get("s", "big", &limited),
+            Err(KvError::TooLarge {
+                limit: 64 * 1024,
+                size: Some(1024 * 1024)
+            }),
+            "{strategy:?}"
+        );
+        assert_eq!(
+            kv.open_connections(),
+            0,
+            "the refused reply's connection is dropped"
+        );
+        // The next call (on a new connection) works, with the same bounds.
+        assert_eq!(kv.get("s", "small", &limited).expect("get"), b"tiny");
+        assert_eq!(
+            kv.get("s", "big", &Bounds::new(None, 1024 * 1024))
+                .expect("exactly at the limit"),
+            big
+        );
+        let error = kv.get("s", "big", &Bounds::new(None, 1000)).unwrap_err();
+        assert!(error.to_string().contains("1000 bytes"), "{error}");
+    }
+}
+
+#[test]
+fn listing_more_key_bytes_than_allowed_is_refused() {
+    let server = RedisServer::start();
+    let mut config = RedisConfig::from_url(&server.url()).expect("valid url");
+    // Several SCAN rounds.
+    config.scan_count = 100;
+    let kv = RedisStore::with_config(config);
+    for i in 0..2000 {
+        kv.set("many", &format!("key-{i:04}"), b"", &Bounds::UNBOUNDED)
+            .expect("set");
+    }
+    // 2000 names of 8 bytes: 16000 bytes; the store prefix does not count.
+    assert_eq!(
+        kv.keys("many", &Bounds::new(None, 1000)),
+        Err(KvError::TooLarge {
+            limit: 1000,
+            size: None
+        })
+    );
+    assert_eq!(
+        kv.keys("many", &Bounds::new(None, 15_999)),
+        Err(KvError::TooLarge {
+            limit: 15_999,
+            size: None
+        })
+    );
+    assert_eq!(
+        kv.keys("many", &Bounds::new(None, 16_000))
+            .expect("exactly at the limit")
+            .len(),
+        2000
+    );
+    assert_eq!(
+        kv.open_connections(),
+        1,
+        "stopping between rounds keeps the connection"
+    );
+
+    // One round holding all keys is refused on the header of the first name that does not fit.
+    let mut config = RedisConfig::from_url(&server.url()).expect("valid url");
+    config.scan_count = 10_000;
+    let kv = RedisStore::with_config(config);
+    assert_eq!(
+        kv.keys("many", &Bounds::new(None, 1000)),
+        Err(KvError::TooLarge {
+            limit: 1000,
+            size: None
+        })
+    );
+    assert_eq!(
+        kv.open_connections(),
+        0,
+        "a reply refused midway drops its connection"
+    );
+    assert_eq!(
+        kv.keys("many", &Bounds::UNBOUNDED).expect("keys").len(),
+        2000
+    );
+}
