@@ -21,6 +21,14 @@
 //! Timeouts: hermit 0.11 rejects `SO_RCVTIMEO`/`SO_SNDTIMEO`, so there connections switch to
 //! a non-blocking socket polled against a deadline ([`TimeoutStrategy`]); Linux uses socket
 //! timeouts.
+//!
+//! Every call honours the caller's [`Bounds`]: waiting for a pooled connection, connecting and
+//! each read and write wait at most until `bounds.deadline` (besides the configured
+//! `pool_wait`, `connect_timeout` and `io_timeout`), and a reply whose payload exceeds
+//! `bounds.max_reply_bytes` is refused on its length header, before it is buffered. A wait cut
+//! short by the caller's deadline is [`KvError::Timeout`]; a wait that used up the configured
+//! timeout is Redis's (or the pool's) slowness and stays [`KvError::Connection`] (see
+//! [`connection`]).
 
 pub mod connection;
 pub mod resp;
@@ -31,10 +39,10 @@ use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use keyvalue::{KeyValue, KvError, validate_name};
+use keyvalue::{Bounds, KeyValue, KvError, validate_name};
 
 pub use connection::{Connection, ConnectionOptions, TimeoutEnforcement, TimeoutStrategy};
-pub use resp::{Limits, ProtocolError, Value};
+pub use resp::{Limits, ProtocolError, ReplyBudget, Value};
 pub use url::{ConnectionInfo, UrlError};
 
 /// Why a Redis operation failed.
@@ -80,6 +88,20 @@ pub enum RedisError {
     /// All pooled connections stayed busy for too long.
     #[error("all {0} redis connections busy")]
     PoolExhausted(usize),
+    /// The caller's deadline passed during `phase` (before the configured timeout would have).
+    #[error("redis call gave up {phase}: the caller's deadline passed")]
+    Deadline {
+        /// What was being waited for, such as "waiting for the reply".
+        phase: &'static str,
+    },
+    /// A reply would exceed what the caller can take; refused before it was buffered.
+    #[error("{}", KvError::TooLarge { limit: *.limit, size: *.size })]
+    TooLarge {
+        /// The caller's limit in bytes.
+        limit: usize,
+        /// Size of the reply (or of the part that did not fit), when known.
+        size: Option<usize>,
+    },
 }
 
 impl RedisError {
@@ -99,6 +121,8 @@ impl From<RedisError> for KvError {
     fn from(error: RedisError) -> Self {
         let message = error.to_string();
         match error {
+            RedisError::Deadline { .. } => KvError::Timeout(message),
+            RedisError::TooLarge { limit, size } => KvError::TooLarge { limit, size },
             RedisError::Connect { .. }
             | RedisError::Io(_)
             | RedisError::Timeout(_)
@@ -182,9 +206,9 @@ impl RedisStore {
         &self.config
     }
 
-    /// Checks that Redis answers `PING`.
-    pub fn ping(&self) -> Result<(), RedisError> {
-        self.run(Connection::ping)
+    /// Checks that Redis answers `PING` within `bounds`.
+    pub fn ping(&self, bounds: &Bounds) -> Result<(), RedisError> {
+        self.run(bounds, |connection| connection.ping(bounds))
     }
 
     /// Connections currently open (idle or in use).
@@ -192,21 +216,31 @@ impl RedisStore {
         self.lock().open
     }
 
-    /// Runs `operation` on a pooled connection. If a reused connection turns out to be dead
-    /// (Redis restarted), the idle pool is flushed and the operation retried once on a fresh
-    /// connection, so `operation` may run twice and must be idempotent (GET, SET, DEL and SCAN
-    /// as used here are).
+    /// Runs `operation` on a pooled connection, waiting for one and connecting within
+    /// `bounds.deadline`; `operation` must pass the deadline on to its commands. If a reused
+    /// connection turns out to be dead (Redis restarted), the idle pool is flushed and the
+    /// operation retried once on a fresh connection, so `operation` may run twice and must be
+    /// idempotent (GET, SET, DEL and SCAN as used here are). The retry is bounded by the same
+    /// deadline: a passed deadline fails it before it connects.
     pub fn run<T>(
         &self,
+        bounds: &Bounds,
         operation: impl Fn(&mut Connection) -> Result<T, RedisError>,
     ) -> Result<T, RedisError> {
-        let mut lease = self.checkout(true)?;
+        // Fail before touching the pool: a command started with no time left would break a
+        // healthy connection.
+        if bounds.expired() {
+            return Err(RedisError::Deadline {
+                phase: "before starting",
+            });
+        }
+        let mut lease = self.checkout(true, bounds)?;
         match lease.run(&operation) {
             Err(error) if lease.reused && error.is_stale_connection() => {
                 drop(lease);
                 self.drop_idle();
                 log::debug!("pooled redis connection was stale ({error}); retrying on a new one");
-                self.checkout(false)?.run(&operation)
+                self.checkout(false, bounds)?.run(&operation)
             }
             result => result,
         }
@@ -217,9 +251,17 @@ impl RedisStore {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes an idle connection (if `reuse`) or opens a new one within the pool size.
-    fn checkout(&self, reuse: bool) -> Result<Lease<'_>, RedisError> {
-        let deadline = Instant::now() + self.config.pool_wait;
+    /// Takes an idle connection (if `reuse`) or opens a new one within the pool size, waiting
+    /// for a free slot at most `pool_wait` and never past the caller's deadline.
+    fn checkout(&self, reuse: bool, bounds: &Bounds) -> Result<Lease<'_>, RedisError> {
+        let pool_deadline = Instant::now().checked_add(self.config.pool_wait);
+        // Which limit ends the wait decides the error: the caller's deadline is a Timeout,
+        // the configured pool_wait means Redis is overloaded (a Connection error).
+        let (deadline, callers) = match (bounds.deadline, pool_deadline) {
+            (Some(callers), Some(pool)) if callers < pool => (Some(callers), true),
+            (Some(callers), None) => (Some(callers), true),
+            (_, pool) => (pool, false),
+        };
         let mut state = self.lock();
         loop {
             if reuse && let Some(connection) = state.idle.pop() {
@@ -232,7 +274,9 @@ impl RedisStore {
             if state.open < self.config.pool_size {
                 state.open += 1;
                 drop(state);
-                return match Connection::connect(&self.config.connection, &self.config.options) {
+                let connected =
+                    Connection::connect(&self.config.connection, &self.config.options, bounds);
+                return match connected {
                     Ok(connection) => Ok(Lease {
                         store: self,
                         connection: Some(connection),
@@ -244,15 +288,25 @@ impl RedisStore {
                     }
                 };
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(RedisError::PoolExhausted(self.config.pool_size));
-            }
-            state = self
-                .returned
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+            state = match left {
+                Some(left) if left.is_zero() && callers => {
+                    return Err(RedisError::Deadline {
+                        phase: "waiting for a free connection",
+                    });
+                }
+                Some(left) if left.is_zero() => {
+                    return Err(RedisError::PoolExhausted(self.config.pool_size));
+                }
+                Some(left) => {
+                    self.returned
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                // A pool_wait too long for an `Instant` and no deadline: wait as long as it takes.
+                None => self.returned.wait(state).unwrap_or_else(|e| e.into_inner()),
+            };
         }
     }
 
@@ -273,25 +327,59 @@ impl RedisStore {
         self.returned.notify_all();
     }
 
-    fn keys_of(&self, store: &str) -> Result<Vec<String>, RedisError> {
+    /// The key names of `store`, or `None` once they add up to more than
+    /// `bounds.max_reply_bytes`.
+    ///
+    /// Each `SCAN` reply may carry at most the limit in key names (their store prefix is free),
+    /// so one round never buffers much more than the caller can take, and the walk stops as soon
+    /// as the distinct names collected exceed the limit. Stopping that way leaves the connection
+    /// in step (SCAN keeps no state on the server), so it is not an error here. A round refused
+    /// mid-reply is an error ([`RedisError::TooLarge`]): that connection is out of step and
+    /// dropped.
+    fn keys_of(&self, store: &str, bounds: &Bounds) -> Result<Option<Vec<String>>, RedisError> {
+        /// Room for the cursor, which is charged like a key: at most 20 digits.
+        const CURSOR_LEN: usize = 20;
         let prefix = key_prefix(store);
         let pattern = format!("{}*", glob_escape(&prefix));
         let scan_count = self.config.scan_count;
-        self.run(|connection| {
+        let limit = bounds.max_reply_bytes;
+        let budget = ReplyBudget {
+            max_bytes: limit.saturating_add(CURSOR_LEN),
+            free_per_bulk: prefix.len(),
+        };
+        self.run(bounds, |connection| {
             let mut keys = HashSet::new();
+            let mut size = 0usize;
             let mut cursor = 0;
             loop {
-                let (next, batch) = connection.scan(cursor, pattern.as_bytes(), scan_count)?;
+                let (next, batch) = connection
+                    .scan(
+                        cursor,
+                        pattern.as_bytes(),
+                        scan_count,
+                        bounds.deadline,
+                        &budget,
+                    )
+                    .map_err(|error| match error {
+                        // The size of one name says nothing about the listing's.
+                        RedisError::TooLarge { .. } => RedisError::TooLarge { limit, size: None },
+                        error => error,
+                    })?;
                 for key in batch {
                     // Keys not written through this API (not UTF-8) cannot be named by callers.
                     if let Some(name) = key.strip_prefix(prefix.as_bytes())
                         && let Ok(name) = String::from_utf8(name.to_vec())
+                        && !keys.contains(&name)
                     {
+                        size = size.saturating_add(name.len());
+                        if size > limit {
+                            return Ok(None);
+                        }
                         keys.insert(name);
                     }
                 }
                 if next == 0 {
-                    return Ok(keys.into_iter().collect());
+                    return Ok(Some(keys.into_iter().collect()));
                 }
                 cursor = next;
             }
@@ -370,31 +458,56 @@ fn glob_escape(text: &str) -> String {
     escaped
 }
 
+/// Maps an error of `operation` (started at `started`) to a [`KvError`], saying for a passed
+/// deadline which operation gave up, while doing what, and after how long.
+fn kv_error(operation: &str, started: Instant, error: RedisError) -> KvError {
+    match error {
+        RedisError::Deadline { phase } => KvError::Timeout(format!(
+            "redis {operation} gave up {phase} after {} ms: the caller's deadline passed",
+            started.elapsed().as_millis()
+        )),
+        error => error.into(),
+    }
+}
+
 impl KeyValue for RedisStore {
-    fn open(&self, store: &str) -> Result<(), KvError> {
+    fn open(&self, store: &str, bounds: &Bounds) -> Result<(), KvError> {
+        let started = Instant::now();
         validate_name(store)?;
-        Ok(self.ping()?)
+        self.ping(bounds).map_err(|e| kv_error("open", started, e))
     }
 
-    fn get(&self, store: &str, key: &str) -> Result<Vec<u8>, KvError> {
+    fn get(&self, store: &str, key: &str, bounds: &Bounds) -> Result<Vec<u8>, KvError> {
+        let started = Instant::now();
         let full = redis_key(store, key)?;
-        self.run(|connection| connection.get(&full))?
+        self.run(bounds, |connection| connection.get(&full, bounds))
+            .map_err(|e| kv_error("get", started, e))?
             .ok_or_else(|| KvError::KeyNotFound(key.to_string()))
     }
 
-    fn set(&self, store: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
+    fn set(&self, store: &str, key: &str, value: &[u8], bounds: &Bounds) -> Result<(), KvError> {
+        let started = Instant::now();
         let full = redis_key(store, key)?;
-        Ok(self.run(|connection| connection.set(&full, value))?)
+        self.run(bounds, |connection| connection.set(&full, value, bounds))
+            .map_err(|e| kv_error("set", started, e))
     }
 
-    fn keys(&self, store: &str) -> Result<Vec<String>, KvError> {
+    fn keys(&self, store: &str, bounds: &Bounds) -> Result<Vec<String>, KvError> {
+        let started = Instant::now();
         validate_name(store)?;
-        Ok(self.keys_of(store)?)
+        self.keys_of(store, bounds)
+            .map_err(|e| kv_error("keys", started, e))?
+            .ok_or(KvError::TooLarge {
+                limit: bounds.max_reply_bytes,
+                size: None,
+            })
     }
 
-    fn delete(&self, store: &str, key: &str) -> Result<(), KvError> {
+    fn delete(&self, store: &str, key: &str, bounds: &Bounds) -> Result<(), KvError> {
+        let started = Instant::now();
         let full = redis_key(store, key)?;
-        self.run(|connection| connection.del(&full))?;
+        self.run(bounds, |connection| connection.del(&full, bounds))
+            .map_err(|e| kv_error("delete", started, e))?;
         Ok(())
     }
 }

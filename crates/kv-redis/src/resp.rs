@@ -4,7 +4,8 @@
 //! reply and how many bytes it used, or says more input is needed (with the total length it
 //! needs when a bulk string header already told it). Every length the peer announces is checked
 //! against [`Limits`] before anything is allocated, so a broken or hostile server cannot make us
-//! reserve unbounded memory or recurse without end.
+//! reserve unbounded memory or recurse without end. A [`ReplyBudget`] additionally bounds the
+//! payload of one reply by what the caller of that one command can take.
 
 use std::io::{self, Read};
 
@@ -118,6 +119,46 @@ pub enum ProtocolError {
     ReplyTooLarge(usize),
 }
 
+/// How many payload bytes one reply may carry: the share of memory the caller of one command can
+/// take. Checked as each bulk string's length header arrives, before its payload is buffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyBudget {
+    /// Most bytes all bulk strings of the reply may carry together.
+    pub max_bytes: usize,
+    /// Bytes of each bulk string that are not charged, such as a key prefix that is stripped
+    /// before the caller sees the name.
+    pub free_per_bulk: usize,
+}
+
+impl ReplyBudget {
+    /// No bound beyond [`Limits`].
+    pub const UNLIMITED: ReplyBudget = ReplyBudget::bytes(usize::MAX);
+
+    /// At most `max_bytes` of bulk string payload in the whole reply.
+    pub const fn bytes(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            free_per_bulk: 0,
+        }
+    }
+}
+
+/// Why [`parse_within`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The bytes are not valid RESP2 within the [`Limits`].
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// A bulk string header announced more payload than the [`ReplyBudget`] has left.
+    #[error("bulk string of {len} bytes exceeds the reply budget of {limit} bytes")]
+    OverBudget {
+        /// The budget's `max_bytes`.
+        limit: usize,
+        /// Announced length of the bulk string that did not fit.
+        len: usize,
+    },
+}
+
 /// Outcome of [`parse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
@@ -146,7 +187,28 @@ pub fn encode_command(args: &[&[u8]], out: &mut Vec<u8>) {
 
 /// Parses one reply from the start of `input`.
 pub fn parse(input: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
-    Ok(match parse_at(input, 0, 0, limits)? {
+    match parse_within(input, limits, &ReplyBudget::UNLIMITED) {
+        Ok(parsed) => Ok(parsed),
+        Err(ParseError::Protocol(e)) => Err(e),
+        // An unlimited budget is never exceeded; report it like the reader's whole-reply limit.
+        Err(ParseError::OverBudget { limit, .. }) => Err(ProtocolError::ReplyTooLarge(limit)),
+    }
+}
+
+/// Parses one reply from the start of `input`, refusing it as soon as a bulk string header
+/// announces more payload than `budget` has left.
+pub fn parse_within(
+    input: &[u8],
+    limits: &Limits,
+    budget: &ReplyBudget,
+) -> Result<Parsed, ParseError> {
+    let mut parser = Parser {
+        input,
+        limits,
+        budget,
+        charged: 0,
+    };
+    Ok(match parser.parse_at(0, 0)? {
         Step::Done(value, end) => Parsed::Complete(value, end),
         Step::Need(needed) => Parsed::Incomplete { needed },
     })
@@ -157,90 +219,114 @@ enum Step {
     Need(Option<usize>),
 }
 
-/// Parses the reply starting at `pos`; `depth` is the number of enclosing arrays.
-fn parse_at(
-    input: &[u8],
-    pos: usize,
-    depth: usize,
-    limits: &Limits,
-) -> Result<Step, ProtocolError> {
-    let Some(&marker) = input.get(pos) else {
-        return Ok(Step::Need(None));
-    };
-    if !matches!(marker, b'+' | b'-' | b':' | b'$' | b'*') {
-        return Err(ProtocolError::UnknownType(marker));
-    }
-    let line_start = pos + 1;
-    // Lengths and integers are short; only status and error lines may use the full line limit.
-    let max_line = match marker {
-        b'+' | b'-' => limits.max_line_len,
-        _ => 32,
-    };
-    let Some((line, after_line)) = read_line(input, line_start, max_line)? else {
-        return Ok(Step::Need(None));
-    };
-    match marker {
-        b'+' => Ok(Step::Done(
-            Value::SimpleString(String::from_utf8_lossy(line).into_owned()),
-            after_line,
-        )),
-        b'-' => Ok(Step::Done(
-            Value::Error(String::from_utf8_lossy(line).into_owned()),
-            after_line,
-        )),
-        b':' => Ok(Step::Done(Value::Integer(parse_number(line)?), after_line)),
-        b'$' => {
-            let len = parse_number(line)?;
-            let Some(len) = checked_length(len)? else {
-                return Ok(Step::Done(Value::Nil, after_line));
-            };
-            if len > limits.max_bulk_len {
-                return Err(ProtocolError::BulkTooLarge {
-                    len: len as i64,
-                    limit: limits.max_bulk_len,
-                });
-            }
-            // `len` is bounded by the limit, so this cannot overflow on 64-bit targets.
-            let payload_end = after_line + len;
-            let total = payload_end + 2;
-            if input.len() < total {
-                return Ok(Step::Need(Some(total)));
-            }
-            if &input[payload_end..total] != b"\r\n" {
-                return Err(ProtocolError::MissingBulkTerminator);
-            }
-            Ok(Step::Done(
-                Value::BulkString(input[after_line..payload_end].to_vec()),
-                total,
-            ))
+/// One parse of one reply: the input, its bounds and the payload charged to the budget so far.
+struct Parser<'a> {
+    input: &'a [u8],
+    limits: &'a Limits,
+    budget: &'a ReplyBudget,
+    charged: usize,
+}
+
+impl Parser<'_> {
+    /// Parses the reply starting at `pos`; `depth` is the number of enclosing arrays.
+    fn parse_at(&mut self, pos: usize, depth: usize) -> Result<Step, ParseError> {
+        let (input, limits) = (self.input, self.limits);
+        let Some(&marker) = input.get(pos) else {
+            return Ok(Step::Need(None));
+        };
+        if !matches!(marker, b'+' | b'-' | b':' | b'$' | b'*') {
+            return Err(ProtocolError::UnknownType(marker).into());
         }
-        _ => {
-            let len = parse_number(line)?;
-            let Some(len) = checked_length(len)? else {
-                return Ok(Step::Done(Value::Nil, after_line));
-            };
-            if len > limits.max_array_len {
-                return Err(ProtocolError::ArrayTooLarge {
-                    len: len as i64,
-                    limit: limits.max_array_len,
-                });
-            }
-            if depth + 1 > limits.max_depth {
-                return Err(ProtocolError::TooDeep(limits.max_depth));
-            }
-            // Never trust the announced length for the allocation size.
-            let mut items = Vec::with_capacity(len.min(1024));
-            let mut next = after_line;
-            for _ in 0..len {
-                match parse_at(input, next, depth + 1, limits)? {
-                    Step::Done(item, end) => {
-                        items.push(item);
-                        next = end;
+        let line_start = pos + 1;
+        // Lengths and integers are short; only status and error lines may use the full line limit.
+        let max_line = match marker {
+            b'+' | b'-' => limits.max_line_len,
+            _ => 32,
+        };
+        let Some((line, after_line)) = read_line(input, line_start, max_line)? else {
+            return Ok(Step::Need(None));
+        };
+        match marker {
+            b'+' => Ok(Step::Done(
+                Value::SimpleString(String::from_utf8_lossy(line).into_owned()),
+                after_line,
+            )),
+            b'-' => Ok(Step::Done(
+                Value::Error(String::from_utf8_lossy(line).into_owned()),
+                after_line,
+            )),
+            b':' => Ok(Step::Done(Value::Integer(parse_number(line)?), after_line)),
+            b'$' => {
+                let len = parse_number(line)?;
+                let Some(len) = checked_length(len)? else {
+                    return Ok(Step::Done(Value::Nil, after_line));
+                };
+                self.charge(len)?;
+                if len > limits.max_bulk_len {
+                    return Err(ProtocolError::BulkTooLarge {
+                        len: len as i64,
+                        limit: limits.max_bulk_len,
                     }
-                    need @ Step::Need(_) => return Ok(need),
+                    .into());
                 }
+                // `len` is bounded by the limit, so this cannot overflow on 64-bit targets.
+                let payload_end = after_line + len;
+                let total = payload_end + 2;
+                if input.len() < total {
+                    return Ok(Step::Need(Some(total)));
+                }
+                if &input[payload_end..total] != b"\r\n" {
+                    return Err(ProtocolError::MissingBulkTerminator.into());
+                }
+                Ok(Step::Done(
+                    Value::BulkString(input[after_line..payload_end].to_vec()),
+                    total,
+                ))
             }
-            Ok(Step::Done(Value::Array(items), next))
+            _ => {
+                let len = parse_number(line)?;
+                let Some(len) = checked_length(len)? else {
+                    return Ok(Step::Done(Value::Nil, after_line));
+                };
+                if len > limits.max_array_len {
+                    return Err(ProtocolError::ArrayTooLarge {
+                        len: len as i64,
+                        limit: limits.max_array_len,
+                    }
+                    .into());
+                }
+                if depth + 1 > limits.max_depth {
+                    return Err(ProtocolError::TooDeep(limits.max_depth).into());
+                }
+                // Never trust the announced length for the allocation size.
+                let mut items = Vec::with_capacity(len.min(1024));
+                let mut next = after_line;
+                for _ in 0..len {
+                    match self.parse_at(next, depth + 1)? {
+                        Step::Done(item, end) => {
+                            items.push(item);
+                            next = end;
+                        }
+                        need @ Step::Need(_) => return Ok(need),
+                    }
+                }
+                Ok(Step::Done(Value::Array(items), next))
+            }
+        }
+    }
+
+    /// Charges a bulk string of `len` bytes to the budget, refusing it if the budget is spent.
+    fn charge(&mut self, len: usize) -> Result<(), ParseError> {
+        let cost = len.saturating_sub(self.budget.free_per_bulk);
+        match self.charged.checked_add(cost) {
+            Some(total) if total <= self.budget.max_bytes => {
+                self.charged = total;
+                Ok(())
+            }
+            _ => Err(ParseError::OverBudget {
+                limit: self.budget.max_bytes,
+                len,
+            }),
         }
     }
 }
@@ -304,6 +390,24 @@ pub enum ReadError {
     /// The bytes received are not valid RESP2 within the limits.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    /// A bulk string would exceed the [`ReplyBudget`]; refused on its header, so its payload
+    /// (and the rest of the reply) is still unread and the stream is out of step.
+    #[error("bulk string of {len} bytes exceeds the reply budget of {limit} bytes")]
+    OverBudget {
+        /// The budget's `max_bytes`.
+        limit: usize,
+        /// Announced length of the bulk string that did not fit.
+        len: usize,
+    },
+}
+
+impl From<ParseError> for ReadError {
+    fn from(error: ParseError) -> Self {
+        match error {
+            ParseError::Protocol(e) => ReadError::Protocol(e),
+            ParseError::OverBudget { limit, len } => ReadError::OverBudget { limit, len },
+        }
+    }
 }
 
 /// Smallest read issued while waiting for more of a reply.
@@ -331,9 +435,14 @@ impl ReplyReader {
         }
     }
 
-    /// Reads exactly one reply. Bytes beyond it are a protocol error: requests are not pipelined.
-    pub fn read_reply(&mut self, stream: &mut impl Read) -> Result<Value, ReadError> {
-        let result = self.read_reply_inner(stream);
+    /// Reads exactly one reply whose bulk strings fit `budget`. Bytes beyond it are a protocol
+    /// error: requests are not pipelined.
+    pub fn read_reply(
+        &mut self,
+        stream: &mut impl Read,
+        budget: &ReplyBudget,
+    ) -> Result<Value, ReadError> {
+        let result = self.read_reply_inner(stream, budget);
         self.buf.clear();
         if self.buf.capacity() > KEPT_CAPACITY {
             self.buf.shrink_to(KEPT_CAPACITY);
@@ -341,9 +450,14 @@ impl ReplyReader {
         result
     }
 
-    fn read_reply_inner(&mut self, stream: &mut impl Read) -> Result<Value, ReadError> {
+    fn read_reply_inner(
+        &mut self,
+        stream: &mut impl Read,
+        budget: &ReplyBudget,
+    ) -> Result<Value, ReadError> {
         loop {
-            let needed = match parse(&self.buf, &self.limits)? {
+            // The buffer only grows past a bulk string header once the budget accepted it.
+            let needed = match parse_within(&self.buf, &self.limits, budget)? {
                 Parsed::Complete(value, used) => {
                     if used != self.buf.len() {
                         return Err(ProtocolError::TrailingData(self.buf.len() - used).into());
@@ -607,7 +721,9 @@ mod tests {
             };
             let mut reader = ReplyReader::new(Limits::default());
             assert_eq!(
-                reader.read_reply(&mut stream).expect("reply"),
+                reader
+                    .read_reply(&mut stream, &ReplyBudget::UNLIMITED)
+                    .expect("reply"),
                 value,
                 "step {step}"
             );
@@ -627,7 +743,9 @@ mod tests {
         };
         let mut reader = ReplyReader::new(Limits::default());
         assert_eq!(
-            reader.read_reply(&mut stream).expect("reply"),
+            reader
+                .read_reply(&mut stream, &ReplyBudget::UNLIMITED)
+                .expect("reply"),
             Value::BulkString(payload)
         );
     }
@@ -641,7 +759,7 @@ mod tests {
             step: 3,
         };
         assert!(matches!(
-            reader.read_reply(&mut cut),
+            reader.read_reply(&mut cut, &ReplyBudget::UNLIMITED),
             Err(ReadError::Closed)
         ));
         let mut extra = Trickle {
@@ -650,7 +768,7 @@ mod tests {
             step: 100,
         };
         assert!(matches!(
-            reader.read_reply(&mut extra),
+            reader.read_reply(&mut extra, &ReplyBudget::UNLIMITED),
             Err(ReadError::Protocol(ProtocolError::TrailingData(5)))
         ));
         // The reader starts afresh for the next reply.
@@ -660,7 +778,9 @@ mod tests {
             step: 1,
         };
         assert_eq!(
-            reader.read_reply(&mut fine).expect("reply"),
+            reader
+                .read_reply(&mut fine, &ReplyBudget::UNLIMITED)
+                .expect("reply"),
             Value::Integer(7)
         );
     }
@@ -678,11 +798,87 @@ mod tests {
             step: 100,
         };
         assert!(matches!(
-            reader.read_reply(&mut stream),
+            reader.read_reply(&mut stream, &ReplyBudget::UNLIMITED),
             Err(ReadError::Protocol(ProtocolError::BulkTooLarge {
                 len: 1025,
                 limit: 1024
             }))
         ));
+    }
+
+    #[test]
+    fn budget_is_charged_on_bulk_headers() {
+        let limits = Limits::default();
+        let budget = ReplyBudget::bytes(5);
+        assert_eq!(
+            parse_within(b"$5\r\nhello\r\n", &limits, &budget),
+            Ok(Parsed::Complete(Value::BulkString(b"hello".to_vec()), 11))
+        );
+        // Refused on the header alone, before any payload arrived.
+        assert_eq!(
+            parse_within(b"$6\r\n", &limits, &budget),
+            Err(ParseError::OverBudget { limit: 5, len: 6 })
+        );
+        // The budget covers the whole reply, not each bulk string.
+        assert_eq!(
+            parse_within(b"*2\r\n$3\r\nabc\r\n$3\r\n", &limits, &budget),
+            Err(ParseError::OverBudget { limit: 5, len: 3 })
+        );
+        // Status lines, integers and nils cost nothing.
+        assert!(matches!(
+            parse_within(
+                b"*3\r\n+OK\r\n:12345\r\n$-1\r\n",
+                &limits,
+                &ReplyBudget::bytes(0)
+            ),
+            Ok(Parsed::Complete(..))
+        ));
+        // Free bytes per bulk string: three names with a 2-byte prefix each fit 3 bytes.
+        let prefixed = ReplyBudget {
+            max_bytes: 3,
+            free_per_bulk: 2,
+        };
+        assert!(matches!(
+            parse_within(
+                b"*3\r\n$3\r\ns:a\r\n$3\r\ns:b\r\n$2\r\ns:\r\n",
+                &limits,
+                &prefixed
+            ),
+            Ok(Parsed::Complete(..))
+        ));
+        assert!(matches!(
+            parse_within(b"*2\r\n$4\r\ns:ab\r\n$4\r\n", &limits, &prefixed),
+            Err(ParseError::OverBudget { limit: 3, len: 4 })
+        ));
+        // A huge announced length does not overflow the accounting.
+        assert!(matches!(
+            parse_within(
+                b"*2\r\n$1\r\na\r\n$9223372036854775807\r\n",
+                &limits,
+                &budget
+            ),
+            Err(ParseError::OverBudget { limit: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn reader_refuses_a_reply_over_budget_without_buffering_it() {
+        // Only the header is read: the payload is never requested.
+        let mut bytes = b"$1048576\r\n".to_vec();
+        bytes.resize(bytes.len() + 1024 * 1024 + 2, b'x');
+        let mut stream = Trickle {
+            data: bytes,
+            pos: 0,
+            step: 4,
+        };
+        let mut reader = ReplyReader::new(Limits::default());
+        assert!(matches!(
+            reader.read_reply(&mut stream, &ReplyBudget::bytes(64 * 1024)),
+            Err(ReadError::OverBudget {
+                limit: 65536,
+                len: 1_048_576
+            })
+        ));
+        assert!(stream.pos <= 16, "read {} bytes", stream.pos);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use keyvalue::{KeyValue, KvError};
+use keyvalue::{Bounds, KeyValue, KvError};
 use kv_redis::{RedisConfig, RedisError, RedisStore, TimeoutEnforcement, TimeoutStrategy};
 use redis_test_server::RedisServer;
 
@@ -28,31 +28,48 @@ fn sorted(mut keys: Vec<String>) -> Vec<String> {
 fn set_get_delete_and_keys() {
     let server = RedisServer::start();
     let kv = store_for(&server.url());
-    kv.open("fruits").expect("open");
+    kv.open("fruits", &Bounds::UNBOUNDED).expect("open");
     assert_eq!(
-        kv.get("fruits", "apple"),
+        kv.get("fruits", "apple", &Bounds::UNBOUNDED),
         Err(KvError::KeyNotFound("apple".into()))
     );
-    assert!(kv.keys("fruits").expect("keys of empty store").is_empty());
-    kv.set("fruits", "apple", b"red").expect("set");
-    kv.set("fruits", "banana", b"yellow").expect("set");
-    kv.set("fruits", "apple", b"green").expect("overwrite");
-    assert_eq!(kv.get("fruits", "apple").expect("get"), b"green".to_vec());
+    assert!(
+        kv.keys("fruits", &Bounds::UNBOUNDED)
+            .expect("keys of empty store")
+            .is_empty()
+    );
+    kv.set("fruits", "apple", b"red", &Bounds::UNBOUNDED)
+        .expect("set");
+    kv.set("fruits", "banana", b"yellow", &Bounds::UNBOUNDED)
+        .expect("set");
+    kv.set("fruits", "apple", b"green", &Bounds::UNBOUNDED)
+        .expect("overwrite");
     assert_eq!(
-        sorted(kv.keys("fruits").expect("keys")),
+        kv.get("fruits", "apple", &Bounds::UNBOUNDED).expect("get"),
+        b"green".to_vec()
+    );
+    assert_eq!(
+        sorted(kv.keys("fruits", &Bounds::UNBOUNDED).expect("keys")),
         vec!["apple", "banana"]
     );
-    kv.delete("fruits", "apple").expect("delete");
-    kv.delete("fruits", "apple")
+    kv.delete("fruits", "apple", &Bounds::UNBOUNDED)
+        .expect("delete");
+    kv.delete("fruits", "apple", &Bounds::UNBOUNDED)
         .expect("deleting a missing key is fine");
     assert_eq!(
-        kv.get("fruits", "apple"),
+        kv.get("fruits", "apple", &Bounds::UNBOUNDED),
         Err(KvError::KeyNotFound("apple".into()))
     );
-    assert_eq!(kv.keys("fruits").expect("keys"), vec!["banana"]);
-    assert!(matches!(kv.set("", "k", b"v"), Err(KvError::InvalidKey(_))));
+    assert_eq!(
+        kv.keys("fruits", &Bounds::UNBOUNDED).expect("keys"),
+        vec!["banana"]
+    );
     assert!(matches!(
-        kv.get("s", &"k".repeat(2000)),
+        kv.set("", "k", b"v", &Bounds::UNBOUNDED),
+        Err(KvError::InvalidKey(_))
+    ));
+    assert!(matches!(
+        kv.get("s", &"k".repeat(2000), &Bounds::UNBOUNDED),
         Err(KvError::InvalidKey(_))
     ));
 }
@@ -62,21 +79,42 @@ fn values_are_binary_safe() {
     let server = RedisServer::start();
     let kv = store_for(&server.url());
     let every_byte: Vec<u8> = (0..=255u8).collect();
-    kv.set("bin", "bytes", &every_byte).expect("set");
-    assert_eq!(kv.get("bin", "bytes").expect("get"), every_byte);
-    kv.set("bin", "empty", b"").expect("set empty");
-    assert_eq!(kv.get("bin", "empty").expect("get empty"), Vec::<u8>::new());
+    kv.set("bin", "bytes", &every_byte, &Bounds::UNBOUNDED)
+        .expect("set");
+    assert_eq!(
+        kv.get("bin", "bytes", &Bounds::UNBOUNDED).expect("get"),
+        every_byte
+    );
+    kv.set("bin", "empty", b"", &Bounds::UNBOUNDED)
+        .expect("set empty");
+    assert_eq!(
+        kv.get("bin", "empty", &Bounds::UNBOUNDED)
+            .expect("get empty"),
+        Vec::<u8>::new()
+    );
     let big: Vec<u8> = (0..1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
-    kv.set("bin", "big", &big).expect("set 1 MiB");
-    assert_eq!(kv.get("bin", "big").expect("get 1 MiB"), big);
+    kv.set("bin", "big", &big, &Bounds::UNBOUNDED)
+        .expect("set 1 MiB");
+    assert_eq!(
+        kv.get("bin", "big", &Bounds::UNBOUNDED).expect("get 1 MiB"),
+        big
+    );
     // Keys may hold any Unicode, CRLF and the separator.
     for key in ["ключ", "a:b:c", "line\r\nbreak", "*?[]"] {
-        kv.set("bin", key, key.as_bytes()).expect("set odd key");
-        assert_eq!(kv.get("bin", key).expect("get odd key"), key.as_bytes());
+        kv.set("bin", key, key.as_bytes(), &Bounds::UNBOUNDED)
+            .expect("set odd key");
+        assert_eq!(
+            kv.get("bin", key, &Bounds::UNBOUNDED).expect("get odd key"),
+            key.as_bytes()
+        );
     }
-    let keys: HashSet<String> = kv.keys("bin").expect("keys").into_iter().collect();
+    let keys: HashSet<String> = kv
+        .keys("bin", &Bounds::UNBOUNDED)
+        .expect("keys")
+        .into_iter()
+        .collect();
     let expected: HashSet<String> = [
         "bytes",
         "empty",
@@ -98,21 +136,34 @@ fn polling_timeouts_work_like_socket_timeouts() {
     config.options.timeouts = TimeoutStrategy::Polling;
     let kv = RedisStore::with_config(config);
     let enforcement = kv
-        .run(|connection| Ok(connection.timeout_enforcement()))
+        .run(&Bounds::UNBOUNDED, |connection| {
+            Ok(connection.timeout_enforcement())
+        })
         .expect("connect");
     assert_eq!(enforcement, TimeoutEnforcement::Polling);
     // Large values make the non-blocking socket report "not ready" on both write and read.
     let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
-    kv.set("poll", "big", &big).expect("set 8 MiB");
-    assert_eq!(kv.get("poll", "big").expect("get 8 MiB"), big);
+    kv.set("poll", "big", &big, &Bounds::UNBOUNDED)
+        .expect("set 8 MiB");
+    assert_eq!(
+        kv.get("poll", "big", &Bounds::UNBOUNDED)
+            .expect("get 8 MiB"),
+        big
+    );
     for i in 0..200 {
-        kv.set("poll", &i.to_string(), b"v").expect("set");
+        kv.set("poll", &i.to_string(), b"v", &Bounds::UNBOUNDED)
+            .expect("set");
     }
-    assert_eq!(kv.keys("poll").expect("keys").len(), 201);
+    assert_eq!(
+        kv.keys("poll", &Bounds::UNBOUNDED).expect("keys").len(),
+        201
+    );
 
     let socket = store_for(&server.url());
     let enforcement = socket
-        .run(|connection| Ok(connection.timeout_enforcement()))
+        .run(&Bounds::UNBOUNDED, |connection| {
+            Ok(connection.timeout_enforcement())
+        })
         .expect("connect");
     assert_eq!(
         enforcement,
@@ -127,13 +178,14 @@ fn ten_thousand_keys_are_listed_with_scan() {
     let kv = store_for(&server.url());
     let expected: HashSet<String> = (0..10_000).map(|i| format!("key-{i}")).collect();
     for key in &expected {
-        kv.set("many", key, key.as_bytes()).expect("set");
+        kv.set("many", key, key.as_bytes(), &Bounds::UNBOUNDED)
+            .expect("set");
     }
     // Neighbours whose names the pattern must not catch.
-    kv.set("many2", "x", b"").expect("set");
-    kv.set("man", "y:z", b"").expect("set");
+    kv.set("many2", "x", b"", &Bounds::UNBOUNDED).expect("set");
+    kv.set("man", "y:z", b"", &Bounds::UNBOUNDED).expect("set");
     let started = Instant::now();
-    let listed = kv.keys("many").expect("keys");
+    let listed = kv.keys("many", &Bounds::UNBOUNDED).expect("keys");
     let elapsed = started.elapsed();
     assert_eq!(listed.len(), 10_000, "no duplicates, nothing missing");
     assert_eq!(listed.into_iter().collect::<HashSet<_>>(), expected);
@@ -144,24 +196,34 @@ fn ten_thousand_keys_are_listed_with_scan() {
 fn stores_are_separate() {
     let server = RedisServer::start();
     let kv = store_for(&server.url());
-    kv.set("a", "b:c", b"1").expect("set");
-    kv.set("a:b", "c", b"2").expect("set");
-    kv.set("a*", "k", b"3").expect("set");
-    kv.set("ab", "k", b"4").expect("set");
-    kv.set("[a]", "k", b"5").expect("set");
-    kv.set("a%3Ab", "c", b"6").expect("set");
-    assert_eq!(kv.get("a", "b:c").expect("get"), b"1");
-    assert_eq!(kv.get("a:b", "c").expect("get"), b"2");
-    assert_eq!(kv.get("a%3Ab", "c").expect("get"), b"6");
-    assert_eq!(kv.keys("a").expect("keys"), vec!["b:c"]);
-    assert_eq!(kv.keys("a:b").expect("keys"), vec!["c"]);
-    assert_eq!(kv.keys("a*").expect("keys"), vec!["k"]);
-    assert_eq!(kv.keys("[a]").expect("keys"), vec!["k"]);
-    assert_eq!(kv.keys("a%3Ab").expect("keys"), vec!["c"]);
-    kv.delete("a*", "k").expect("delete");
-    assert_eq!(kv.get("ab", "k").expect("other store untouched"), b"4");
-    assert!(kv.keys("a*").expect("keys").is_empty());
-    assert_eq!(kv.get("b", "c"), Err(KvError::KeyNotFound("c".into())));
+    kv.set("a", "b:c", b"1", &Bounds::UNBOUNDED).expect("set");
+    kv.set("a:b", "c", b"2", &Bounds::UNBOUNDED).expect("set");
+    kv.set("a*", "k", b"3", &Bounds::UNBOUNDED).expect("set");
+    kv.set("ab", "k", b"4", &Bounds::UNBOUNDED).expect("set");
+    kv.set("[a]", "k", b"5", &Bounds::UNBOUNDED).expect("set");
+    kv.set("a%3Ab", "c", b"6", &Bounds::UNBOUNDED).expect("set");
+    assert_eq!(kv.get("a", "b:c", &Bounds::UNBOUNDED).expect("get"), b"1");
+    assert_eq!(kv.get("a:b", "c", &Bounds::UNBOUNDED).expect("get"), b"2");
+    assert_eq!(kv.get("a%3Ab", "c", &Bounds::UNBOUNDED).expect("get"), b"6");
+    assert_eq!(kv.keys("a", &Bounds::UNBOUNDED).expect("keys"), vec!["b:c"]);
+    assert_eq!(kv.keys("a:b", &Bounds::UNBOUNDED).expect("keys"), vec!["c"]);
+    assert_eq!(kv.keys("a*", &Bounds::UNBOUNDED).expect("keys"), vec!["k"]);
+    assert_eq!(kv.keys("[a]", &Bounds::UNBOUNDED).expect("keys"), vec!["k"]);
+    assert_eq!(
+        kv.keys("a%3Ab", &Bounds::UNBOUNDED).expect("keys"),
+        vec!["c"]
+    );
+    kv.delete("a*", "k", &Bounds::UNBOUNDED).expect("delete");
+    assert_eq!(
+        kv.get("ab", "k", &Bounds::UNBOUNDED)
+            .expect("other store untouched"),
+        b"4"
+    );
+    assert!(kv.keys("a*", &Bounds::UNBOUNDED).expect("keys").is_empty());
+    assert_eq!(
+        kv.get("b", "c", &Bounds::UNBOUNDED),
+        Err(KvError::KeyNotFound("c".into()))
+    );
 }
 
 #[test]
@@ -169,11 +231,20 @@ fn databases_are_separate() {
     let server = RedisServer::start();
     let db0 = store_for(&server.url());
     let db2 = store_for(&format!("{}/2", server.url()));
-    db2.set("s", "k", b"in db 2").expect("set");
-    assert_eq!(db2.get("s", "k").expect("get"), b"in db 2");
-    assert_eq!(db0.get("s", "k"), Err(KvError::KeyNotFound("k".into())));
+    db2.set("s", "k", b"in db 2", &Bounds::UNBOUNDED)
+        .expect("set");
+    assert_eq!(
+        db2.get("s", "k", &Bounds::UNBOUNDED).expect("get"),
+        b"in db 2"
+    );
+    assert_eq!(
+        db0.get("s", "k", &Bounds::UNBOUNDED),
+        Err(KvError::KeyNotFound("k".into()))
+    );
     let missing_db = store_for(&format!("{}/99", server.url()));
-    assert!(matches!(missing_db.get("s", "k"), Err(KvError::Io(m)) if m.contains("DB index")));
+    assert!(
+        matches!(missing_db.get("s", "k", &Bounds::UNBOUNDED), Err(KvError::Io(m)) if m.contains("DB index"))
+    );
 }
 
 #[test]
@@ -186,7 +257,8 @@ fn outage_fails_fast_and_recovers_on_restart() {
             let kv = Arc::clone(&kv);
             thread::spawn(move || {
                 for j in 0..50 {
-                    kv.set("s", &format!("{i}-{j}"), b"v").expect("set");
+                    kv.set("s", &format!("{i}-{j}"), b"v", &Bounds::UNBOUNDED)
+                        .expect("set");
                 }
             })
         })
@@ -199,14 +271,26 @@ fn outage_fails_fast_and_recovers_on_restart() {
     server.stop();
     for _ in 0..3 {
         let started = Instant::now();
-        assert!(matches!(kv.get("s", "0-0"), Err(KvError::Connection(_))));
         assert!(matches!(
-            kv.set("s", "k", b"v"),
+            kv.get("s", "0-0", &Bounds::UNBOUNDED),
             Err(KvError::Connection(_))
         ));
-        assert!(matches!(kv.keys("s"), Err(KvError::Connection(_))));
-        assert!(matches!(kv.delete("s", "k"), Err(KvError::Connection(_))));
-        assert!(matches!(kv.open("s"), Err(KvError::Connection(_))));
+        assert!(matches!(
+            kv.set("s", "k", b"v", &Bounds::UNBOUNDED),
+            Err(KvError::Connection(_))
+        ));
+        assert!(matches!(
+            kv.keys("s", &Bounds::UNBOUNDED),
+            Err(KvError::Connection(_))
+        ));
+        assert!(matches!(
+            kv.delete("s", "k", &Bounds::UNBOUNDED),
+            Err(KvError::Connection(_))
+        ));
+        assert!(matches!(
+            kv.open("s", &Bounds::UNBOUNDED),
+            Err(KvError::Connection(_))
+        ));
         let elapsed = started.elapsed();
         assert!(
             elapsed < Duration::from_secs(1),
@@ -217,20 +301,31 @@ fn outage_fails_fast_and_recovers_on_restart() {
 
     server.restart();
     // The very first call after the restart succeeds: nothing stale is handed out.
-    kv.set("s", "after", b"restart").expect("set after restart");
-    assert_eq!(kv.get("s", "after").expect("get after restart"), b"restart");
+    kv.set("s", "after", b"restart", &Bounds::UNBOUNDED)
+        .expect("set after restart");
+    assert_eq!(
+        kv.get("s", "after", &Bounds::UNBOUNDED)
+            .expect("get after restart"),
+        b"restart"
+    );
     // Nothing was persisted, so the old keys are gone.
-    assert_eq!(kv.keys("s").expect("keys"), vec!["after"]);
+    assert_eq!(
+        kv.keys("s", &Bounds::UNBOUNDED).expect("keys"),
+        vec!["after"]
+    );
 }
 
 #[test]
 fn restart_while_idle_is_invisible_to_callers() {
     let mut server = RedisServer::start();
     let kv = store_for(&server.url());
-    kv.set("s", "k", b"v").expect("set");
+    kv.set("s", "k", b"v", &Bounds::UNBOUNDED).expect("set");
     server.restart();
-    assert_eq!(kv.get("s", "k"), Err(KvError::KeyNotFound("k".into())));
-    kv.set("s", "k", b"w").expect("set");
+    assert_eq!(
+        kv.get("s", "k", &Bounds::UNBOUNDED),
+        Err(KvError::KeyNotFound("k".into()))
+    );
+    kv.set("s", "k", b"w", &Bounds::UNBOUNDED).expect("set");
 }
 
 #[test]
@@ -249,10 +344,10 @@ fn hung_server_times_out_then_recovers() {
         let mut config = kv.config().clone();
         config.options.timeouts = strategy;
         kv = RedisStore::with_config(config);
-        kv.set("s", "k", b"v").expect("set");
+        kv.set("s", "k", b"v", &Bounds::UNBOUNDED).expect("set");
         signal("-STOP");
         let started = Instant::now();
-        let result = kv.get("s", "k");
+        let result = kv.get("s", "k", &Bounds::UNBOUNDED);
         let elapsed = started.elapsed();
         signal("-CONT");
         assert!(
@@ -263,7 +358,11 @@ fn hung_server_times_out_then_recovers() {
             elapsed < Duration::from_secs(2),
             "{strategy:?}: took {elapsed:?}"
         );
-        assert_eq!(kv.get("s", "k").expect("get after resume"), b"v");
+        assert_eq!(
+            kv.get("s", "k", &Bounds::UNBOUNDED)
+                .expect("get after resume"),
+            b"v"
+        );
     }
 }
 
@@ -272,22 +371,26 @@ fn password_authentication() {
     let server = RedisServer::start_with(&["--requirepass", "s3cret:@/"]);
     let port = server.port();
     let good = store_for(&format!("redis://:s3cret%3A%40%2F@127.0.0.1:{port}"));
-    good.set("s", "k", b"v").expect("set with password");
-    assert_eq!(good.get("s", "k").expect("get"), b"v");
+    good.set("s", "k", b"v", &Bounds::UNBOUNDED)
+        .expect("set with password");
+    assert_eq!(good.get("s", "k", &Bounds::UNBOUNDED).expect("get"), b"v");
 
     let wrong = store_for(&format!("redis://:nope@127.0.0.1:{port}"));
-    let result = wrong.get("s", "k");
+    let result = wrong.get("s", "k", &Bounds::UNBOUNDED);
     assert!(
         matches!(result, Err(KvError::Connection(ref m)) if m.contains("authentication")),
         "{result:?}"
     );
     let missing = store_for(&format!("redis://127.0.0.1:{port}"));
-    let result = missing.get("s", "k");
+    let result = missing.get("s", "k", &Bounds::UNBOUNDED);
     assert!(
         matches!(result, Err(KvError::Connection(ref m)) if m.contains("NOAUTH")),
         "{result:?}"
     );
-    assert!(matches!(missing.open("s"), Err(KvError::Connection(_))));
+    assert!(matches!(
+        missing.open("s", &Bounds::UNBOUNDED),
+        Err(KvError::Connection(_))
+    ));
 }
 
 #[test]
@@ -296,10 +399,12 @@ fn acl_user_authentication() {
         RedisServer::start_with(&["--user", "alice", "on", ">wonderland", "~*", "&*", "+@all"]);
     let port = server.port();
     let alice = store_for(&format!("redis://alice:wonderland@127.0.0.1:{port}"));
-    alice.set("s", "k", b"v").expect("set as alice");
+    alice
+        .set("s", "k", b"v", &Bounds::UNBOUNDED)
+        .expect("set as alice");
     let mallory = store_for(&format!("redis://alice:guess@127.0.0.1:{port}"));
     assert!(
-        matches!(mallory.get("s", "k"), Err(KvError::Connection(m)) if m.contains("WRONGPASS"))
+        matches!(mallory.get("s", "k", &Bounds::UNBOUNDED), Err(KvError::Connection(m)) if m.contains("WRONGPASS"))
     );
 }
 
@@ -334,8 +439,12 @@ fn concurrent_callers_share_a_bounded_pool() {
             thread::spawn(move || {
                 for i in 0..300 {
                     let key = format!("{worker}-{i}");
-                    kv.set("shared", &key, key.as_bytes()).expect("set");
-                    assert_eq!(kv.get("shared", &key).expect("get"), key.as_bytes());
+                    kv.set("shared", &key, key.as_bytes(), &Bounds::UNBOUNDED)
+                        .expect("set");
+                    assert_eq!(
+                        kv.get("shared", &key, &Bounds::UNBOUNDED).expect("get"),
+                        key.as_bytes()
+                    );
                     assert!(kv.open_connections() <= 4);
                 }
             })
@@ -344,6 +453,260 @@ fn concurrent_callers_share_a_bounded_pool() {
     for worker in workers {
         worker.join().expect("worker");
     }
-    assert_eq!(kv.keys("shared").expect("keys").len(), 8 * 300);
+    assert_eq!(
+        kv.keys("shared", &Bounds::UNBOUNDED).expect("keys").len(),
+        8 * 300
+    );
     assert!(kv.open_connections() <= 4);
+}
+
+/// A store with the default 5 s I/O timeout and pool wait, so only the caller's deadline can
+/// make a call against a frozen Redis return early.
+fn patient_store(url: &str, strategy: TimeoutStrategy) -> RedisStore {
+    let mut config = RedisConfig::from_url(url).expect("valid url");
+    config.options.timeouts = strategy;
+    assert_eq!(config.options.io_timeout, Duration::from_secs(5));
+    assert_eq!(config.pool_wait, Duration::from_secs(5));
+    RedisStore::with_config(config)
+}
+
+/// 200 ms from now, any reply size.
+fn deadline_200ms() -> Bounds {
+    Bounds::within(Duration::from_millis(200), usize::MAX)
+}
+
+/// Runs `call`, asserts it failed with `KvError::Timeout` well before the 5 s I/O timeout (a
+/// generous bound: this checks behaviour, not speed) and not before the deadline.
+fn assert_times_out<T: std::fmt::Debug>(what: &str, call: impl FnOnce() -> Result<T, KvError>) {
+    let started = Instant::now();
+    let result = call();
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(result, Err(KvError::Timeout(ref m)) if m.contains("deadline")),
+        "{what}: {result:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(190) && elapsed < Duration::from_millis(1500),
+        "{what}: took {elapsed:?}"
+    );
+}
+
+#[test]
+fn frozen_redis_fails_at_the_callers_deadline() {
+    let server = RedisServer::start();
+    for strategy in [TimeoutStrategy::Socket, TimeoutStrategy::Polling] {
+        let kv = patient_store(&server.url(), strategy);
+        kv.set("s", "k", b"v", &Bounds::UNBOUNDED).expect("set");
+        assert_eq!(kv.open_connections(), 1);
+        server.freeze();
+        // On the pooled connection: every operation gives up at its deadline.
+        assert_times_out("get", || kv.get("s", "k", &deadline_200ms()));
+        assert_times_out("set", || kv.set("s", "k", b"w", &deadline_200ms()));
+        assert_times_out("keys", || kv.keys("s", &deadline_200ms()));
+        assert_times_out("delete", || kv.delete("s", "k", &deadline_200ms()));
+        assert_times_out("open", || kv.open("s", &deadline_200ms()));
+        // Timed-out connections are out of step and were dropped.
+        assert_eq!(kv.open_connections(), 0, "{strategy:?}");
+        let result = kv.get("s", "k", &deadline_200ms());
+        let Err(KvError::Timeout(message)) = result else {
+            panic!("{strategy:?}: {result:?}");
+        };
+        assert!(
+            message.contains("get") && message.contains(" ms"),
+            "names the operation and how long it waited: {message}"
+        );
+        // A deadline already passed fails at once, without touching the pool.
+        let started = Instant::now();
+        let past = Bounds::new(Some(Instant::now()), usize::MAX);
+        assert!(matches!(kv.get("s", "k", &past), Err(KvError::Timeout(_))));
+        assert!(started.elapsed() < Duration::from_millis(100));
+        server.thaw();
+        // Redis may still run the commands it received while frozen (the delete included).
+        kv.set("s", "k", b"x", &deadline_200ms())
+            .expect("set after thaw");
+        assert_eq!(
+            kv.get("s", "k", &deadline_200ms()).expect("get after thaw"),
+            b"x"
+        );
+    }
+}
+
+#[test]
+fn frozen_redis_fails_at_the_deadline_while_connecting() {
+    // SELECT (database 2) and AUTH are sent while a new connection is opened.
+    let server = RedisServer::start_with(&["--requirepass", "pw"]);
+    let url = format!("redis://:pw@127.0.0.1:{}/2", server.port());
+    for strategy in [TimeoutStrategy::Socket, TimeoutStrategy::Polling] {
+        let kv = patient_store(&url, strategy);
+        server.freeze();
+        // The kernel still completes the TCP handshake; AUTH then gets no answer.
+        assert_times_out("get on a new connection", || {
+            kv.get("s", "k", &deadline_200ms())
+        });
+        assert_eq!(kv.open_connections(), 0);
+        server.thaw();
+        kv.set("s", "k", b"v", &deadline_200ms())
+            .expect("set after thaw");
+    }
+}
+
+#[test]
+fn pool_wait_ends_at_the_callers_deadline() {
+    let server = RedisServer::start();
+    let mut config = RedisConfig::from_url(&server.url()).expect("valid url");
+    config.pool_size = 1;
+    let kv = Arc::new(RedisStore::with_config(config));
+    kv.set("s", "k", b"v", &Bounds::UNBOUNDED).expect("set");
+    server.freeze();
+    // One caller holds the only connection, waiting for the frozen server.
+    let holder = {
+        let kv = Arc::clone(&kv);
+        thread::spawn(move || {
+            let bounds = Bounds::within(Duration::from_millis(1500), usize::MAX);
+            kv.get("s", "k", &bounds)
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let result = kv.get("s", "k", &deadline_200ms());
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(result, Err(KvError::Timeout(ref m)) if m.contains("free connection")),
+        "{result:?}"
+    );
+    assert!(elapsed < Duration::from_millis(1000), "took {elapsed:?}");
+    assert!(matches!(
+        holder.join().expect("holder"),
+        Err(KvError::Timeout(_))
+    ));
+    server.thaw();
+}
+
+#[test]
+fn retry_after_a_restart_stays_within_the_deadline() {
+    let mut server = RedisServer::start();
+    let kv = patient_store(&server.url(), TimeoutStrategy::Socket);
+    kv.set("s", "k", b"v", &Bounds::UNBOUNDED).expect("set");
+    // The pooled connection goes stale; the retry connects to a server that hangs.
+    server.restart();
+    server.freeze();
+    assert_times_out("get with retry", || kv.get("s", "k", &deadline_200ms()));
+    server.thaw();
+    assert_eq!(
+        kv.get("s", "k", &deadline_200ms()),
+        Err(KvError::KeyNotFound("k".into()))
+    );
+}
+
+#[test]
+fn redis_slower_than_io_timeout_is_still_a_connection_error() {
+    let server = RedisServer::start();
+    let kv = store_for(&server.url()); // io_timeout 500 ms
+    kv.set("s", "k", b"v", &Bounds::UNBOUNDED).expect("set");
+    server.freeze();
+    let bounds = Bounds::within(Duration::from_secs(10), usize::MAX);
+    let started = Instant::now();
+    let result = kv.get("s", "k", &bounds);
+    assert!(
+        matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    server.thaw();
+}
+
+#[test]
+fn oversized_value_is_refused_and_the_store_recovers() {
+    let server = RedisServer::start();
+    for strategy in [TimeoutStrategy::Socket, TimeoutStrategy::Polling] {
+        let kv = patient_store(&server.url(), strategy);
+        let big = vec![b'x'; 1024 * 1024];
+        kv.set("s", "big", &big, &Bounds::UNBOUNDED)
+            .expect("set 1 MiB");
+        kv.set("s", "small", b"tiny", &Bounds::UNBOUNDED)
+            .expect("set");
+        let limited = Bounds::new(None, 64 * 1024);
+        assert_eq!(
+            kv.get("s", "big", &limited),
+            Err(KvError::TooLarge {
+                limit: 64 * 1024,
+                size: Some(1024 * 1024)
+            }),
+            "{strategy:?}"
+        );
+        assert_eq!(
+            kv.open_connections(),
+            0,
+            "the refused reply's connection is dropped"
+        );
+        // The next call (on a new connection) works, with the same bounds.
+        assert_eq!(kv.get("s", "small", &limited).expect("get"), b"tiny");
+        assert_eq!(
+            kv.get("s", "big", &Bounds::new(None, 1024 * 1024))
+                .expect("exactly at the limit"),
+            big
+        );
+        let error = kv.get("s", "big", &Bounds::new(None, 1000)).unwrap_err();
+        assert!(error.to_string().contains("1000 bytes"), "{error}");
+    }
+}
+
+#[test]
+fn listing_more_key_bytes_than_allowed_is_refused() {
+    let server = RedisServer::start();
+    let mut config = RedisConfig::from_url(&server.url()).expect("valid url");
+    // Several SCAN rounds.
+    config.scan_count = 100;
+    let kv = RedisStore::with_config(config);
+    for i in 0..2000 {
+        kv.set("many", &format!("key-{i:04}"), b"", &Bounds::UNBOUNDED)
+            .expect("set");
+    }
+    // 2000 names of 8 bytes: 16000 bytes; the store prefix does not count.
+    assert_eq!(
+        kv.keys("many", &Bounds::new(None, 1000)),
+        Err(KvError::TooLarge {
+            limit: 1000,
+            size: None
+        })
+    );
+    assert_eq!(
+        kv.keys("many", &Bounds::new(None, 15_999)),
+        Err(KvError::TooLarge {
+            limit: 15_999,
+            size: None
+        })
+    );
+    assert_eq!(
+        kv.keys("many", &Bounds::new(None, 16_000))
+            .expect("exactly at the limit")
+            .len(),
+        2000
+    );
+    assert_eq!(
+        kv.open_connections(),
+        1,
+        "stopping between rounds keeps the connection"
+    );
+
+    // One round holding all keys is refused on the header of the first name that does not fit.
+    let mut config = RedisConfig::from_url(&server.url()).expect("valid url");
+    config.scan_count = 10_000;
+    let kv = RedisStore::with_config(config);
+    assert_eq!(
+        kv.keys("many", &Bounds::new(None, 1000)),
+        Err(KvError::TooLarge {
+            limit: 1000,
+            size: None
+        })
+    );
+    assert_eq!(
+        kv.open_connections(),
+        0,
+        "a reply refused midway drops its connection"
+    );
+    assert_eq!(
+        kv.keys("many", &Bounds::UNBOUNDED).expect("keys").len(),
+        2000
+    );
 }
