@@ -31,14 +31,19 @@ pub struct Quota {
     pub budget: Budget,
     limits: Limits,
     started: Instant,
-    deadline: Instant,
+    /// `None` when the timeout is too long to represent (no deadline).
+    deadline: Option<Instant>,
     /// Fuel not handed to the store yet.
     pub(crate) fuel_left: u64,
     /// Guest calls the host made on its own behalf (`cabi_realloc`, post-return) in progress.
     pub(crate) callbacks: u32,
     /// Guest calls in progress.
     pub(crate) depth: u32,
+    /// The first fault that stopped the run.
     fault: Option<Fault>,
+    /// The first growth the budget refused: the guest saw `-1` and may cope, so it explains a
+    /// later trap rather than failing the run by itself.
+    refused_growth: Option<Fault>,
 }
 
 impl Quota {
@@ -49,11 +54,12 @@ impl Quota {
             budget: Budget::new(limits.max_memory),
             limits,
             started,
-            deadline: started.checked_add(limits.timeout).unwrap_or(started),
+            deadline: started.checked_add(limits.timeout),
             fuel_left: limits.fuel,
             callbacks: 0,
             depth: 0,
             fault: None,
+            refused_growth: None,
         }
     }
 
@@ -67,19 +73,24 @@ impl Quota {
         self.started
     }
 
-    /// When the run must end.
-    pub fn deadline(&self) -> Instant {
+    /// When the run must end (`None`: never).
+    pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
-    /// Time left before the deadline.
+    /// Time left before the deadline (`Duration::MAX` without one).
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.deadline.map_or(Duration::MAX, |deadline| {
+            deadline.saturating_duration_since(Instant::now())
+        })
     }
 
     /// Fails (and records) the deadline if it has passed.
     pub fn check_deadline(&mut self) -> Result<(), Fault> {
-        if Instant::now() >= self.deadline {
+        if self
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
             return Err(self.fail(Fault::Timeout {
                 limit: self.limits.timeout,
             }));
@@ -147,10 +158,23 @@ impl Quota {
         }
     }
 
+    /// The fault that ended a call with a trap: the first recorded one; else the refused
+    /// growth if the guest then trapped (a Rust guest aborts when allocation fails); else the
+    /// trap itself. Recorded, so that enclosing calls report the same.
+    pub(crate) fn settle(&mut self, trap: Fault) -> Fault {
+        if let Some(fault) = &self.fault {
+            return fault.clone();
+        }
+        let fault = match (&trap, &self.refused_growth) {
+            (Fault::Trap(_) | Fault::Instantiate(_), Some(refused)) => refused.clone(),
+            _ => trap,
+        };
+        self.fail(fault)
+    }
+
     fn denied(&mut self, fault: Fault) -> Result<bool, LimiterError> {
-        // Wasm semantics: the growth fails (`memory.grow` returns -1); the fault explains a trap
-        // that follows.
-        self.fail(fault);
+        // Wasm semantics: the growth fails (`memory.grow` returns -1, instantiation fails).
+        self.refused_growth.get_or_insert(fault);
         Ok(false)
     }
 }

@@ -120,10 +120,9 @@ fn sliced<D: HasQuota>(
     }
 }
 
-/// The fault that ended a call: the first one the run recorded, else what the error says.
+/// The fault that ended a call (see [`Quota::settle`]).
 fn settle(quota: &mut Quota, error: &wasmi::Error) -> Fault {
-    let fault = Fault::from_error(error);
-    quota.fail(fault)
+    quota.settle(Fault::from_error(error))
 }
 
 /// Moves the fuel left in the store back to the quota and hands out the next slice (at least

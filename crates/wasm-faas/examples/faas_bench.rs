@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use wasm_faas::{Limits, WasiInput, load_module, new_engine, run_nanoprocess_str, run_wasi};
+use wasm_faas::{Limits, WasiInput, engine, load_module, run_nanoprocess_str, run_wasi};
 
 fn report(name: &str, runs: u32, total: Duration, fuel: u64) {
     println!(
@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/guests"),
         PathBuf::from,
     );
-    let engine = new_engine();
+    let engine = engine();
     let limits = Limits::default();
 
     let started = Instant::now();
@@ -39,14 +39,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut fuel = 0;
     let started = Instant::now();
     for _ in 0..runs {
-        fuel = run_wasi(&fib, &input, &limits)?.fuel_used;
+        let run = run_wasi(&fib, &input, &limits);
+        run.result?;
+        fuel = run.report.fuel_used;
     }
     report("fib(20) wasi", runs, started.elapsed(), fuel);
 
     let runs = 20000;
     let started = Instant::now();
     for _ in 0..runs {
-        fuel = run_nanoprocess_str(&answer, "", &limits)?.fuel_used;
+        let run = run_nanoprocess_str(&answer, "", &limits);
+        run.result?;
+        fuel = run.report.fuel_used;
     }
     report("answer.wat", runs, started.elapsed(), fuel);
 
@@ -54,7 +58,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let exit = load_module(&engine, &std::fs::read(dir.join("wasi_exit.wat"))?)?;
     let started = Instant::now();
     for _ in 0..runs {
-        fuel = run_wasi(&exit, &WasiInput::default(), &limits)?.fuel_used;
+        let run = run_wasi(&exit, &WasiInput::default(), &limits);
+        run.result?;
+        fuel = run.report.fuel_used;
     }
     report("wasi_exit.wat", runs, started.elapsed(), fuel);
     Ok(())

@@ -1,4 +1,4 @@
-//! Classic FaaS guests on the [`wasmi`] interpreter, with limits.
+//! Classic FaaS guests, run in the [`sandbox`].
 //!
 //! Two kinds of modules are supported (see [`classify`]):
 //! - **WASI commands** (`wasi_snapshot_preview1` imports, `_start: () -> ()`), run by [`run_wasi`]
@@ -7,34 +7,76 @@
 //! - **Nanoprocesses** (`_start` over i32/i64/f32/f64, optionally importing `platform.now`), run by
 //!   [`run_nanoprocess`] / [`run_nanoprocess_str`] with numbers in and numbers (as text) out.
 //!
-//! Every invocation gets a fresh [`wasmi::Store`] and instance and is bounded by [`Limits`]:
-//! fuel, a wall-clock deadline (checked between fuel slices), linear memory and output size.
-//! Compile modules once with [`load_module`] on an engine from [`new_engine`] and cache them.
+//! Every invocation gets a fresh store and instance bounded by [`Limits`] (fuel, wall-clock
+//! deadline, memory budget, output size) and returns a [`Report`] of what it cost, whatever the
+//! outcome. Compile modules once with [`load_module`] on [`engine`] and cache them.
 
 mod error;
-mod exec;
 mod kind;
-mod limits;
 mod nanoprocess;
 mod wasi;
 
+use std::time::Duration;
+
 pub use error::RunError;
-pub use exec::FUEL_SLICE;
 pub use kind::{ENTRY, Kind, PLATFORM_MODULE, PLATFORM_NOW, WASI_MODULE, classify};
-pub use limits::Limits;
 pub use nanoprocess::{NanoOutput, format_value, parse_args, run_nanoprocess, run_nanoprocess_str};
-pub use wasi::{GuestRandom, WasiInput, WasiOutput, run_wasi};
+pub use sandbox::{Fault, Report, Spend, engine};
+pub use wasi::{GuestRandom, STDERR_CAPTURE, WasiInput, WasiOutput, run_wasi};
 pub use wasmi::{Engine, Module, Val, ValType};
 
-use wasmi::{CompilationMode, Config};
+/// Limits of one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Instruction budget (wasmi fuel).
+    pub fuel: u64,
+    /// Wall-clock budget of the whole invocation.
+    pub deadline: Duration,
+    /// Memory budget: linear memory, tables, and what the host holds for the guest (stdin,
+    /// captured output).
+    pub max_memory_bytes: usize,
+    /// Upper bound of captured stdout, in bytes.
+    pub max_output_bytes: usize,
+}
 
-/// An engine that meters fuel and compiles eagerly, as [`run_wasi`] and [`run_nanoprocess`] require.
-pub fn new_engine() -> Engine {
-    let mut config = Config::default();
-    config
-        .consume_fuel(true)
-        .compilation_mode(CompilationMode::Eager);
-    Engine::new(&config)
+impl Default for Limits {
+    /// 1e9 fuel, 10 s, 64 MiB memory, 1 MiB output.
+    fn default() -> Self {
+        Self {
+            fuel: 1_000_000_000,
+            deadline: Duration::from_secs(10),
+            max_memory_bytes: 64 << 20,
+            max_output_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Limits {
+    fn sandbox(&self) -> sandbox::Limits {
+        sandbox::Limits {
+            fuel: self.fuel,
+            timeout: self.deadline,
+            max_memory: self.max_memory_bytes,
+        }
+    }
+}
+
+/// The outcome of one invocation and what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run<T> {
+    /// The result, or why there is none.
+    pub result: Result<T, RunError>,
+    /// Fuel, peak memory and time, also for failed runs.
+    pub report: Report,
+}
+
+impl<T> Run<T> {
+    fn failed(error: RunError) -> Self {
+        Run {
+            result: Err(error),
+            report: Report::default(),
+        }
+    }
 }
 
 /// Compiles a module from binary wasm (`\0asm...`) or WAT text.

@@ -1,38 +1,19 @@
 //! Nanoprocesses: modules whose `_start` maps numbers to numbers.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use wasmi::{F32, F64, Linker, Module, Store, Val, ValType};
+use sandbox::Guest;
+use wasmi::{F32, F64, Linker, Module, Val, ValType};
 
 use crate::error::RunError;
-use crate::exec::{self, Budget, Fuel, HasBudget};
 use crate::kind::{ENTRY, Kind, PLATFORM_MODULE, PLATFORM_NOW, classify, type_list};
-use crate::limits::Limits;
+use crate::{Limits, Run};
 
 /// What a finished nanoprocess invocation produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NanoOutput {
     /// The results of `_start`, rendered as text (`7`, `-1`, `2.5`, `NaN`).
     pub results: Vec<String>,
-    /// Fuel consumed, instantiation included.
-    pub fuel_used: u64,
-    /// Largest linear memory size reached, in bytes.
-    pub peak_memory: usize,
-    /// Wall-clock time of the invocation, instantiation included.
-    pub elapsed: Duration,
-}
-
-struct NanoState {
-    budget: Budget,
-}
-
-impl HasBudget for NanoState {
-    fn budget(&self) -> &Budget {
-        &self.budget
-    }
-    fn budget_mut(&mut self) -> &mut Budget {
-        &mut self.budget
-    }
 }
 
 /// Milliseconds since the Unix epoch, the value of `platform.now`.
@@ -135,82 +116,61 @@ pub fn format_value(value: &Val) -> String {
     }
 }
 
+/// The parameter and result types of a nanoprocess's `_start`.
+fn signature(module: &Module) -> Result<(Vec<ValType>, Vec<ValType>), RunError> {
+    match classify(module) {
+        Kind::Nanoprocess { params, results } => Ok((params, results)),
+        Kind::WasiCommand => Err(RunError::Invalid(
+            "the module is a WASI command, not a nanoprocess".into(),
+        )),
+        Kind::Unknown(reason) => Err(RunError::Invalid(format!("not a nanoprocess: {reason}"))),
+    }
+}
+
 /// Runs the nanoprocess `module` once with already typed `args`, in a fresh store and instance.
-pub fn run_nanoprocess(
-    module: &Module,
-    args: &[Val],
-    limits: &Limits,
-) -> Result<NanoOutput, RunError> {
-    let (params, results) = match classify(module) {
-        Kind::Nanoprocess { params, results } => (params, results),
-        Kind::WasiCommand => {
-            return Err(RunError::Invalid(
-                "the module is a WASI command, not a nanoprocess".into(),
-            ));
-        }
-        Kind::Unknown(reason) => {
-            return Err(RunError::Invalid(format!("not a nanoprocess: {reason}")));
-        }
+pub fn run_nanoprocess(module: &Module, args: &[Val], limits: &Limits) -> Run<NanoOutput> {
+    let (params, results) = match signature(module) {
+        Ok(signature) => signature,
+        Err(error) => return Run::failed(error),
     };
     let given: Vec<ValType> = args.iter().map(Val::ty).collect();
     if given != params {
-        return Err(RunError::BadArgs(format!(
+        return Run::failed(RunError::BadArgs(format!(
             "`{ENTRY}` takes ({}), got ({})",
             type_list(&params),
             type_list(&given)
         )));
     }
 
-    let mut store = Store::new(
-        module.engine(),
-        NanoState {
-            budget: Budget::new(limits),
-        },
-    );
-    store.limiter(|state| &mut state.budget_mut().limiter);
-    let mut linker = Linker::<NanoState>::new(module.engine());
-    linker
-        .func_wrap(PLATFORM_MODULE, PLATFORM_NOW, now_millis)
-        .map_err(|error| RunError::Invalid(error.to_string()))?;
-
-    let mut fuel = Fuel::new(limits);
-    let instance = exec::instantiate(&mut store, &mut fuel, limits, |store| {
-        linker.instantiate_and_start(store, module)
-    })?;
-    let entry = instance
-        .get_func(&store, ENTRY)
-        .ok_or_else(|| RunError::Invalid(format!("no `{ENTRY}` function is exported")))?;
+    let mut store = sandbox::store(module.engine(), limits.sandbox(), ());
+    let mut linker = Linker::<Guest<()>>::new(module.engine());
+    if let Err(error) = linker.func_wrap(PLATFORM_MODULE, PLATFORM_NOW, now_millis) {
+        return Run::failed(RunError::Invalid(error.to_string()));
+    }
     let mut outputs: Vec<Val> = results.iter().map(|ty| Val::default_for_ty(*ty)).collect();
-    exec::call(&mut store, &mut fuel, limits, entry, args, &mut outputs)?;
-
-    let budget = store.data().budget();
-    Ok(NanoOutput {
-        results: outputs.iter().map(format_value).collect(),
-        fuel_used: fuel.used,
-        peak_memory: budget.limiter.peak_memory,
-        elapsed: budget.started.elapsed(),
-    })
+    let result = sandbox::instantiate(&mut store, &linker, module)
+        .map_err(RunError::from)
+        .and_then(|instance| {
+            let entry = instance
+                .get_func(&store, ENTRY)
+                .ok_or_else(|| RunError::Invalid(format!("no `{ENTRY}` function is exported")))?;
+            Ok(sandbox::call(&mut store, entry, args, &mut outputs)?)
+        })
+        .map(|()| NanoOutput {
+            results: outputs.iter().map(format_value).collect(),
+        });
+    Run {
+        result,
+        report: sandbox::report(&store),
+    }
 }
 
 /// Parses `args` (see [`parse_args`]) against the module's `_start` and runs it.
-pub fn run_nanoprocess_str(
-    module: &Module,
-    args: &str,
-    limits: &Limits,
-) -> Result<NanoOutput, RunError> {
-    let params = match classify(module) {
-        Kind::Nanoprocess { params, .. } => params,
-        Kind::WasiCommand => {
-            return Err(RunError::Invalid(
-                "the module is a WASI command, not a nanoprocess".into(),
-            ));
-        }
-        Kind::Unknown(reason) => {
-            return Err(RunError::Invalid(format!("not a nanoprocess: {reason}")));
-        }
-    };
-    let args = parse_args(args, &params)?;
-    run_nanoprocess(module, &args, limits)
+pub fn run_nanoprocess_str(module: &Module, args: &str, limits: &Limits) -> Run<NanoOutput> {
+    match signature(module).and_then(|(params, _)| parse_args(args, &params)) {
+        Ok(args) => run_nanoprocess(module, &args, limits),
+        Err(error) => Run::failed(error),
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! A WASI preview1 subset for classic FaaS commands, written against plain `std`.
 //!
-//! Provided: args, environ, stdin from a buffer, stdout/stderr captured into bounded buffers,
-//! fd 0-2 metadata, clocks (realtime, monotonic, process/thread CPU time as time since the
-//! invocation started), `random_get` (non-cryptographic, see [`GuestRandom`]), `proc_exit`,
-//! `sched_yield` and a minimal `poll_oneoff` (clock sleeps bounded by the deadline, fd
-//! subscriptions ready at once). There is no file system (no preopens) and no sockets: those
-//! calls answer `EBADF` for fds above 2 and `ENOSYS` otherwise. Every guest pointer is
-//! bounds-checked; a bad one traps the invocation ([`RunError::Trap`]), never the host.
+//! Provided: args, environ, stdin from a buffer, stdout captured up to the output limit, stderr
+//! captured as its last [`STDERR_CAPTURE`] bytes, fd 0-2 metadata, clocks (realtime, monotonic,
+//! process/thread CPU time as time since the invocation started), `random_get`
+//! (non-cryptographic, see [`GuestRandom`]), `proc_exit`, `sched_yield` and a minimal
+//! `poll_oneoff` (clock sleeps bounded by the deadline, fd subscriptions ready at once). There is
+//! no file system (no preopens) and no sockets: those calls answer `EBADF` for fds above 2 and
+//! `ENOSYS` otherwise. Every guest pointer is bounds-checked; a bad one traps the invocation
+//! ([`Fault::Host`]), never the host. What the host holds for the guest (stdin, args, captured
+//! output) is charged to the invocation's memory budget.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -15,12 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use wasmi::{Caller, Engine, Error, Extern, FuncType, Linker, Memory, Module, Store, Val, ValType};
+use sandbox::{Fault, Guest};
+use wasmi::{Caller, Engine, Error, Extern, FuncType, Linker, Memory, Module, Val, ValType};
 
 use crate::error::RunError;
-use crate::exec::{self, Budget, Ending, Fuel, HasBudget, HostStop};
 use crate::kind::{ENTRY, Kind, WASI_MODULE, classify};
-use crate::limits::Limits;
+use crate::{Limits, Run};
 
 /// Input of one WASI invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,15 +55,14 @@ pub struct WasiOutput {
     pub exit_code: i32,
     /// Everything written to fd 1.
     pub stdout: Vec<u8>,
-    /// Everything written to fd 2.
+    /// The last [`STDERR_CAPTURE`] bytes written to fd 2.
     pub stderr: Vec<u8>,
-    /// Fuel consumed, instantiation included.
-    pub fuel_used: u64,
-    /// Largest linear memory size reached, in bytes.
-    pub peak_memory: usize,
-    /// Wall-clock time of the invocation, instantiation included.
-    pub elapsed: Duration,
+    /// Bytes written to fd 2 before those (not kept).
+    pub stderr_dropped: usize,
 }
+
+/// Bytes of stderr kept per invocation (its end, where panics and errors are).
+pub const STDERR_CAPTURE: usize = 16 * 1024;
 
 /// WASI errno values (preview1 `errno` enum).
 mod errno {
@@ -123,9 +124,8 @@ impl GuestRandom {
     }
 }
 
-/// The store data of a WASI invocation.
+/// The host state of a WASI invocation.
 struct WasiState {
-    budget: Budget,
     /// `argv` entries, each NUL-terminated.
     argv: Vec<Vec<u8>>,
     /// `KEY=value` entries, each NUL-terminated.
@@ -134,19 +134,34 @@ struct WasiState {
     stdin_read: usize,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    stderr_dropped: usize,
     max_output_bytes: usize,
     memory: Option<Memory>,
     random: GuestRandom,
+    /// The code given to `proc_exit`.
+    exit: Option<i32>,
 }
 
-impl HasBudget for WasiState {
-    fn budget(&self) -> &Budget {
-        &self.budget
+impl WasiState {
+    /// Bytes the state holds for the guest, charged when the run starts.
+    fn held_bytes(&self) -> usize {
+        let list = |entries: &[Vec<u8>]| entries.iter().map(|e| e.len() + 24).sum::<usize>();
+        self.stdin.len() + list(&self.argv) + list(&self.environ)
     }
-    fn budget_mut(&mut self) -> &mut Budget {
-        &mut self.budget
+
+    /// Keeps the end of stderr: at most [`STDERR_CAPTURE`] bytes (compacted once it holds
+    /// twice that), counting what is dropped.
+    fn capture_stderr(&mut self, bytes: &[u8]) {
+        self.stderr.extend_from_slice(bytes);
+        if self.stderr.len() > 2 * STDERR_CAPTURE {
+            let drop = self.stderr.len() - STDERR_CAPTURE;
+            self.stderr.drain(..drop);
+            self.stderr_dropped += drop;
+        }
     }
 }
+
+type WasiGuest = Guest<WasiState>;
 
 fn c_string(text: &str, what: &str) -> Result<Vec<u8>, RunError> {
     if text.contains('\0') {
@@ -162,6 +177,7 @@ fn c_string(text: &str, what: &str) -> Result<Vec<u8>, RunError> {
 
 impl WasiState {
     fn new(input: &WasiInput, limits: &Limits) -> Result<Self, RunError> {
+        let _ = limits;
         let argv = std::iter::once(&input.program_name)
             .chain(&input.args)
             .map(|arg| c_string(arg, "argument"))
@@ -179,22 +195,23 @@ impl WasiState {
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            budget: Budget::new(limits),
             argv,
             environ,
             stdin: input.stdin.clone(),
             stdin_read: 0,
             stdout: Vec::new(),
             stderr: Vec::new(),
+            stderr_dropped: 0,
             max_output_bytes: limits.max_output_bytes,
             memory: None,
             random: GuestRandom::seeded(),
+            exit: None,
         })
     }
 }
 
 fn fault(message: String) -> Error {
-    Error::host(HostStop::Fault(message))
+    Fault::Host(message).into()
 }
 
 /// Bounds-checked view of the guest's linear memory.
@@ -252,17 +269,23 @@ impl GuestMemory<'_> {
         self.write(pointer, &value.to_le_bytes())
     }
 
-    /// The `(buf, buf_len)` pairs of an iovec array, each checked against memory.
-    fn iovecs(&self, iovs: u32, count: u32) -> Result<Vec<Range<usize>>, Error> {
+    /// The `index`-th `(buf, buf_len)` pair of an iovec array, checked against memory.
+    fn iovec(&self, iovs: u32, index: u32) -> Result<Range<usize>, Error> {
+        let entry = offset(iovs, u64::from(index) * 8)?;
+        let buffer = self.read_u32(entry)?;
+        let length = self.read_u32(offset(entry, 4)?)?;
+        self.range(buffer, u64::from(length))
+    }
+
+    /// Checks an iovec array (the array and every buffer) and returns the total length,
+    /// without allocating anything per entry.
+    fn iovecs_total(&self, iovs: u32, count: u32) -> Result<u64, Error> {
         self.range(iovs, u64::from(count) * 8)?;
-        (0..count)
-            .map(|index| {
-                let entry = iovs + index * 8;
-                let buffer = self.read_u32(entry)?;
-                let length = self.read_u32(entry + 4)?;
-                self.range(buffer, u64::from(length))
-            })
-            .collect()
+        let mut total = 0u64;
+        for index in 0..count {
+            total += self.iovec(iovs, index)?.len() as u64;
+        }
+        Ok(total)
     }
 }
 
@@ -275,12 +298,12 @@ fn offset(base: u32, add: u64) -> Result<u32, Error> {
     })
 }
 
-/// Runs `body` with the guest's memory and the WASI state.
+/// Runs `body` with the guest's memory and the run's state.
 fn with_memory<R>(
-    caller: &mut Caller<'_, WasiState>,
-    body: impl FnOnce(&mut GuestMemory<'_>, &mut WasiState) -> Result<R, Error>,
+    caller: &mut Caller<'_, WasiGuest>,
+    body: impl FnOnce(&mut GuestMemory<'_>, &mut WasiGuest) -> Result<R, Error>,
 ) -> Result<R, Error> {
-    let memory = match caller.data().memory {
+    let memory = match caller.data().host.memory {
         Some(memory) => memory,
         None => match caller.get_export("memory") {
             Some(Extern::Memory(memory)) => memory,
@@ -338,58 +361,70 @@ fn monotonic_nanos() -> u64 {
     u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn clock_nanos(state: &WasiState, clock: i32) -> Option<u64> {
+fn clock_nanos(guest: &WasiGuest, clock: i32) -> Option<u64> {
     match clock {
         0 => Some(realtime_nanos()),
         1 => Some(monotonic_nanos()),
-        2 | 3 => Some(u64::try_from(state.budget.started.elapsed().as_nanos()).unwrap_or(u64::MAX)),
+        2 | 3 => {
+            Some(u64::try_from(guest.quota.started().elapsed().as_nanos()).unwrap_or(u64::MAX))
+        }
         _ => None,
     }
 }
 
-/// `poll_oneoff`: fd subscriptions are ready at once; clock subscriptions sleep, bounded by the deadline.
+const SUBSCRIPTION_SIZE: u64 = 48;
+const EVENT_SIZE: u64 = 32;
+
+/// Writes one `event` record.
+fn write_event(
+    memory: &mut GuestMemory<'_>,
+    events: u32,
+    index: u64,
+    userdata: u64,
+    error: u16,
+    kind: u8,
+    nbytes: u64,
+) -> Result<(), Error> {
+    let mut record = [0u8; EVENT_SIZE as usize];
+    record[0..8].copy_from_slice(&userdata.to_le_bytes());
+    record[8..10].copy_from_slice(&error.to_le_bytes());
+    record[10] = kind;
+    record[16..24].copy_from_slice(&nbytes.to_le_bytes());
+    memory.write(offset(events, index * EVENT_SIZE)?, &record)
+}
+
+/// `poll_oneoff`: fd subscriptions are ready at once; clock subscriptions sleep, bounded by the
+/// deadline. Events are written as subscriptions are read (nothing is allocated per entry).
 fn poll_oneoff(
     memory: &mut GuestMemory<'_>,
-    state: &mut WasiState,
+    guest: &mut WasiGuest,
     subscriptions: u32,
     events: u32,
     count: u32,
     nevents_ptr: u32,
 ) -> Result<i32, Error> {
-    const SUBSCRIPTION_SIZE: u64 = 48;
-    const EVENT_SIZE: u64 = 32;
     if count == 0 {
         return Ok(errno::INVAL);
     }
     memory.range(subscriptions, u64::from(count) * SUBSCRIPTION_SIZE)?;
     memory.range(events, u64::from(count) * EVENT_SIZE)?;
 
-    struct Ready {
-        userdata: u64,
-        error: u16,
-        kind: u8,
-        nbytes: u64,
-    }
-    let mut ready = Vec::new();
+    let state = &guest.host;
+    let mut ready = 0u64;
     // Earliest clock wake-up: (nanoseconds from now, userdata).
     let mut earliest: Option<(u64, u64)> = None;
     for index in 0..u64::from(count) {
         let base = offset(subscriptions, index * SUBSCRIPTION_SIZE)?;
         let userdata = memory.read_u64(base)?;
         let tag = memory.slice(offset(base, 8)?, 1)?[0];
-        match tag {
+        let (error, nbytes) = match tag {
             0 => {
                 let clock = memory.read_u32(offset(base, 16)?)? as i32;
                 let timeout = memory.read_u64(offset(base, 24)?)?;
-                let flags = memory.slice(offset(base, 40)?, 2)?;
-                let absolute = flags[0] & 1 == 1;
-                let Some(now) = clock_nanos(state, clock) else {
-                    ready.push(Ready {
-                        userdata,
-                        error: errno::INVAL as u16,
-                        kind: 0,
-                        nbytes: 0,
-                    });
+                let absolute = memory.slice(offset(base, 40)?, 2)?[0] & 1 == 1;
+                let Some(now) = clock_nanos(guest, clock) else {
+                    write_event(memory, events, ready, userdata, errno::INVAL as u16, 0, 0)?;
+                    ready += 1;
                     continue;
                 };
                 let wait = if absolute {
@@ -400,67 +435,40 @@ fn poll_oneoff(
                 if earliest.is_none_or(|(current, _)| wait < current) {
                     earliest = Some((wait, userdata));
                 }
+                continue;
             }
-            1 | 2 => {
-                let fd = memory.read_u32(offset(base, 16)?)?;
-                let (error, nbytes) = match (tag, fd) {
-                    (1, 0) => (
-                        errno::SUCCESS,
-                        (state.stdin.len() - state.stdin_read) as u64,
-                    ),
-                    (2, 1) => (
-                        errno::SUCCESS,
-                        state.max_output_bytes.saturating_sub(state.stdout.len()) as u64,
-                    ),
-                    (2, 2) => (
-                        errno::SUCCESS,
-                        state.max_output_bytes.saturating_sub(state.stderr.len()) as u64,
-                    ),
-                    _ => (errno::BADF, 0),
-                };
-                ready.push(Ready {
-                    userdata,
-                    error: error as u16,
-                    kind: tag,
-                    nbytes,
-                });
-            }
-            _ => ready.push(Ready {
-                userdata,
-                error: errno::INVAL as u16,
-                kind: tag,
-                nbytes: 0,
-            }),
-        }
+            1 | 2 => match (tag, memory.read_u32(offset(base, 16)?)?) {
+                (1, 0) => (
+                    errno::SUCCESS,
+                    (state.stdin.len() - state.stdin_read) as u64,
+                ),
+                (2, 1) => (
+                    errno::SUCCESS,
+                    state.max_output_bytes.saturating_sub(state.stdout.len()) as u64,
+                ),
+                (2, 2) => (errno::SUCCESS, STDERR_CAPTURE as u64),
+                _ => (errno::BADF, 0),
+            },
+            _ => (errno::INVAL, 0),
+        };
+        write_event(memory, events, ready, userdata, error as u16, tag, nbytes)?;
+        ready += 1;
     }
-    if ready.is_empty()
+    if ready == 0
         && let Some((wait, userdata)) = earliest
     {
         let wake = Instant::now() + Duration::from_nanos(wait);
-        match state.budget.deadline {
-            Some(deadline) if deadline < wake => {
-                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                return Err(Error::host(HostStop::Timeout));
-            }
-            _ => std::thread::sleep(wake.saturating_duration_since(Instant::now())),
+        if let Some(deadline) = guest.quota.deadline()
+            && deadline < wake
+        {
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            guest.quota.check_deadline()?;
         }
-        ready.push(Ready {
-            userdata,
-            error: 0,
-            kind: 0,
-            nbytes: 0,
-        });
+        std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+        write_event(memory, events, 0, userdata, 0, 0, 0)?;
+        ready = 1;
     }
-    for (index, event) in ready.iter().enumerate() {
-        let base = offset(events, index as u64 * EVENT_SIZE)?;
-        let mut record = [0u8; EVENT_SIZE as usize];
-        record[0..8].copy_from_slice(&event.userdata.to_le_bytes());
-        record[8..10].copy_from_slice(&event.error.to_le_bytes());
-        record[10] = event.kind;
-        record[16..24].copy_from_slice(&event.nbytes.to_le_bytes());
-        memory.write(base, &record)?;
-    }
-    memory.write_u32(nevents_ptr, ready.len() as u32)?;
+    memory.write_u32(nevents_ptr, ready as u32)?;
     Ok(errno::SUCCESS)
 }
 
@@ -514,25 +522,25 @@ fn is_std_fd(fd: i32) -> bool {
 
 /// Defines `{prefix}_sizes_get` and `{prefix}_get` (args, environ) over the list `select` picks.
 fn define_list(
-    linker: &mut Linker<WasiState>,
+    linker: &mut Linker<WasiGuest>,
     prefix: &str,
     select: fn(&WasiState) -> &Vec<Vec<u8>>,
 ) -> Result<(), Error> {
     linker.func_wrap(
         WASI_MODULE,
         &format!("{prefix}_sizes_get"),
-        move |mut caller: Caller<'_, WasiState>, count: i32, size: i32| {
-            with_memory(&mut caller, |memory, state| {
-                list_sizes(memory, select(state), count as u32, size as u32)
+        move |mut caller: Caller<'_, WasiGuest>, count: i32, size: i32| {
+            with_memory(&mut caller, |memory, guest| {
+                list_sizes(memory, select(&guest.host), count as u32, size as u32)
             })
         },
     )?;
     linker.func_wrap(
         WASI_MODULE,
         &format!("{prefix}_get"),
-        move |mut caller: Caller<'_, WasiState>, pointers: i32, buffer: i32| {
-            with_memory(&mut caller, |memory, state| {
-                list_get(memory, select(state), pointers as u32, buffer as u32)
+        move |mut caller: Caller<'_, WasiGuest>, pointers: i32, buffer: i32| {
+            with_memory(&mut caller, |memory, guest| {
+                list_get(memory, select(&guest.host), pointers as u32, buffer as u32)
             })
         },
     )?;
@@ -540,8 +548,8 @@ fn define_list(
 }
 
 /// Builds the linker with all of WASI preview1 for `engine`.
-fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiState>, Error> {
-    let mut linker = Linker::<WasiState>::new(engine);
+fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiGuest>, Error> {
+    let mut linker = Linker::<WasiGuest>::new(engine);
     let wasi = WASI_MODULE;
 
     define_list(&mut linker, "args", |state| &state.argv)?;
@@ -550,21 +558,31 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiState>, Error> {
     linker.func_wrap(
         wasi,
         "fd_write",
-        |mut caller: Caller<'_, WasiState>, fd: i32, iovs: i32, count: i32, written_ptr: i32| {
-            with_memory(&mut caller, |memory, state| {
-                let limit = state.max_output_bytes;
-                let sink = match fd {
-                    1 => &mut state.stdout,
-                    2 => &mut state.stderr,
-                    _ => return Ok(errno::BADF),
-                };
-                let buffers = memory.iovecs(iovs as u32, count as u32)?;
-                let total: usize = buffers.iter().map(ExactSizeIterator::len).sum();
-                if sink.len().saturating_add(total) > limit {
-                    return Err(Error::host(HostStop::OutputTooLarge));
+        |mut caller: Caller<'_, WasiGuest>, fd: i32, iovs: i32, count: i32, written_ptr: i32| {
+            with_memory(&mut caller, |memory, guest| {
+                let (iovs, count) = (iovs as u32, count as u32);
+                if fd != 1 && fd != 2 {
+                    return Ok(errno::BADF);
                 }
-                for buffer in buffers {
-                    sink.extend_from_slice(&memory.bytes[buffer]);
+                let total = memory.iovecs_total(iovs, count)?;
+                let state = &mut guest.host;
+                if fd == 1 {
+                    let limit = state.max_output_bytes;
+                    if state.stdout.len() as u64 + total > limit as u64 {
+                        return Err(guest.quota.fail(Fault::Output { limit }).into());
+                    }
+                    // Checked against the output limit just above, so it fits in usize.
+                    guest.quota.charge(total as usize)?;
+                    state.stdout.reserve(total as usize);
+                }
+                for index in 0..count {
+                    let buffer = memory.iovec(iovs, index)?;
+                    let bytes = &memory.bytes[buffer];
+                    if fd == 1 {
+                        state.stdout.extend_from_slice(bytes);
+                    } else {
+                        state.capture_stderr(bytes);
+                    }
                 }
                 memory.write_u32(written_ptr as u32, total as u32)?;
                 Ok(errno::SUCCESS)
@@ -574,14 +592,17 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiState>, Error> {
     linker.func_wrap(
         wasi,
         "fd_read",
-        |mut caller: Caller<'_, WasiState>, fd: i32, iovs: i32, count: i32, read_ptr: i32| {
-            with_memory(&mut caller, |memory, state| {
+        |mut caller: Caller<'_, WasiGuest>, fd: i32, iovs: i32, count: i32, read_ptr: i32| {
+            with_memory(&mut caller, |memory, guest| {
                 if fd != 0 {
                     return Ok(errno::BADF);
                 }
-                let buffers = memory.iovecs(iovs as u32, count as u32)?;
+                let (iovs, count) = (iovs as u32, count as u32);
+                memory.iovecs_total(iovs, count)?;
+                let state = &mut guest.host;
                 let mut total = 0usize;
-                for buffer in buffers {
+                for index in 0..count {
+                    let buffer = memory.iovec(iovs, index)?;
                     let pending = &state.stdin[state.stdin_read..];
                     let amount = pending.len().min(buffer.len());
                     memory.bytes[buffer.start..buffer.start + amount]
@@ -607,7 +628,7 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiState>, Error> {
     linker.func_wrap(
         wasi,
         "fd_fdstat_get",
-        |mut caller: Caller<'_, WasiState>, fd: i32, stat: i32| {
+        |mut caller: Caller<'_, WasiGuest>, fd: i32, stat: i32| {
             if !is_std_fd(fd) {
                 return Ok(errno::BADF);
             }
@@ -622,7 +643,7 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiState>, Error> {
     linker.func_wrap(
         wasi,
         "fd_filestat_get",
-        |mut caller: Caller<'_, WasiState>, fd: i32, stat: i32| {
+        |mut caller: Caller<'_, WasiGuest>, fd: i32, stat: i32| {
             if !is_std_fd(fd) {
                 return Ok(errno::BADF);
             }
@@ -663,7 +684,7 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiState>, Error> {
     linker.func_wrap(
         wasi,
         "clock_res_get",
-        |mut caller: Caller<'_, WasiState>, clock: i32, resolution: i32| {
+        |mut caller: Caller<'_, WasiGuest>, clock: i32, resolution: i32| {
             if !(0..=3).contains(&clock) {
                 return Ok(errno::INVAL);
             }
@@ -676,9 +697,9 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiState>, Error> {
     linker.func_wrap(
         wasi,
         "clock_time_get",
-        |mut caller: Caller<'_, WasiState>, clock: i32, _precision: i64, time: i32| {
-            with_memory(&mut caller, |memory, state| {
-                match clock_nanos(state, clock) {
+        |mut caller: Caller<'_, WasiGuest>, clock: i32, _precision: i64, time: i32| {
+            with_memory(&mut caller, |memory, guest| {
+                match clock_nanos(guest, clock) {
                     Some(nanos) => memory
                         .write_u64(time as u32, nanos)
                         .map(|()| errno::SUCCESS),
@@ -690,31 +711,37 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiState>, Error> {
     linker.func_wrap(
         wasi,
         "random_get",
-        |mut caller: Caller<'_, WasiState>, buffer: i32, length: i32| {
-            with_memory(&mut caller, |memory, state| {
-                state
+        |mut caller: Caller<'_, WasiGuest>, buffer: i32, length: i32| {
+            with_memory(&mut caller, |memory, guest| {
+                guest
+                    .host
                     .random
                     .fill(memory.slice_mut(buffer as u32, length as u32)?);
                 Ok(errno::SUCCESS)
             })
         },
     )?;
-    linker.func_wrap(wasi, "proc_exit", |code: i32| -> Result<(), Error> {
-        Err(Error::host(HostStop::Exit(code)))
-    })?;
+    linker.func_wrap(
+        wasi,
+        "proc_exit",
+        |mut caller: Caller<'_, WasiGuest>, code: i32| -> Result<(), Error> {
+            caller.data_mut().host.exit = Some(code);
+            Err(Fault::Exit(code).into())
+        },
+    )?;
     linker.func_wrap(wasi, "sched_yield", || errno::SUCCESS)?;
     linker.func_wrap(
         wasi,
         "poll_oneoff",
-        |mut caller: Caller<'_, WasiState>,
+        |mut caller: Caller<'_, WasiGuest>,
          subscriptions: i32,
          events: i32,
          count: i32,
          nevents: i32| {
-            with_memory(&mut caller, |memory, state| {
+            with_memory(&mut caller, |memory, guest| {
                 poll_oneoff(
                     memory,
-                    state,
+                    guest,
                     subscriptions as u32,
                     events as u32,
                     count as u32,
@@ -752,8 +779,8 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiState>, Error> {
 const CACHED_LINKERS: usize = 4;
 
 /// The WASI linker of `engine`, built once per engine (building it costs ~20 µs).
-fn wasi_linker(engine: &Engine) -> Result<Arc<Linker<WasiState>>, Error> {
-    static CACHE: Mutex<Vec<(Engine, Arc<Linker<WasiState>>)>> = Mutex::new(Vec::new());
+fn wasi_linker(engine: &Engine) -> Result<Arc<Linker<WasiGuest>>, Error> {
+    static CACHE: Mutex<Vec<(Engine, Arc<Linker<WasiGuest>>)>> = Mutex::new(Vec::new());
     let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, linker)) = cache
         .iter()
@@ -770,59 +797,59 @@ fn wasi_linker(engine: &Engine) -> Result<Arc<Linker<WasiState>>, Error> {
 }
 
 /// Runs the WASI command `module` once, in a fresh store and instance.
-pub fn run_wasi(
-    module: &Module,
-    input: &WasiInput,
-    limits: &Limits,
-) -> Result<WasiOutput, RunError> {
-    match classify(module) {
-        Kind::WasiCommand => {}
-        Kind::Nanoprocess { .. } => {
-            return Err(RunError::Invalid(
-                "the module is a nanoprocess, not a WASI command".into(),
-            ));
-        }
-        Kind::Unknown(reason) => {
-            return Err(RunError::Invalid(format!("not a WASI command: {reason}")));
-        }
+pub fn run_wasi(module: &Module, input: &WasiInput, limits: &Limits) -> Run<WasiOutput> {
+    let prepared = match classify(module) {
+        Kind::WasiCommand => WasiState::new(input, limits),
+        Kind::Nanoprocess { .. } => Err(RunError::Invalid(
+            "the module is a nanoprocess, not a WASI command".into(),
+        )),
+        Kind::Unknown(reason) => Err(RunError::Invalid(format!("not a WASI command: {reason}"))),
     }
-    let state = WasiState::new(input, limits)?;
-    let mut store = Store::new(module.engine(), state);
-    store.limiter(|state| &mut state.budget_mut().limiter);
-    let linker =
-        wasi_linker(module.engine()).map_err(|error| RunError::Invalid(error.to_string()))?;
-
-    let mut fuel = Fuel::new(limits);
-    let instance = exec::instantiate(&mut store, &mut fuel, limits, |store| {
-        linker.instantiate_and_start(store, module)
-    })?;
-    let memory = instance.get_memory(&store, "memory");
-    store.data_mut().memory = memory;
-    let entry = instance
-        .get_func(&store, ENTRY)
-        .ok_or_else(|| RunError::Invalid(format!("no `{ENTRY}` function is exported")))?;
-    let ending = exec::call(&mut store, &mut fuel, limits, entry, &[], &mut []);
-    let exit_code = match ending {
-        Ok(Ending::Returned) => 0,
-        Ok(Ending::Exited(code)) => code,
-        Err(RunError::Trap(message)) => {
-            return Err(RunError::Trap(with_stderr_tail(
-                message,
-                &store.data().stderr,
-            )));
-        }
-        Err(error) => return Err(error),
+    .and_then(|state| {
+        let linker = wasi_linker(module.engine()).map_err(|e| RunError::Invalid(e.to_string()))?;
+        Ok((state, linker))
+    });
+    let (state, linker) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => return Run::failed(error),
     };
-    let memory_size = memory.map_or(0, |memory| memory.data_size(&store));
-    let state = store.into_data();
-    Ok(WasiOutput {
-        exit_code,
-        stdout: state.stdout,
-        stderr: state.stderr,
-        fuel_used: fuel.used,
-        peak_memory: state.budget.limiter.peak_memory.max(memory_size),
-        elapsed: state.budget.started.elapsed(),
-    })
+    let held = state.held_bytes();
+    let mut store = sandbox::store(module.engine(), limits.sandbox(), state);
+    let result = run_command(&mut store, &linker, module, held);
+    let report = sandbox::report(&store);
+    let state = store.into_data().host;
+    let result = match result {
+        Ok(()) => Ok(0),
+        Err(_) if state.exit.is_some() => Ok(state.exit.unwrap_or(0)),
+        Err(RunError::Fault(Fault::Trap(message))) => Err(RunError::Fault(Fault::Trap(
+            with_stderr_tail(message, &state.stderr),
+        ))),
+        Err(error) => Err(error),
+    };
+    Run {
+        result: result.map(|exit_code| WasiOutput {
+            exit_code,
+            stdout: state.stdout,
+            stderr: state.stderr,
+            stderr_dropped: state.stderr_dropped,
+        }),
+        report,
+    }
+}
+
+fn run_command(
+    store: &mut wasmi::Store<WasiGuest>,
+    linker: &Linker<WasiGuest>,
+    module: &Module,
+    held: usize,
+) -> Result<(), RunError> {
+    store.data_mut().quota.charge(held)?;
+    let instance = sandbox::instantiate(store, linker, module)?;
+    store.data_mut().host.memory = instance.get_memory(&*store, "memory");
+    let entry = instance
+        .get_func(&*store, ENTRY)
+        .ok_or_else(|| RunError::Invalid(format!("no `{ENTRY}` function is exported")))?;
+    Ok(sandbox::call(store, entry, &[], &mut [])?)
 }
 
 /// Appends the end of the guest's stderr (e.g. a Rust panic message) to a trap message.
@@ -852,7 +879,7 @@ mod tests {
         assert!(memory.slice(16, 0).is_ok());
         assert!(memory.slice(17, 0).is_err());
         assert!(memory.slice(1, u32::MAX).is_err());
-        assert!(memory.iovecs(8, u32::MAX).is_err());
+        assert!(memory.iovecs_total(8, u32::MAX).is_err());
         assert!(offset(u32::MAX, 1).is_err());
     }
 

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use wasm_faas::{Engine, Limits, Module, load_module, new_engine};
+use wasm_faas::{Engine, Limits, Module, load_module};
 
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
@@ -16,7 +16,7 @@ pub fn repo_root() -> PathBuf {
 
 /// The engine all test modules are compiled with.
 pub fn engine() -> Engine {
-    new_engine()
+    wasm_faas::engine()
 }
 
 /// Compiles `guests/wat/<name>`.
@@ -61,8 +61,8 @@ pub fn fib_wasm() -> PathBuf {
 /// Limits for tests: generous, but with both fuel and a deadline so no test can hang.
 pub fn test_limits() -> Limits {
     Limits {
-        fuel: Some(500_000_000),
-        deadline: Some(Duration::from_secs(20)),
+        fuel: 500_000_000,
+        deadline: Duration::from_secs(20),
         ..Limits::default()
     }
 }

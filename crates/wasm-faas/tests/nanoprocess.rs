@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::{engine, inline, test_limits, wat_module};
 use wasm_faas::{
-    Kind, Limits, RunError, Val, ValType, WasiInput, classify, load_module, parse_args,
+    Fault, Kind, Limits, RunError, Val, ValType, WasiInput, classify, load_module, parse_args,
     run_nanoprocess, run_nanoprocess_str, run_wasi,
 };
 
@@ -21,9 +21,9 @@ fn answer_is_42() {
             results: vec![ValType::I32]
         }
     );
-    let output = run_nanoprocess_str(&module, "", &test_limits()).expect("runs");
-    assert_eq!(output.results, ["42"]);
-    assert!(output.fuel_used > 0);
+    let run = run_nanoprocess_str(&module, "", &test_limits());
+    assert_eq!(run.result.expect("runs").results, ["42"]);
+    assert!(run.report.fuel_used > 0);
 }
 
 #[test]
@@ -32,18 +32,21 @@ fn sum_adds_its_arguments() {
     let module = wat_module(&engine, "sum.wat");
     assert_eq!(
         run_nanoprocess_str(&module, "5,2", &test_limits())
+            .result
             .expect("runs")
             .results,
         ["7"]
     );
     assert_eq!(
         run_nanoprocess_str(&module, " -3 , 0x10 ", &test_limits())
+            .result
             .expect("runs")
             .results,
         ["13"]
     );
-    let typed =
-        run_nanoprocess(&module, &[Val::I32(40), Val::I32(2)], &test_limits()).expect("runs");
+    let typed = run_nanoprocess(&module, &[Val::I32(40), Val::I32(2)], &test_limits())
+        .result
+        .expect("runs");
     assert_eq!(typed.results, ["42"]);
 }
 
@@ -56,7 +59,9 @@ fn float_and_wide_parameters() {
             (f64.add (local.get 0) (f64.promote_f32 (local.get 2)))
             (i64.mul (local.get 1) (i64.const 2))))"#,
     );
-    let output = run_nanoprocess_str(&module, "1.25,4000000000,0.5", &test_limits()).expect("runs");
+    let output = run_nanoprocess_str(&module, "1.25,4000000000,0.5", &test_limits())
+        .result
+        .expect("runs");
     assert_eq!(output.results, ["1.75", "8000000000"]);
 }
 
@@ -74,13 +79,13 @@ fn bad_arguments_are_reported() {
         "--1,2",
         "",
     ] {
-        match run_nanoprocess_str(&module, args, &test_limits()) {
+        match run_nanoprocess_str(&module, args, &test_limits()).result {
             Err(RunError::BadArgs(message)) => assert!(!message.is_empty()),
             other => panic!("args {args:?}: expected BadArgs, got {other:?}"),
         }
     }
     assert!(matches!(
-        run_nanoprocess(&module, &[Val::I64(1), Val::I32(2)], &test_limits()),
+        run_nanoprocess(&module, &[Val::I64(1), Val::I32(2)], &test_limits()).result,
         Err(RunError::BadArgs(_))
     ));
     assert!(
@@ -94,24 +99,24 @@ fn stuck_is_stopped_by_fuel() {
     let engine = engine();
     let module = wat_module(&engine, "stuck.wat");
     let limits = Limits {
-        fuel: Some(2_000_000),
-        deadline: None,
+        fuel: (2_000_000),
+        deadline: Duration::MAX,
         ..Limits::default()
     };
-    assert_eq!(
-        run_nanoprocess_str(&module, "", &limits),
-        Err(RunError::OutOfFuel)
-    );
+    assert!(matches!(
+        run_nanoprocess_str(&module, "", &limits).result,
+        Err(RunError::Fault(Fault::OutOfFuel { .. }))
+    ));
     // Fuel is also enforced across deadline slices.
     let limits = Limits {
-        fuel: Some(2_000_000),
-        deadline: Some(Duration::from_secs(30)),
+        fuel: (2_000_000),
+        deadline: (Duration::from_secs(30)),
         ..Limits::default()
     };
-    assert_eq!(
-        run_nanoprocess_str(&module, "", &limits),
-        Err(RunError::OutOfFuel)
-    );
+    assert!(matches!(
+        run_nanoprocess_str(&module, "", &limits).result,
+        Err(RunError::Fault(Fault::OutOfFuel { .. }))
+    ));
 }
 
 #[test]
@@ -119,14 +124,14 @@ fn stuck_is_stopped_by_the_deadline_with_unlimited_fuel() {
     let engine = engine();
     let module = wat_module(&engine, "stuck.wat");
     let limits = Limits {
-        fuel: None,
-        deadline: Some(Duration::from_millis(300)),
+        fuel: u64::MAX,
+        deadline: (Duration::from_millis(300)),
         ..Limits::default()
     };
     let started = Instant::now();
     assert!(matches!(
-        run_nanoprocess_str(&module, "", &limits),
-        Err(RunError::Timeout(_))
+        run_nanoprocess_str(&module, "", &limits).result,
+        Err(RunError::Fault(Fault::Timeout { .. }))
     ));
     let elapsed = started.elapsed();
     assert!(
@@ -140,14 +145,14 @@ fn sleep_is_stopped_by_a_one_second_deadline() {
     let engine = engine();
     let module = wat_module(&engine, "sleep.wat");
     let limits = Limits {
-        fuel: None,
-        deadline: Some(Duration::from_secs(1)),
+        fuel: u64::MAX,
+        deadline: (Duration::from_secs(1)),
         ..Limits::default()
     };
     let started = Instant::now();
     assert!(matches!(
-        run_nanoprocess_str(&module, "3000", &limits),
-        Err(RunError::Timeout(_))
+        run_nanoprocess_str(&module, "3000", &limits).result,
+        Err(RunError::Fault(Fault::Timeout { .. }))
     ));
     let elapsed = started.elapsed();
     assert!(
@@ -155,7 +160,9 @@ fn sleep_is_stopped_by_a_one_second_deadline() {
         "{elapsed:?}"
     );
     // A short sleep finishes and reports how long it waited (platform.now is in milliseconds).
-    let output = run_nanoprocess_str(&module, "50", &limits).expect("short sleep finishes");
+    let output = run_nanoprocess_str(&module, "50", &limits)
+        .result
+        .expect("short sleep finishes");
     let waited: f64 = output.results[0].parse().expect("a number");
     assert!((50.0..900.0).contains(&waited), "{waited}");
 }
@@ -168,30 +175,30 @@ fn memory_bomb_is_stopped_by_the_cap() {
         max_memory_bytes: 4 << 20,
         ..test_limits()
     };
-    assert_eq!(
-        run_nanoprocess_str(&module, "", &limits),
-        Err(RunError::MemoryLimit)
-    );
+    assert!(matches!(
+        run_nanoprocess_str(&module, "", &limits).result,
+        Err(RunError::Fault(Fault::Memory { .. }))
+    ));
     // An initial memory above the cap fails at instantiation.
     let big = inline(
         &engine,
         r#"(module (memory (export "memory") 100) (func (export "_start") (result i32) i32.const 1))"#,
     );
-    assert_eq!(
-        run_nanoprocess_str(&big, "", &limits),
-        Err(RunError::MemoryLimit)
-    );
+    assert!(matches!(
+        run_nanoprocess_str(&big, "", &limits).result,
+        Err(RunError::Fault(Fault::Memory { .. }))
+    ));
     // Below the cap it runs and reports its memory.
-    let output = run_nanoprocess_str(
+    let run = run_nanoprocess_str(
         &big,
         "",
         &Limits {
             max_memory_bytes: 8 << 20,
             ..test_limits()
         },
-    )
-    .expect("runs");
-    assert_eq!(output.peak_memory, 100 * 65536);
+    );
+    assert!(run.result.is_ok());
+    assert_eq!(run.report.peak_memory, 100 * 65536);
 }
 
 #[test]
@@ -200,6 +207,7 @@ fn traps_are_errors_not_panics() {
     let module = wat_module(&engine, "trap.wat");
     assert_eq!(
         run_nanoprocess_str(&module, "4", &test_limits())
+            .result
             .expect("runs")
             .results,
         ["25"]
@@ -207,8 +215,8 @@ fn traps_are_errors_not_panics() {
     for args in ["0", "-1"] {
         assert!(
             matches!(
-                run_nanoprocess_str(&module, args, &test_limits()),
-                Err(RunError::Trap(_))
+                run_nanoprocess_str(&module, args, &test_limits()).result,
+                Err(RunError::Fault(Fault::Host(_) | Fault::Trap(_)))
             ),
             "{args}"
         );
@@ -218,8 +226,8 @@ fn traps_are_errors_not_panics() {
         r#"(module (func $f (export "_start") (result i32) (i32.add (call $f) (i32.const 1))))"#,
     );
     assert!(matches!(
-        run_nanoprocess_str(&recursion, "", &test_limits()),
-        Err(RunError::Trap(_))
+        run_nanoprocess_str(&recursion, "", &test_limits()).result,
+        Err(RunError::Fault(Fault::Host(_) | Fault::Trap(_)))
     ));
 }
 
@@ -236,6 +244,7 @@ fn every_invocation_gets_a_fresh_instance() {
     for _ in 0..3 {
         assert_eq!(
             run_nanoprocess_str(&module, "", &test_limits())
+                .result
                 .expect("runs")
                 .results,
             ["1"]
@@ -266,7 +275,7 @@ fn kind_detection() {
     let wasi = wat_module(&engine, "wasi_args.wat");
     assert_eq!(classify(&wasi), Kind::WasiCommand);
     assert!(matches!(
-        run_nanoprocess_str(&wasi, "", &test_limits()),
+        run_nanoprocess_str(&wasi, "", &test_limits()).result,
         Err(RunError::Invalid(_))
     ));
     let sleep = wat_module(&engine, "sleep.wat");
@@ -294,14 +303,14 @@ fn kind_detection() {
         assert!(matches!(classify(&module), Kind::Unknown(_)), "{source}");
         assert!(
             matches!(
-                run_nanoprocess_str(&module, "", &test_limits()),
+                run_nanoprocess_str(&module, "", &test_limits()).result,
                 Err(RunError::Invalid(_))
             ),
             "{source}"
         );
         assert!(
             matches!(
-                run_wasi(&module, &WasiInput::default(), &test_limits()),
+                run_wasi(&module, &WasiInput::default(), &test_limits()).result,
                 Err(RunError::Invalid(_))
             ),
             "{source}"
@@ -310,17 +319,21 @@ fn kind_detection() {
 }
 
 #[test]
-fn errors_map_to_kinds_and_statuses() {
-    assert_eq!(RunError::Timeout(Duration::from_secs(1)).http_status(), 504);
-    assert_eq!(RunError::OutOfFuel.http_status(), 504);
-    assert_eq!(RunError::MemoryLimit.http_status(), 500);
-    assert_eq!(RunError::OutputTooLarge.kind(), "output_too_large");
-    assert_eq!(RunError::BadArgs("x".into()).http_status(), 400);
-    assert_eq!(RunError::Invalid("x".into()).http_status(), 400);
-    assert_eq!(
-        RunError::Trap("unreachable".into()).to_string(),
-        "guest trapped: unreachable"
+fn failed_runs_report_their_cost() {
+    let engine = engine();
+    let module = wat_module(&engine, "stuck.wat");
+    let limits = Limits {
+        fuel: 3_000_000,
+        ..test_limits()
+    };
+    let run = run_nanoprocess_str(&module, "", &limits);
+    assert!(run.result.is_err());
+    assert!(
+        (2_900_000..=3_000_000).contains(&run.report.fuel_used),
+        "{:?}",
+        run.report
     );
+    assert!(run.report.elapsed > Duration::ZERO);
 }
 
 #[test]
@@ -332,7 +345,7 @@ fn engine_without_fuel_is_rejected() {
     )
     .expect("compiles");
     assert!(matches!(
-        run_nanoprocess_str(&module, "", &test_limits()),
+        run_nanoprocess_str(&module, "", &test_limits()).result,
         Err(RunError::Invalid(_))
     ));
 }

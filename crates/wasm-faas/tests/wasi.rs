@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{engine, fib_wasm, inline, test_limits, wat_module};
-use wasm_faas::{Kind, Limits, RunError, WasiInput, classify, load_module, run_wasi};
+use wasm_faas::{Fault, Kind, Limits, RunError, WasiInput, classify, load_module, run_wasi};
 
 fn stdin(text: &str) -> WasiInput {
     WasiInput {
@@ -21,17 +21,20 @@ fn fib_prints_the_first_n_numbers() {
     let module = load_module(&engine, &bytes).expect("fib.wasm compiles");
     assert_eq!(classify(&module), Kind::WasiCommand);
 
-    let output = run_wasi(&module, &stdin("10\n"), &test_limits()).expect("fib runs");
+    let run = run_wasi(&module, &stdin("10\n"), &test_limits());
+    let output = run.result.expect("fib runs");
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "0,1,1,2,3,5,8,13,21,34\n"
     );
     assert_eq!(output.exit_code, 0);
     assert!(output.stderr.is_empty());
-    assert!(output.fuel_used > 0);
-    assert!(output.peak_memory >= 64 * 1024);
+    assert!(run.report.fuel_used > 0);
+    assert!(run.report.peak_memory >= 64 * 1024);
 
-    let output = run_wasi(&module, &stdin("20"), &test_limits()).expect("fib runs");
+    let output = run_wasi(&module, &stdin("20"), &test_limits())
+        .result
+        .expect("fib runs");
     let text = String::from_utf8_lossy(&output.stdout);
     assert_eq!(text.trim_end().rsplit(',').next(), Some("4181"));
 }
@@ -41,7 +44,9 @@ fn fib_reports_bad_input_with_exit_code() {
     let engine = engine();
     let bytes = std::fs::read(fib_wasm()).expect("fib.wasm is readable");
     let module = load_module(&engine, &bytes).expect("fib.wasm compiles");
-    let output = run_wasi(&module, &stdin("ten"), &test_limits()).expect("fib runs");
+    let output = run_wasi(&module, &stdin("ten"), &test_limits())
+        .result
+        .expect("fib runs");
     assert_eq!(output.exit_code, 1);
     assert!(output.stdout.is_empty());
     assert!(String::from_utf8_lossy(&output.stderr).contains("expected a non-negative count"));
@@ -60,7 +65,9 @@ fn args_and_env_are_visible() {
         ],
         ..WasiInput::default()
     };
-    let output = run_wasi(&module, &input, &test_limits()).expect("runs");
+    let output = run_wasi(&module, &input, &test_limits())
+        .result
+        .expect("runs");
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "args\none\ntwo words\nGREETING=hello\nEMPTY=\n"
@@ -78,7 +85,7 @@ fn nul_bytes_and_bad_env_names_are_rejected() {
         ..WasiInput::default()
     };
     assert!(matches!(
-        run_wasi(&module, &input, &test_limits()),
+        run_wasi(&module, &input, &test_limits()).result,
         Err(RunError::BadArgs(_))
     ));
     let input = WasiInput {
@@ -86,7 +93,7 @@ fn nul_bytes_and_bad_env_names_are_rejected() {
         ..WasiInput::default()
     };
     assert!(matches!(
-        run_wasi(&module, &input, &test_limits()),
+        run_wasi(&module, &input, &test_limits()).result,
         Err(RunError::BadArgs(_))
     ));
 }
@@ -95,8 +102,9 @@ fn nul_bytes_and_bad_env_names_are_rejected() {
 fn exit_code_and_stderr_are_reported() {
     let engine = engine();
     let module = wat_module(&engine, "wasi_exit.wat");
-    let output =
-        run_wasi(&module, &WasiInput::default(), &test_limits()).expect("exit is not an error");
+    let output = run_wasi(&module, &WasiInput::default(), &test_limits())
+        .result
+        .expect("exit is not an error");
     assert_eq!(output.exit_code, 3);
     assert_eq!(String::from_utf8_lossy(&output.stderr), "failing\n");
     assert!(output.stdout.is_empty());
@@ -109,9 +117,13 @@ fn stdin_is_copied_to_stdout() {
     let text: String = (0..20_000)
         .map(|index| char::from(b'a' + (index % 26) as u8))
         .collect();
-    let output = run_wasi(&module, &stdin(&text), &test_limits()).expect("runs");
+    let output = run_wasi(&module, &stdin(&text), &test_limits())
+        .result
+        .expect("runs");
     assert_eq!(output.stdout, text.as_bytes());
-    let output = run_wasi(&module, &WasiInput::default(), &test_limits()).expect("runs");
+    let output = run_wasi(&module, &WasiInput::default(), &test_limits())
+        .result
+        .expect("runs");
     assert!(output.stdout.is_empty());
 }
 
@@ -124,17 +136,37 @@ fn output_over_the_limit_is_an_error() {
         ..test_limits()
     };
     assert_eq!(
-        run_wasi(&module, &WasiInput::default(), &limits),
-        Err(RunError::OutputTooLarge)
+        run_wasi(&module, &WasiInput::default(), &limits).result,
+        Err(RunError::Fault(Fault::Output { limit: 4096 }))
     );
+    // stderr is not limited but only its end is kept.
+    let module = inline(
+        &engine,
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (func (export "_start") (local $i i32)
+              (i32.store (i32.const 0) (i32.const 16))
+              (i32.store (i32.const 4) (i32.const 1000))
+              (loop $more
+                (drop (call $w (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $more (i32.lt_u (local.get $i) (i32.const 1000))))))"#,
+    );
+    let output = run_wasi(&module, &WasiInput::default(), &test_limits())
+        .result
+        .expect("runs");
+    assert_eq!(output.exit_code, 0);
+    assert!(output.stderr.len() <= 2 * wasm_faas::STDERR_CAPTURE);
+    assert_eq!(output.stderr.len() + output.stderr_dropped, 1_000_000);
 }
 
 #[test]
 fn out_of_bounds_pointer_traps_instead_of_panicking() {
     let engine = engine();
     let module = wat_module(&engine, "wasi_badptr.wat");
-    match run_wasi(&module, &WasiInput::default(), &test_limits()) {
-        Err(RunError::Trap(message)) => {
+    match run_wasi(&module, &WasiInput::default(), &test_limits()).result {
+        Err(RunError::Fault(Fault::Host(message) | Fault::Trap(message))) => {
             assert!(message.contains("outside linear memory"), "{message}")
         }
         other => panic!("expected a trap, got {other:?}"),
@@ -152,8 +184,8 @@ fn out_of_bounds_pointer_traps_instead_of_panicking() {
                 (else (drop (call $a (i32.const -1) (i32.const 0)))))))"#,
     );
     assert!(matches!(
-        run_wasi(&module, &WasiInput::default(), &test_limits()),
-        Err(RunError::Trap(_))
+        run_wasi(&module, &WasiInput::default(), &test_limits()).result,
+        Err(RunError::Fault(Fault::Host(_) | Fault::Trap(_)))
     ));
 }
 
@@ -188,7 +220,9 @@ fn clocks_random_and_unsupported_calls() {
               (call $check (i32.eq (call $seek (i32.const 1) (i64.const 0) (i32.const 0) (i32.const 0)) (i32.const 70)) (i32.const 8))
               (call $check (i32.eq (call $prestat (i32.const 3) (i32.const 0)) (i32.const 8)) (i32.const 9))))"#,
     );
-    let output = run_wasi(&module, &WasiInput::default(), &test_limits()).expect("runs");
+    let output = run_wasi(&module, &WasiInput::default(), &test_limits())
+        .result
+        .expect("runs");
     assert_eq!(output.exit_code, 0, "step {} failed", output.exit_code);
 }
 
@@ -208,13 +242,13 @@ fn poll_oneoff_sleep_is_bounded_by_the_deadline() {
               (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#,
     );
     let limits = Limits {
-        deadline: Some(Duration::from_millis(300)),
+        deadline: (Duration::from_millis(300)),
         ..test_limits()
     };
     let started = std::time::Instant::now();
     assert!(matches!(
-        run_wasi(&module, &WasiInput::default(), &limits),
-        Err(RunError::Timeout(_))
+        run_wasi(&module, &WasiInput::default(), &limits).result,
+        Err(RunError::Fault(Fault::Timeout { .. }))
     ));
     assert!(started.elapsed() < Duration::from_secs(2));
 }
@@ -224,7 +258,7 @@ fn kinds_do_not_mix() {
     let engine = engine();
     let answer = wat_module(&engine, "answer.wat");
     assert!(matches!(
-        run_wasi(&answer, &WasiInput::default(), &test_limits()),
+        run_wasi(&answer, &WasiInput::default(), &test_limits()).result,
         Err(RunError::Invalid(_))
     ));
     let missing_memory = inline(
@@ -234,8 +268,8 @@ fn kinds_do_not_mix() {
             (func (export "_start") (drop (call $w (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 0)))))"#,
     );
     assert!(matches!(
-        run_wasi(&missing_memory, &WasiInput::default(), &test_limits()),
-        Err(RunError::Trap(_))
+        run_wasi(&missing_memory, &WasiInput::default(), &test_limits()).result,
+        Err(RunError::Fault(Fault::Host(_) | Fault::Trap(_)))
     ));
     let wrong_signature = inline(
         &engine,
@@ -245,7 +279,7 @@ fn kinds_do_not_mix() {
             (func (export "_start")))"#,
     );
     assert!(matches!(
-        run_wasi(&wrong_signature, &WasiInput::default(), &test_limits()),
+        run_wasi(&wrong_signature, &WasiInput::default(), &test_limits()).result,
         Err(RunError::Invalid(_))
     ));
 }
