@@ -484,7 +484,7 @@ impl Generator<'_> {
             }
             let _ = writeln!(
                 out,
-                "    fn {}(&mut self, {}) -> Result<{}, crate::glue::HostTrap>;",
+                "    fn {}(&mut self, {}) -> Result<{}, sandbox::Fault>;",
                 self.method_name(func),
                 params.join(", "),
                 self.opt_ty(func.result.as_ref())
@@ -494,7 +494,7 @@ impl Generator<'_> {
             let rname = self.resolve.types[*r].name.as_deref().expect("named");
             let _ = writeln!(
                 out,
-                "    /// The guest dropped its `{rname}` handle.\n    fn {}_drop(&mut self, handle: abi::Resource<{}>) -> Result<(), crate::glue::HostTrap>;",
+                "    /// The guest dropped its `{rname}` handle.\n    fn {}_drop(&mut self, handle: abi::Resource<{}>) -> Result<(), sandbox::Fault>;",
                 snake(rname).trim_start_matches("r#"),
                 camel(rname)
             );
@@ -505,7 +505,7 @@ impl Generator<'_> {
             out,
             "/// Core module name of this interface's imports.\npub const MODULE: &str = \"{module}\";\n"
         );
-        out.push_str("/// Registers this interface's import functions.\npub fn add_to_linker<T: Host + 'static>(linker: &mut wasmi::Linker<T>) -> Result<(), wasmi::Error> {\n");
+        out.push_str("/// Registers this interface's import functions.\npub fn add_to_linker<T: Host + sandbox::HasQuota + 'static>(linker: &mut wasmi::Linker<T>) -> Result<(), wasmi::Error> {\n");
         for func in iface.functions.values() {
             let sig = self.resolve.wasm_signature(AbiVariant::GuestImport, func);
             let params = self.params(func);
@@ -517,7 +517,11 @@ impl Generator<'_> {
                 flat_list(&sig.params),
                 flat_list(&sig.results)
             );
-            out.push_str("        let flat = crate::glue::vals_to_flat(params)?;\n");
+            let _ = writeln!(
+                out,
+                "        sandbox::enter_host(&mut caller, \"{module}#{}\")?;\n        let flat = crate::glue::vals_to_flat(params)?;",
+                func.name
+            );
             let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
             let tuple_ty: Vec<&str> = params.iter().map(|(_, t)| t.as_str()).collect();
             let pattern = if names.is_empty() {
@@ -527,12 +531,12 @@ impl Generator<'_> {
             };
             let _ = writeln!(
                 out,
-                "        let {pattern} = {{\n            let mem = crate::glue::WasmiMemory::from_caller(&mut caller)?;\n            let _ = &mem;"
+                "        let ({pattern}, charged) = {{\n            let mem = crate::glue::WasmiMemory::from_caller(&mut caller)?;\n            let args = {{"
             );
             if sig.indirect_params {
                 let _ = writeln!(
                     out,
-                    "            let ptr = crate::glue::flat_ptr(&flat, 0)?;\n            <({},) as abi::WitType>::load(&mem, ptr).map_err(crate::glue::abi_trap)?",
+                    "            let ptr = crate::glue::flat_ptr(&flat, 0)?;\n            <({},) as abi::WitType>::load(&mem, ptr)?",
                     tuple_ty.join(", ")
                 );
             } else {
@@ -540,17 +544,14 @@ impl Generator<'_> {
                     "            let mut vals = abi::FlatIter::new(&flat);\n            (",
                 );
                 for t in &tuple_ty {
-                    let _ = write!(
-                        out,
-                        "<{t} as abi::WitType>::lift_flat(&mem, &mut vals).map_err(crate::glue::abi_trap)?, "
-                    );
+                    let _ = write!(out, "<{t} as abi::WitType>::lift_flat(&mem, &mut vals)?, ");
                 }
                 out.push_str(")\n");
             }
-            out.push_str("        };\n");
+            out.push_str("            };\n            (args, mem.charged())\n        };\n        crate::glue::commit_lifted(&mut caller, charged)?;\n");
             let _ = writeln!(
                 out,
-                "        let ret: {ret} = <T as Host>::{}(caller.data_mut(), {}).map_err(crate::glue::host_trap)?;",
+                "        let ret: {ret} = <T as Host>::{}(caller.data_mut(), {})?;",
                 self.method_name(func),
                 names.join(", ")
             );
@@ -561,17 +562,17 @@ impl Generator<'_> {
                 if sig.retptr {
                     out.push_str("        let retptr = crate::glue::flat_ptr(&flat, flat.len().wrapping_sub(1))?;\n        crate::glue::store_at(&mut mem, retptr, &ret)?;\n");
                 } else {
-                    out.push_str("        let mut out = Vec::new();\n        ret.lower_flat(&mut mem, &mut out).map_err(crate::glue::abi_trap)?;\n        crate::glue::flat_to_vals(&out, results)?;\n");
+                    out.push_str("        let mut out = Vec::new();\n        ret.lower_flat(&mut mem, &mut out)?;\n        crate::glue::flat_to_vals(&out, results)?;\n");
                 }
             }
-            out.push_str("        let _ = results;\n        Ok(())\n    })?;\n");
+            out.push_str("        crate::glue::end_host_call(&mut caller);\n        let _ = results;\n        Ok(())\n    })?;\n");
             sigs.push(format!("crate::glue::CoreFunc {{ module: \"{module}\", name: \"{}\", params: {}, results: {} }}", func.name, flat_list(&sig.params), flat_list(&sig.results)));
         }
         for r in &resources {
             let rname = self.resolve.types[*r].name.as_deref().expect("named");
             let _ = writeln!(
                 out,
-                "    linker.func_new(MODULE, \"[resource-drop]{rname}\", crate::glue::func_type(&[abi::FlatType::I32], &[]), |mut caller: wasmi::Caller<'_, T>, params: &[wasmi::Val], _: &mut [wasmi::Val]| -> Result<(), wasmi::Error> {{\n        let flat = crate::glue::vals_to_flat(params)?;\n        let handle = abi::Resource::new(crate::glue::flat_ptr(&flat, 0)?);\n        <T as Host>::{}_drop(caller.data_mut(), handle).map_err(crate::glue::host_trap)\n    }})?;",
+                "    linker.func_new(MODULE, \"[resource-drop]{rname}\", crate::glue::func_type(&[abi::FlatType::I32], &[]), |mut caller: wasmi::Caller<'_, T>, params: &[wasmi::Val], _: &mut [wasmi::Val]| -> Result<(), wasmi::Error> {{\n        sandbox::enter_host(&mut caller, \"{module}#[resource-drop]{rname}\")?;\n        let flat = crate::glue::vals_to_flat(params)?;\n        let handle = abi::Resource::new(crate::glue::flat_ptr(&flat, 0)?);\n        Ok(<T as Host>::{}_drop(caller.data_mut(), handle)?)\n    }})?;",
                 snake(rname).trim_start_matches("r#")
             );
             sigs.push(format!("crate::glue::CoreFunc {{ module: \"{module}\", name: \"[resource-drop]{rname}\", params: &[abi::FlatType::I32], results: &[] }}"));
@@ -614,7 +615,7 @@ impl Generator<'_> {
         );
         let _ = writeln!(
             out,
-            "/// Registers all import functions of the world.\npub fn add_to_linker<T: {} + 'static>(linker: &mut wasmi::Linker<T>) -> Result<(), wasmi::Error> {{\n{}\n    Ok(())\n}}\n",
+            "/// Registers all import functions of the world.\npub fn add_to_linker<T: {} + sandbox::HasQuota + 'static>(linker: &mut wasmi::Linker<T>) -> Result<(), wasmi::Error> {{\n{}\n    Ok(())\n}}\n",
             host_bounds.join(" + "),
             adds.join("\n")
         );
@@ -629,7 +630,7 @@ impl Generator<'_> {
             })
             .collect();
         let mut export_sigs = Vec::new();
-        out.push_str("/// The world's exports of one instance, type-checked.\n#[derive(Debug, Clone, Copy)]\npub struct Exports {\n    memory: wasmi::Memory,\n    realloc: Option<wasmi::TypedFunc<(i32, i32, i32, i32), i32>>,\n");
+        out.push_str("/// The world's exports of one instance, type-checked.\n#[derive(Debug, Clone, Copy)]\npub struct Exports {\n    memory: wasmi::Memory,\n    realloc: Option<wasmi::Func>,\n");
         for f in &funcs {
             let _ = writeln!(
                 out,
@@ -664,7 +665,7 @@ impl Generator<'_> {
             let fname = snake(&f.name);
             let _ = writeln!(
                 out,
-                "    /// Calls the guest's `{}` export.\n    pub fn call_{fname}<T>(&self, store: &mut wasmi::Store<T>, {}) -> Result<{ret}, crate::glue::CallError> {{",
+                "    /// Calls the guest's `{}` export.\n    pub fn call_{fname}<T: sandbox::HasQuota + 'static>(&self, store: &mut wasmi::Store<T>, {}) -> Result<{ret}, crate::glue::CallError> {{",
                 f.name,
                 args.join(", ")
             );
@@ -712,7 +713,7 @@ impl Generator<'_> {
             }
             let _ = writeln!(
                 out,
-                "        drop(mem);\n        if let Some(post) = self.{fname}.1 {{\n            crate::glue::call(&mut *store, post, &results, 0)?;\n        }}\n        Ok(ret)\n    }}"
+                "        let charged = mem.charged();\n        drop(mem);\n        crate::glue::keep_charged(&mut *store, charged)?;\n        if let Some(post) = self.{fname}.1 {{\n            crate::glue::post_return(&mut *store, post, &results)?;\n        }}\n        Ok(ret)\n    }}"
             );
         }
         out.push_str("}\n\n");

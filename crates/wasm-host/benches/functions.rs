@@ -55,6 +55,7 @@ fn main() {
     let hello = per_iteration(2000, || {
         let r = function
             .handle(request(Method::Get, "/hello", b""))
+            .result
             .expect("hello");
         assert_eq!(r.status, 200);
     });
@@ -62,10 +63,12 @@ fn main() {
 
     function
         .handle(request(Method::Put, "/set", b"value"))
+        .result
         .expect("set");
     let get = per_iteration(2000, || {
         let r = function
             .handle(request(Method::Get, "/get", b""))
+            .result
             .expect("get");
         assert_eq!(r.status, 200);
     });
@@ -75,6 +78,7 @@ fn main() {
     let upload = per_iteration(500, || {
         let r = function
             .handle(request(Method::Post, "/upload", &body))
+            .result
             .expect("upload");
         assert_eq!(r.body.len(), body.len());
     });

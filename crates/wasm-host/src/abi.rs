@@ -85,6 +85,13 @@ pub enum AbiError {
     /// `cabi_realloc` trapped or returned an unusable pointer.
     #[error("cabi_realloc failed: {0}")]
     Realloc(String),
+    /// Lifting a value would exceed the run's memory budget.
+    #[error("lifting {needed} bytes exceeds max-memory={limit} with {used} in use")]
+    OverBudget {
+        needed: u64,
+        used: usize,
+        limit: usize,
+    },
 }
 
 /// A guest's linear memory plus its allocator.
@@ -93,6 +100,8 @@ pub trait GuestMemory {
     fn bytes(&self) -> &[u8];
     /// The whole linear memory, writable.
     fn bytes_mut(&mut self) -> &mut [u8];
+    /// Charges `bytes` of host memory that lifting is about to allocate, before it does.
+    fn charge(&self, bytes: u64) -> Result<(), AbiError>;
     /// Calls the guest's `cabi_realloc(old_ptr, old_size, align, new_size)`.
     fn realloc(
         &mut self,
@@ -229,10 +238,11 @@ pub trait WitType: Sized {
     fn lower_flat(&self, mem: &mut dyn GuestMemory, out: &mut Vec<FlatVal>)
     -> Result<(), AbiError>;
 
-    /// Reads `len` consecutive elements at `ptr`.
+    /// Reads `len` consecutive elements at `ptr`, after charging the host memory they take.
     fn load_list(mem: &dyn GuestMemory, ptr: u32, len: u32) -> Result<Vec<Self>, AbiError> {
         let total = u64::from(len) * u64::from(Self::SIZE);
         checked_range(mem.bytes().len(), ptr, total, Self::ALIGN)?;
+        mem.charge(u64::from(len) * host_size::<Self>())?;
         (0..len)
             .map(|i| Self::load(mem, ptr + i * Self::SIZE))
             .collect()
@@ -250,6 +260,11 @@ pub trait WitType: Sized {
         }
         Ok((ptr, len))
     }
+}
+
+/// Host bytes one lifted `T` takes at least (more for what its elements own).
+fn host_size<T>() -> u64 {
+    std::mem::size_of::<T>().max(1) as u64
 }
 
 /// Flattened types of `T`.
@@ -480,9 +495,9 @@ macro_rules! int_type {
 
 int_type!(u8, 1, I32, i32, i32, {
     fn load_list(mem: &dyn GuestMemory, ptr: u32, len: u32) -> Result<Vec<Self>, AbiError> {
-        let bytes = mem.bytes();
-        let range = checked_range(bytes.len(), ptr, len.into(), 1)?;
-        Ok(bytes[range].to_vec())
+        let range = checked_range(mem.bytes().len(), ptr, len.into(), 1)?;
+        mem.charge(len.into())?;
+        Ok(mem.bytes()[range].to_vec())
     }
     fn store_list(items: &[Self], mem: &mut dyn GuestMemory) -> Result<(u32, u32), AbiError> {
         lower_bytes(mem, items)
@@ -601,9 +616,9 @@ fn store_ptr_len(mem: &mut dyn GuestMemory, at: u32, ptr: u32, len: u32) -> Resu
 }
 
 fn lift_string(mem: &dyn GuestMemory, ptr: u32, len: u32) -> Result<String, AbiError> {
-    let bytes = mem.bytes();
-    let range = checked_range(bytes.len(), ptr, len.into(), 1)?;
-    std::str::from_utf8(&bytes[range])
+    let range = checked_range(mem.bytes().len(), ptr, len.into(), 1)?;
+    mem.charge(len.into())?;
+    std::str::from_utf8(&mem.bytes()[range])
         .map(str::to_owned)
         .map_err(|_| AbiError::InvalidUtf8)
 }

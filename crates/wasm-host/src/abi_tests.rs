@@ -29,6 +29,9 @@ impl GuestMemory for VecMemory {
     fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.bytes
     }
+    fn charge(&self, _: u64) -> Result<(), AbiError> {
+        Ok(())
+    }
     fn realloc(&mut self, _: u32, _: u32, align: u32, size: u32) -> Result<u32, AbiError> {
         let ptr = align_to(self.heap, align);
         let end = ptr

@@ -1,10 +1,18 @@
 //! Generic adapters between the canonical ABI runtime ([`crate::abi`]) and wasmi, used by the
 //! generated bindings. Nothing here is specific to one WIT function.
+//!
+//! Rules for host and guest (enforced with the [`sandbox`]): a host import first checks that the
+//! guest may call it (not from inside a host callback, deadline not passed); values lifted out of
+//! guest memory are charged to the run's memory budget before the host allocates them, and
+//! released when the import returns; the host calls the guest's `cabi_realloc` and post-return
+//! functions as callbacks, during which the guest cannot call imports.
 
+use std::cell::Cell;
+
+use sandbox::{Fault, HasQuota, Spend};
 use wasmi::errors::HostError;
 use wasmi::{
-    AsContext, AsContextMut, Caller, Extern, Func, FuncType, Instance, Memory, TypedFunc, Val,
-    ValType,
+    AsContext, AsContextMut, Caller, Extern, Func, FuncType, Instance, Memory, Val, ValType,
 };
 
 use crate::abi::{self, AbiError, FlatType, FlatVal, GuestMemory, WitType};
@@ -29,28 +37,48 @@ impl CoreFunc {
     }
 }
 
-/// A host implementation's request to trap the calling guest (e.g. an unknown handle).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct HostTrap(pub String);
-
-impl HostError for HostTrap {}
 impl HostError for AbiError {}
 
-impl From<AbiError> for wasmi::Error {
-    fn from(e: AbiError) -> Self {
-        wasmi::Error::host(e)
+/// The fault of a guest that broke the ABI (or ran its budget out while being lifted).
+pub fn abi_fault(error: AbiError) -> Fault {
+    match error {
+        AbiError::OverBudget {
+            needed,
+            used,
+            limit,
+        } => Fault::Memory {
+            spent: Spend::HostAllocation,
+            needed: usize::try_from(needed).unwrap_or(usize::MAX),
+            used,
+            limit,
+        },
+        other => Fault::Host(other.to_string()),
     }
 }
 
-/// Turns an ABI violation into a trap of the calling guest.
-pub fn abi_trap(e: AbiError) -> wasmi::Error {
-    wasmi::Error::host(e)
+impl From<AbiError> for wasmi::Error {
+    /// Traps the calling guest with the fault the violation stands for.
+    fn from(error: AbiError) -> Self {
+        abi_fault(error).into()
+    }
 }
 
-/// Turns a host-requested trap into a wasmi error.
-pub fn host_trap(e: HostTrap) -> wasmi::Error {
-    wasmi::Error::host(e)
+/// Charges what lifting a host call's arguments allocated, until the call returns.
+pub fn commit_lifted<T: HasQuota>(caller: &mut Caller<'_, T>, charged: usize) -> Result<(), Fault> {
+    caller.data_mut().quota_mut().charge_transient(charged)
+}
+
+/// Ends a host call: what was charged for it alone is released.
+pub fn end_host_call<T: HasQuota>(caller: &mut Caller<'_, T>) {
+    caller.data_mut().quota_mut().budget.release_transient();
+}
+
+/// Charges what lifting an export's result allocated, for the rest of the run.
+pub fn keep_charged<T: HasQuota>(
+    store: &mut wasmi::Store<T>,
+    charged: usize,
+) -> Result<(), CallError> {
+    Ok(store.data_mut().quota_mut().charge(charged)?)
 }
 
 fn val_type(t: FlatType) -> ValType {
@@ -127,30 +155,46 @@ pub fn load_at<T: WitType>(mem: &dyn GuestMemory, ptr: u32) -> Result<T, AbiErro
     T::load(mem, ptr)
 }
 
-/// `cabi_realloc` as a typed function.
-pub type Realloc = TypedFunc<(i32, i32, i32, i32), i32>;
-
-/// A guest's memory and allocator seen through a wasmi store context.
+/// A guest's memory and allocator seen through a wasmi store context, with the run's memory
+/// budget for what lifting allocates on the host.
 pub struct WasmiMemory<C> {
     ctx: C,
     memory: Memory,
-    realloc: Option<Realloc>,
+    realloc: Option<Func>,
+    /// Bytes charged by lifting so far (committed to the quota by the caller).
+    charged: Cell<usize>,
+    /// The budget when this view was made: in use and limit.
+    used: usize,
+    limit: usize,
 }
 
-impl<C: AsContextMut> WasmiMemory<C> {
+impl<C: AsContextMut<Data = D>, D: HasQuota + 'static> WasmiMemory<C> {
     /// Wraps `memory` and `realloc` of an instance living in `ctx`.
-    pub fn new(ctx: C, memory: Memory, realloc: Option<Realloc>) -> Self {
+    pub fn new(ctx: C, memory: Memory, realloc: Option<Func>) -> Self {
+        let (used, limit) = {
+            let context = ctx.as_context();
+            let budget = &context.data().quota().budget;
+            (budget.used(), budget.limit())
+        };
         Self {
             ctx,
             memory,
             realloc,
+            charged: Cell::new(0),
+            used,
+            limit,
         }
+    }
+
+    /// Bytes lifting charged through this view.
+    pub fn charged(&self) -> usize {
+        self.charged.get()
     }
 }
 
-impl<'a, 'b, T> WasmiMemory<&'a mut Caller<'b, T>> {
+impl<'a, 'b, D: HasQuota + 'static> WasmiMemory<&'a mut Caller<'b, D>> {
     /// The memory and allocator of the guest calling a host function.
-    pub fn from_caller(caller: &'a mut Caller<'b, T>) -> Result<Self, AbiError> {
+    pub fn from_caller(caller: &'a mut Caller<'b, D>) -> Result<Self, AbiError> {
         let memory = caller
             .get_export("memory")
             .and_then(Extern::into_memory)
@@ -158,22 +202,33 @@ impl<'a, 'b, T> WasmiMemory<&'a mut Caller<'b, T>> {
         let realloc = caller
             .get_export("cabi_realloc")
             .and_then(Extern::into_func)
-            .and_then(|f| f.typed::<(i32, i32, i32, i32), i32>(&*caller).ok());
-        Ok(Self {
-            ctx: caller,
-            memory,
-            realloc,
-        })
+            .filter(|f| f.typed::<(i32, i32, i32, i32), i32>(&*caller).is_ok());
+        Ok(Self::new(caller, memory, realloc))
     }
 }
 
-impl<C: AsContextMut> GuestMemory for WasmiMemory<C> {
+impl<C: AsContextMut<Data = D>, D: HasQuota + 'static> GuestMemory for WasmiMemory<C> {
     fn bytes(&self) -> &[u8] {
         self.memory.data(self.ctx.as_context())
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
         self.memory.data_mut(self.ctx.as_context_mut())
+    }
+
+    fn charge(&self, bytes: u64) -> Result<(), AbiError> {
+        let in_use = self.used.saturating_add(self.charged.get());
+        let total = (in_use as u64).saturating_add(bytes);
+        if total > self.limit as u64 {
+            return Err(AbiError::OverBudget {
+                needed: bytes,
+                used: in_use,
+                limit: self.limit,
+            });
+        }
+        // Fits in usize: at most `limit`.
+        self.charged.set(total as usize - self.used);
+        Ok(())
     }
 
     fn realloc(
@@ -184,18 +239,19 @@ impl<C: AsContextMut> GuestMemory for WasmiMemory<C> {
         new_size: u32,
     ) -> Result<u32, AbiError> {
         let realloc = self.realloc.ok_or(AbiError::NoRealloc)?;
-        realloc
-            .call(
-                self.ctx.as_context_mut(),
-                (
-                    old_ptr as i32,
-                    old_size as i32,
-                    align as i32,
-                    new_size as i32,
-                ),
-            )
-            .map(|p| p as u32)
-            .map_err(|e| AbiError::Realloc(e.to_string()))
+        let params = [
+            Val::I32(old_ptr as i32),
+            Val::I32(old_size as i32),
+            Val::I32(align as i32),
+            Val::I32(new_size as i32),
+        ];
+        let mut result = [Val::I32(0)];
+        sandbox::callback(&mut self.ctx, realloc, &params, &mut result)
+            .map_err(|fault| AbiError::Realloc(fault.to_string()))?;
+        match result {
+            [Val::I32(ptr)] => Ok(ptr as u32),
+            _ => Err(AbiError::Realloc("cabi_realloc returned no i32".into())),
+        }
     }
 }
 
@@ -225,12 +281,12 @@ pub fn export_memory(store: &impl AsContext, instance: &Instance) -> Result<Memo
 pub fn export_realloc(
     store: &impl AsContext,
     instance: &Instance,
-) -> Result<Option<Realloc>, ExportError> {
+) -> Result<Option<Func>, ExportError> {
     match instance.get_func(store, "cabi_realloc") {
         None => Ok(None),
         Some(f) => f
-            .typed(store)
-            .map(Some)
+            .typed::<(i32, i32, i32, i32), i32>(store)
+            .map(|_| Some(f))
             .map_err(|_| ExportError::WrongType {
                 name: "cabi_realloc".into(),
                 expected: "(i32, i32, i32, i32) -> i32".into(),
@@ -283,23 +339,35 @@ fn check_type(
 /// Calling a guest export failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    /// The guest trapped, ran out of fuel, or a host function it called trapped.
+    /// The run stopped: a trap, a limit, or a host call the guest misused.
     #[error("{0}")]
-    Wasm(#[from] wasmi::Error),
+    Fault(#[from] Fault),
     /// Arguments could not be lowered or the result could not be lifted.
     #[error("{0}")]
     Abi(#[from] AbiError),
 }
 
-/// Calls `func` with flat arguments and returns its `n_results` flat results.
-pub fn call(
-    mut store: impl AsContextMut,
+/// Calls the export `func` with flat arguments in the sandbox and returns its `n_results` flat
+/// results.
+pub fn call<T: HasQuota + 'static>(
+    store: &mut wasmi::Store<T>,
     func: Func,
     args: &[FlatVal],
     n_results: usize,
 ) -> Result<Vec<FlatVal>, CallError> {
     let args: Vec<Val> = args.iter().map(|v| flat_to_val(*v)).collect();
     let mut results = vec![Val::I32(0); n_results];
-    func.call(store.as_context_mut(), &args, &mut results)?;
+    sandbox::call(&mut *store, func, &args, &mut results)?;
     Ok(vals_to_flat(&results)?)
+}
+
+/// Calls an export's post-return function (a callback: no host imports from it).
+pub fn post_return<T: HasQuota + 'static>(
+    store: &mut wasmi::Store<T>,
+    func: Func,
+    results: &[FlatVal],
+) -> Result<(), CallError> {
+    let args: Vec<Val> = results.iter().map(|v| flat_to_val(*v)).collect();
+    sandbox::callback(&mut *store, func, &args, &mut [])?;
+    Ok(())
 }

@@ -1,15 +1,18 @@
 //! Runs HTTP functions — wasm guests of the `http-function` world in `wit/` — in wasmi.
 //!
 //! [`FunctionHost::load`] compiles and validates a guest once and runs its `on-server-init` to
-//! learn its routes; [`Function::handle`] answers one request in a fresh store and instance,
-//! bounded by fuel and a memory cap. Guest memory is only touched by the bindings generated from
-//! `wit/` at build time (`build.rs`, runtime in [`abi`] and [`glue`]).
+//! learn its routes; [`Function::handle`] answers one request in a fresh store and instance.
+//! Every run happens in the [`sandbox`]: fuel slices under a deadline, one memory budget for
+//! linear memory, tables and what the host allocates for the guest (lifted values, routes, store
+//! replies), and no host imports from inside host callbacks. Guest memory is only touched by the
+//! bindings generated from `wit/` at build time (`build.rs`, runtime in [`abi`] and [`glue`]).
 
 pub mod abi;
 #[cfg(test)]
 mod abi_tests;
 pub mod glue;
 mod host;
+mod resources;
 mod routes;
 
 /// Host bindings generated from `wit/` by `build.rs`.
@@ -27,8 +30,10 @@ pub mod bindings {
 
 pub use bindings::http_types::{HttpError, Method};
 pub use host::{
-    Function, FunctionHost, GuestRequest, GuestResponse, HostConfig, InvokeError, LoadError,
+    Function, FunctionHost, GuestRequest, GuestResponse, HostConfig, Invocation, InvokeError,
+    LoadError,
 };
+pub use resources::MAX_ROUTES;
 pub use routes::{Route, RouteError, RouteMatch};
 
 impl Method {

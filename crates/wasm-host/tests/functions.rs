@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use keyvalue::{KeyValue, MemoryStore};
+use keyvalue::{Bounds, KeyValue, MemoryStore};
+use sandbox::{Fault, Spend};
 use wasm_host::{Function, FunctionHost, GuestRequest, HostConfig, InvokeError, LoadError, Method};
 
 fn guests_dir() -> PathBuf {
@@ -42,9 +43,11 @@ fn request(method: Method, uri: &str, body: &[u8]) -> GuestRequest {
 }
 
 fn call(f: &Function, method: Method, uri: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    match f.handle(request(method, uri, body)) {
+    match f.handle(request(method, uri, body)).result {
         Ok(r) => (r.status, r.body),
-        Err(e) => (e.status(), e.to_string().into_bytes()),
+        Err(InvokeError::NoRoute { .. }) => (404, Vec::new()),
+        Err(InvokeError::Guest { error, .. }) => (error.status(), error.to_string().into_bytes()),
+        Err(e) => (500, e.to_string().into_bytes()),
     }
 }
 
@@ -59,7 +62,10 @@ fn http_server_demo_answers_its_routes() {
     assert_eq!(f.route(Method::Get, "/hello").unwrap().handler, "hello");
     assert!(f.route(Method::Post, "/hello").is_none());
 
-    let hello = f.handle(request(Method::Get, "/hello", b"")).unwrap();
+    let hello = f
+        .handle(request(Method::Get, "/hello", b""))
+        .result
+        .unwrap();
     assert_eq!((hello.status, hello.body.as_slice()), (200, &b"hello"[..]));
     assert!(
         hello
@@ -73,7 +79,11 @@ fn http_server_demo_answers_its_routes() {
         (404, b"Key not found".to_vec())
     );
     assert_eq!(call(&f, Method::Put, "/set", b"stored value").0, 204);
-    assert_eq!(kv.get("my-container", "my-key").unwrap(), b"stored value");
+    assert_eq!(
+        kv.get("my-container", "my-key", &Bounds::UNBOUNDED)
+            .unwrap(),
+        b"stored value"
+    );
     assert_eq!(
         call(&f, Method::Get, "/get", b""),
         (200, b"stored value".to_vec())
@@ -85,9 +95,11 @@ fn http_server_demo_answers_its_routes() {
     );
     assert_eq!(call(&f, Method::Delete, "/delete-file", b"").0, 200);
 
-    let missing = f.handle(request(Method::Get, "/nope", b"")).unwrap_err();
+    let missing = f
+        .handle(request(Method::Get, "/nope", b""))
+        .result
+        .unwrap_err();
     assert!(matches!(missing, InvokeError::NoRoute { .. }), "{missing}");
-    assert_eq!(missing.status(), 404);
 }
 
 #[test]
@@ -135,7 +147,7 @@ fn keyvalue_demo_reports_two_separate_stores() {
         "a keys: [\"k1\", \"k2\"]\nb keys: [\"k1\"]\na k1 = one\nb k1 = other\n\
          a k1 after delete: not found\na keys: [\"k2\"]\n"
     );
-    assert!(kv.keys("kv-demo-a").unwrap().is_empty());
+    assert!(kv.keys("kv-demo-a", &Bounds::UNBOUNDED).unwrap().is_empty());
 }
 
 #[test]
@@ -248,14 +260,26 @@ fn load_wat(handle_body: &str) -> Function {
 
 fn invoke_err(f: &Function) -> InvokeError {
     f.handle(request(Method::Get, "/x", b""))
+        .result
         .expect_err("request must fail")
+}
+
+/// The fault that ended a failed request.
+fn fault_of(err: &InvokeError) -> &Fault {
+    match err {
+        InvokeError::Fault { fault, .. } => fault,
+        other => panic!("expected a fault, got {other}"),
+    }
 }
 
 #[test]
 fn wat_guest_with_hand_computed_layout_answers() {
     let f = load_wat(OK_200);
     assert_eq!(f.routes().len(), 1);
-    let r = f.handle(request(Method::Get, "/x", b"")).unwrap();
+    let invocation = f.handle(request(Method::Get, "/x", b""));
+    assert!(invocation.report.fuel_used > 0);
+    assert!(invocation.report.peak_memory >= 65536);
+    let r = invocation.result.unwrap();
     assert_eq!((r.status, r.body.len(), r.headers.len()), (200, 0, 0));
 }
 
@@ -332,17 +356,14 @@ fn init_that_fails_or_never_serves_is_a_load_error() {
 #[test]
 fn a_trapping_guest_is_a_500_naming_the_function() {
     let err = invoke_err(&load_wat("unreachable"));
-    assert!(matches!(err, InvokeError::Trap { .. }), "{err}");
-    assert_eq!(err.status(), 500);
+    assert!(matches!(fault_of(&err), Fault::Trap(_)), "{err}");
     assert!(err.to_string().contains("wat::handle-http(h)"), "{err}");
 }
 
 #[test]
 fn an_endless_loop_runs_out_of_fuel() {
-    let config = HostConfig {
-        fuel_per_call: 1_000_000,
-        ..HostConfig::default()
-    };
+    let mut config = HostConfig::default();
+    config.limits.fuel = 1_000_000;
     let host = FunctionHost::new(Arc::new(MemoryStore::new()), config);
     let f = host
         .load(
@@ -351,8 +372,7 @@ fn an_endless_loop_runs_out_of_fuel() {
         )
         .unwrap();
     let err = invoke_err(&f);
-    assert!(matches!(err, InvokeError::OutOfFuel { .. }), "{err}");
-    assert_eq!(err.status(), 504);
+    assert!(matches!(fault_of(&err), Fault::OutOfFuel { .. }), "{err}");
 }
 
 #[test]
@@ -361,8 +381,16 @@ fn a_memory_bomb_hits_the_memory_cap() {
         "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
     );
     let err = invoke_err(&f);
-    assert_eq!(err.status(), 500, "{err}");
-    assert!(matches!(err, InvokeError::MemoryLimit { .. }), "{err}");
+    assert!(
+        matches!(
+            fault_of(&err),
+            Fault::Memory {
+                spent: Spend::LinearMemory,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -379,8 +407,7 @@ fn a_stack_overflow_traps() {
         )
         .unwrap();
     let err = invoke_err(&f);
-    assert!(matches!(err, InvokeError::Trap { .. }), "{err}");
-    assert_eq!(err.status(), 500);
+    assert!(matches!(fault_of(&err), Fault::Trap(_)), "{err}");
 }
 
 #[test]
@@ -408,8 +435,7 @@ fn bad_abi_data_from_the_guest_is_a_500_not_a_panic() {
     ];
     for (what, body) in cases {
         let err = invoke_err(&load_wat(body));
-        assert!(matches!(err, InvokeError::Abi { .. }), "{what}: {err}");
-        assert_eq!(err.status(), 500, "{what}");
+        assert!(matches!(fault_of(&err), Fault::Host(_)), "{what}: {err}");
     }
 }
 
@@ -419,8 +445,10 @@ fn guest_http_errors_answer_with_their_status() {
         "(i32.store8 (i32.const 600) (i32.const 1)) (i32.store8 (i32.const 604) (i32.const 3))
          (i32.store16 (i32.const 608) (i32.const 418)) (i32.const 600)",
     ));
-    assert!(matches!(err, InvokeError::Guest { .. }), "{err}");
-    assert_eq!(err.status(), 418);
+    assert!(
+        matches!(&err, InvokeError::Guest { error, .. } if error.status() == 418),
+        "{err}"
+    );
 
     let err = invoke_err(&load_wat(
         "(i32.store8 (i32.const 600) (i32.const 0)) (i32.store16 (i32.const 604) (i32.const 1000))
@@ -452,13 +480,7 @@ fn host_imports_validate_what_the_guest_passes() {
         .unwrap();
     let err = invoke_err(&f);
     assert!(
-        matches!(
-            err,
-            InvokeError::Abi {
-                error: wasm_host::abi::AbiError::InvalidUtf8,
-                ..
-            }
-        ),
+        matches!(fault_of(&err), Fault::Host(message) if message.contains("UTF-8")),
         "{err}"
     );
 
@@ -471,7 +493,7 @@ fn host_imports_validate_what_the_guest_passes() {
         )
         .unwrap();
     let err = invoke_err(&f);
-    assert!(matches!(err, InvokeError::Abi { .. }), "{err}");
+    assert!(matches!(fault_of(&err), Fault::Host(_)), "{err}");
 
     // A store handle that was never opened traps with a message naming it.
     let bad_handle =
@@ -484,7 +506,6 @@ fn host_imports_validate_what_the_guest_passes() {
         .unwrap();
     let err = invoke_err(&f);
     assert!(err.to_string().contains("invalid store handle 5"), "{err}");
-    assert_eq!(err.status(), 500);
 
     // Opening works and the result lands where the guest asked: ok discriminant, handle 1.
     let open_ok = "(call $open (i32.const 48) (i32.const 4) (i32.const 800))
@@ -500,7 +521,10 @@ fn host_imports_validate_what_the_guest_passes() {
         )
         .unwrap();
     assert_eq!(
-        f.handle(request(Method::Get, "/x", b"")).unwrap().status,
+        f.handle(request(Method::Get, "/x", b""))
+            .result
+            .unwrap()
+            .status,
         201
     );
 }
