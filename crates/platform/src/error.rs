@@ -1,6 +1,7 @@
 //! Everything that can go wrong in the platform, and the single mapping to HTTP statuses.
 
 use http_front::Response;
+use sandbox::Fault;
 
 /// A platform failure answered to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,9 +47,17 @@ pub enum PlatformError {
     /// A request or response body exceeded the function's limit.
     #[error("{0}")]
     BodyTooLarge(String),
-    /// The function ran out of time or fuel.
+    /// A function's run stopped: a trap, or one of its limits (fuel, deadline, memory, output).
+    #[error("{function}: {fault}")]
+    Fault {
+        /// The function (and the export or handler) that ran.
+        function: String,
+        /// Why it stopped.
+        fault: Fault,
+    },
+    /// The server's memory budget for functions is spent right now; retry shortly.
     #[error("{0}")]
-    Timeout(String),
+    Busy(String),
     /// The function failed (trap, memory limit, non-zero exit, ...), or a guest error status.
     #[error("{message}")]
     Function {
@@ -70,7 +79,11 @@ impl PlatformError {
             PlatformError::BadRequest(_) | PlatformError::DeployRejected { .. } => 400,
             PlatformError::WrongKind { .. } => 400,
             PlatformError::BodyTooLarge(_) => 413,
-            PlatformError::Timeout(_) => 504,
+            PlatformError::Fault { fault, .. } => match fault {
+                Fault::Timeout { .. } | Fault::OutOfFuel { .. } => 504,
+                _ => 500,
+            },
+            PlatformError::Busy(_) => 503,
             PlatformError::Function { status, .. } => *status,
         }
     }
@@ -86,6 +99,7 @@ impl PlatformError {
                 response.with_header("Allow", allowed)
             }
             PlatformError::Unauthorized => response.with_header("WWW-Authenticate", "Bearer"),
+            PlatformError::Busy(_) => response.with_header("Retry-After", "1"),
             _ => response,
         }
     }

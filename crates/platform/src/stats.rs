@@ -27,6 +27,8 @@ pub enum Outcome {
     ExitFailure,
     /// The request did not fit the function (kind, method, arguments).
     BadInput,
+    /// The server's memory budget was in use; the request was refused (503).
+    Busy,
 }
 
 impl Outcome {
@@ -41,6 +43,7 @@ impl Outcome {
             Outcome::GuestError => "guest_error",
             Outcome::ExitFailure => "exit_failure",
             Outcome::BadInput => "bad_input",
+            Outcome::Busy => "busy",
         }
     }
 }
@@ -217,6 +220,24 @@ impl Stats {
         }
         out
     }
+}
+
+/// The server-wide gauges of `/metrics`: memory in use, the functions' memory budget and how
+/// much of it runs have reserved now.
+pub fn server_gauges(in_use: Option<u64>, budget: usize, reserved: usize) -> String {
+    let mut out = String::new();
+    if let Some(bytes) = in_use {
+        out.push_str("# HELP server_memory_bytes Memory the server uses now (resident set, or heap under hermit).\n");
+        out.push_str("# TYPE server_memory_bytes gauge\n");
+        let _ = writeln!(out, "server_memory_bytes {bytes}");
+    }
+    out.push_str("# HELP function_memory_budget_bytes Memory function runs may reserve at once.\n");
+    out.push_str("# TYPE function_memory_budget_bytes gauge\n");
+    let _ = writeln!(out, "function_memory_budget_bytes {budget}");
+    out.push_str("# HELP function_memory_reserved_bytes Memory reserved by function runs now.\n");
+    out.push_str("# TYPE function_memory_reserved_bytes gauge\n");
+    let _ = writeln!(out, "function_memory_reserved_bytes {reserved}");
+    out
 }
 
 impl Snapshot {

@@ -1,0 +1,390 @@
+//! Running a function for a request: its memory reserved from the server's budget, its run in
+//! the sandbox, and its outcome and cost recorded, failures included.
+
+use std::time::{Duration, Instant};
+
+use http_front::{Request, Response};
+use sandbox::{Fault, Report};
+
+use crate::app::{Answer, App};
+use crate::error::PlatformError;
+use crate::functions::{Deployed, Program};
+use crate::memory::{Refused, Reservation, reservation_for};
+use crate::stats::{Cost, Outcome};
+
+/// How long a request waits for room in the memory budget before it is answered 503.
+pub const RESERVE_WAIT: Duration = Duration::from_millis(500);
+
+/// A failed invocation: the error to answer with and its class for the stats.
+pub(crate) type Failure = (PlatformError, Outcome);
+
+/// What one run produced and what it cost.
+pub(crate) struct Ran {
+    pub(crate) result: Result<Response, Failure>,
+    pub(crate) report: Report,
+}
+
+impl Ran {
+    fn before_running(failure: Failure) -> Ran {
+        Ran {
+            result: Err(failure),
+            report: Report::default(),
+        }
+    }
+}
+
+/// The message for a refused reservation.
+pub(crate) fn refusal_message(function: &str, refused: Refused) -> String {
+    match refused {
+        Refused::TooLarge { bytes, total } => format!(
+            "{function} needs {bytes} bytes of the server's memory budget of {total} bytes \
+             (2 × max-memory + overhead); lower its max-memory or raise memory-budget="
+        ),
+        Refused::Busy { bytes, total } => format!(
+            "the server's memory budget ({total} bytes) is in use; {function} needs {bytes} \
+             bytes: retry shortly"
+        ),
+    }
+}
+
+/// The stats class of a fault.
+fn fault_outcome(fault: &Fault) -> Outcome {
+    match fault {
+        Fault::Timeout { .. } | Fault::OutOfFuel { .. } => Outcome::Timeout,
+        Fault::Memory { .. } => Outcome::Memory,
+        Fault::Output { .. } => Outcome::BodyTooLarge,
+        Fault::Trap(_)
+        | Fault::Host(_)
+        | Fault::Reentrance(_)
+        | Fault::Exit(_)
+        | Fault::Instantiate(_) => Outcome::Trap,
+    }
+}
+
+fn fault_failure(function: String, fault: Fault) -> Failure {
+    let outcome = fault_outcome(&fault);
+    (PlatformError::Fault { function, fault }, outcome)
+}
+
+/// The error for calling `function` through an endpoint of another kind, saying where to call it.
+pub(crate) fn wrong_kind(function: &Deployed) -> Failure {
+    let name = &function.name;
+    let hint = match function.program {
+        Program::Http(_) => format!("call /{name}/..."),
+        Program::Wasi(_) => format!("call GET /api/{name}/<input>"),
+        Program::Nanoprocess(_) => format!("call /exec/{name}?args=..."),
+    };
+    let kind = function.program.kind();
+    (
+        PlatformError::WrongKind {
+            function: name.clone(),
+            kind,
+            hint,
+        },
+        Outcome::BadInput,
+    )
+}
+
+fn body_too_large(what: &str, size: usize, function: &Deployed) -> PlatformError {
+    PlatformError::BodyTooLarge(format!(
+        "{what} of {size} bytes exceeds {}'s max-body={} (raise it with ?max-body= when deploying)",
+        function.name, function.limits.max_body
+    ))
+}
+
+/// Decodes `%XX` escapes (and `+` as space when `plus_is_space`); invalid escapes stay as is.
+pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The value of `key` in a query string, decoded.
+pub(crate) fn query_value(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| String::from_utf8_lossy(&percent_decode(v, true)).into_owned())
+    })
+}
+
+impl App {
+    /// Runs `call` on the function named `name`, recording its outcome and cost.
+    pub(crate) fn invoke(&self, name: &str, call: impl FnOnce(&Deployed) -> Ran) -> Answer {
+        let function = self
+            .lookup(name)
+            .ok_or_else(|| PlatformError::NotFound(format!("no function named {name:?}")))?;
+        let started = Instant::now();
+        let ran = call(&function);
+        let cost = Cost {
+            elapsed: started.elapsed(),
+            fuel: ran.report.fuel_used,
+            memory: ran.report.peak_memory as u64,
+        };
+        match ran.result {
+            Ok(response) => {
+                self.stats.record(name, Outcome::Ok, cost);
+                Ok(response)
+            }
+            Err((error, outcome)) => {
+                self.stats.record(name, outcome, cost);
+                Err(error)
+            }
+        }
+    }
+
+    /// Reserves what one run of `function` may use from the server's memory budget.
+    fn reserve(&self, function: &Deployed) -> Result<Reservation<'_>, Failure> {
+        self.memory
+            .reserve(reservation_for(function.limits.max_memory), RESERVE_WAIT)
+            .map_err(|refused| {
+                let message = refusal_message(&function.name, refused);
+                log::warn!("{message}");
+                (PlatformError::Busy(message), Outcome::Busy)
+            })
+    }
+
+    pub(crate) fn run_http(&self, function: &Deployed, request: &Request, path: &str) -> Ran {
+        let Program::Http(guest) = &function.program else {
+            return Ran::before_running(wrong_kind(function));
+        };
+        if request.body.len() > function.limits.max_body {
+            let error = body_too_large("request body", request.body.len(), function);
+            return Ran::before_running((error, Outcome::BodyTooLarge));
+        }
+        let Some(method) = wasm_host::Method::parse(&request.method) else {
+            let error = PlatformError::MethodNotAllowed {
+                method: request.method.clone(),
+                allowed: "GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS",
+            };
+            return Ran::before_running((error, Outcome::BadInput));
+        };
+        let uri = match &request.query {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_string(),
+        };
+        let guest_request = wasm_host::GuestRequest {
+            method,
+            uri,
+            headers: request.headers.clone(),
+            body: request.body.clone(),
+        };
+        let reservation = match self.reserve(function) {
+            Ok(reservation) => reservation,
+            Err(failure) => return Ran::before_running(failure),
+        };
+        let invocation = guest.handle(guest_request);
+        drop(reservation);
+        let result = match invocation.result {
+            Ok(answer) if answer.body.len() > function.limits.max_body => {
+                let message = format!(
+                    "response body of {} bytes exceeds {}'s max-body={}",
+                    answer.body.len(),
+                    function.name,
+                    function.limits.max_body
+                );
+                Err((
+                    PlatformError::Function {
+                        status: 500,
+                        message,
+                    },
+                    Outcome::BodyTooLarge,
+                ))
+            }
+            Ok(answer) => {
+                let mut response = Response::new(answer.status).with_body(answer.body);
+                for (name, value) in &answer.headers {
+                    response = response.with_header(name, value);
+                }
+                Ok(response)
+            }
+            Err(error) => Err(http_failure(error)),
+        };
+        Ran {
+            result,
+            report: invocation.report,
+        }
+    }
+
+    pub(crate) fn run_wasi(&self, function: &Deployed, request: &Request, input: &str) -> Ran {
+        let Program::Wasi(module) = &function.program else {
+            return Ran::before_running(wrong_kind(function));
+        };
+        let stdin = if request.method == "POST" {
+            request.body.clone()
+        } else {
+            percent_decode(input, false)
+        };
+        if stdin.len() > function.limits.max_body {
+            let error = body_too_large("input", stdin.len(), function);
+            return Ran::before_running((error, Outcome::BodyTooLarge));
+        }
+        let input = wasm_faas::WasiInput {
+            stdin,
+            program_name: function.name.clone(),
+            env: vec![("FAAS_FUNCTION".to_string(), function.name.clone())],
+            ..wasm_faas::WasiInput::default()
+        };
+        let reservation = match self.reserve(function) {
+            Ok(reservation) => reservation,
+            Err(failure) => return Ran::before_running(failure),
+        };
+        let run = wasm_faas::run_wasi(module, &input, &function.limits.faas());
+        drop(reservation);
+        let result = match run.result {
+            Ok(output) => {
+                log_stderr(&function.name, &output.stderr, output.stderr_dropped);
+                if output.exit_code == 0 {
+                    Ok(Response::bytes(
+                        200,
+                        "text/plain; charset=utf-8",
+                        output.stdout,
+                    ))
+                } else {
+                    let tail_start = output.stderr.len().saturating_sub(1024);
+                    let message = format!(
+                        "{} exited with code {}: {}",
+                        function.name,
+                        output.exit_code,
+                        String::from_utf8_lossy(&output.stderr[tail_start..]).trim_end()
+                    );
+                    Err((
+                        PlatformError::Function {
+                            status: 500,
+                            message,
+                        },
+                        Outcome::ExitFailure,
+                    ))
+                }
+            }
+            Err(error) => Err(faas_failure(function, error)),
+        };
+        Ran {
+            result,
+            report: run.report,
+        }
+    }
+
+    pub(crate) fn run_nanoprocess(&self, function: &Deployed, request: &Request) -> Ran {
+        let Program::Nanoprocess(module) = &function.program else {
+            return Ran::before_running(wrong_kind(function));
+        };
+        let args = match request.method.as_str() {
+            "GET" | "HEAD" => query_value(request.query.as_deref(), "args").unwrap_or_default(),
+            "POST" => match serde_json::from_slice::<Vec<serde_json::Value>>(&request.body) {
+                Ok(values) if values.iter().all(|v| v.is_number()) => values
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => {
+                    let error = PlatformError::BadRequest(
+                        "POST /exec/{function} takes a JSON array of numbers".into(),
+                    );
+                    return Ran::before_running((error, Outcome::BadInput));
+                }
+            },
+            other => {
+                let error = PlatformError::MethodNotAllowed {
+                    method: other.to_string(),
+                    allowed: "GET, HEAD, POST",
+                };
+                return Ran::before_running((error, Outcome::BadInput));
+            }
+        };
+        let reservation = match self.reserve(function) {
+            Ok(reservation) => reservation,
+            Err(failure) => return Ran::before_running(failure),
+        };
+        let run = wasm_faas::run_nanoprocess_str(module, &args, &function.limits.faas());
+        drop(reservation);
+        Ran {
+            result: run
+                .result
+                .map(|output| Response::text(200, output.results.join(",")))
+                .map_err(|error| faas_failure(function, error)),
+            report: run.report,
+        }
+    }
+}
+
+/// An HTTP guest's failure as the platform answers it.
+fn http_failure(error: wasm_host::InvokeError) -> Failure {
+    use wasm_host::InvokeError as E;
+    let message = error.to_string();
+    match error {
+        E::NoRoute { .. } => (PlatformError::NotFound(message), Outcome::GuestError),
+        E::Guest { error, .. } => (
+            PlatformError::Function {
+                status: error.status(),
+                message,
+            },
+            Outcome::GuestError,
+        ),
+        E::InvalidStatus { .. } => (
+            PlatformError::Function {
+                status: 500,
+                message,
+            },
+            Outcome::Trap,
+        ),
+        E::Fault { function, fault } => fault_failure(function, fault),
+    }
+}
+
+/// A WASI or `_start` run's failure as the platform answers it.
+fn faas_failure(function: &Deployed, error: wasm_faas::RunError) -> Failure {
+    use wasm_faas::RunError as E;
+    match error {
+        E::Fault(fault) => fault_failure(function.name.clone(), fault),
+        E::BadArgs(_) | E::Invalid(_) => (
+            PlatformError::BadRequest(format!("{}: {error}", function.name)),
+            Outcome::BadInput,
+        ),
+    }
+}
+
+/// Logs a WASI command's stderr, a line at a time, with the function's name.
+fn log_stderr(function: &str, stderr: &[u8], dropped: usize) {
+    if dropped > 0 {
+        log::info!(target: "guest", "{function}: ({dropped} earlier bytes of stderr not kept)");
+    }
+    for line in String::from_utf8_lossy(stderr).lines() {
+        log::info!(target: "guest", "{function}: {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode("a%20b+c", false), b"a b+c");
+        assert_eq!(percent_decode("a%20b+c", true), b"a b c");
+        assert_eq!(percent_decode("100%", false), b"100%");
+        assert_eq!(percent_decode("%zz%4", false), b"%zz%4");
+        assert_eq!(
+            query_value(Some("x=1&args=5%2C2"), "args").as_deref(),
+            Some("5,2")
+        );
+        assert_eq!(query_value(Some("x=1"), "args"), None);
+        assert_eq!(query_value(None, "args"), None);
+    }
+}
