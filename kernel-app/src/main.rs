@@ -10,7 +10,9 @@ use boot_config::{Config, KvBackend};
 use http_front::{Limits, Server, ServerConfig, Timeouts};
 use keyvalue::KeyValue;
 use platform::app::{App, AppOptions, SharedApp};
-use platform::functions::FunctionLimits;
+use platform::limits::FunctionLimits;
+
+mod machine;
 
 /// Stack of HTTP worker threads: wasm interpretation runs on them.
 const WORKER_STACK_BYTES: usize = 1 << 20;
@@ -34,33 +36,28 @@ fn exit_soon() {
     });
 }
 
-/// Connections served at once when `max-connections=` is not given.
-///
-/// Under hermit each connection holds 128 KiB of kernel socket buffers (64 KiB each way in kernel
-/// 0.11), so the RAM bounds them: 128 connections take 16 MiB. Natively the bound is the
-/// descriptor limit, raised to its hard limit first.
-fn default_max_connections() -> usize {
-    #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit/setrlimit read and write one `rlimit` we own.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-                limit.rlim_cur = limit.rlim_max;
-                let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-                let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-            }
-        }
-        // Descriptors for the listener, Redis, logs and a margin.
-        let descriptors = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
-        descriptors.saturating_sub(64).clamp(16, 65_536)
-    }
-    #[cfg(not(unix))]
-    {
-        128
+/// The HTTP server's settings from the configuration.
+fn server_config(config: &Config, max_connections: usize) -> ServerConfig {
+    let defaults = ServerConfig::default();
+    ServerConfig {
+        io_threads: config.io_threads.unwrap_or(defaults.io_threads),
+        workers: config.workers,
+        queue_capacity: config.queue,
+        max_connections,
+        limits: Limits {
+            max_body_bytes: config.max_body,
+            ..Limits::default()
+        },
+        timeouts: Timeouts {
+            header: Duration::from_millis(config.header_timeout_ms),
+            body: Duration::from_millis(config.body_timeout_ms),
+            send: Duration::from_millis(config.send_timeout_ms),
+            min_rate: config.min_rate as u64,
+            keep_alive: Duration::from_millis(config.keepalive_ms),
+            ..Timeouts::default()
+        },
+        worker_stack_size: Some(WORKER_STACK_BYTES),
+        ..defaults
     }
 }
 
@@ -79,6 +76,24 @@ fn main() -> ExitCode {
         config.summary()
     );
 
+    // The listener first: under hermit its backlog takes kernel memory, which the memory
+    // budget below must not count on.
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(machine::default_max_connections);
+    let server = match Server::bind(
+        (config.bind, config.port),
+        server_config(&config, max_connections),
+    ) {
+        Ok(server) => server,
+        Err(err) => {
+            log::error!("cannot listen on {}:{}: {err}", config.bind, config.port);
+            return ExitCode::FAILURE;
+        }
+    };
+    let memory_budget = config
+        .memory_budget
+        .unwrap_or_else(|| machine::default_budget(max_connections));
     let app = Arc::new(
         App::new(AppOptions {
             root: config.root.clone(),
@@ -88,6 +103,8 @@ fn main() -> ExitCode {
                 max_body: config.max_body,
                 ..FunctionLimits::default()
             },
+            memory_budget,
+            memory_in_use: machine::in_use,
         })
         .with_shutdown(exit_soon),
     );
@@ -95,37 +112,6 @@ fn main() -> ExitCode {
     if let Err(err) = App::deploy_in_background(&app, boot_functions::FUNCTIONS) {
         log::error!("boot functions not deployed: {err}");
     }
-
-    let defaults = ServerConfig::default();
-    let server_config = ServerConfig {
-        io_threads: config.io_threads.unwrap_or(defaults.io_threads),
-        workers: config.workers,
-        queue_capacity: config.queue,
-        max_connections: config
-            .max_connections
-            .unwrap_or_else(default_max_connections),
-        limits: Limits {
-            max_body_bytes: config.max_body,
-            ..Limits::default()
-        },
-        timeouts: Timeouts {
-            header: Duration::from_millis(config.header_timeout_ms),
-            body: Duration::from_millis(config.body_timeout_ms),
-            send: Duration::from_millis(config.send_timeout_ms),
-            min_rate: config.min_rate as u64,
-            keep_alive: Duration::from_millis(config.keepalive_ms),
-            ..Timeouts::default()
-        },
-        worker_stack_size: Some(WORKER_STACK_BYTES),
-        ..defaults
-    };
-    let server = match Server::bind((config.bind, config.port), server_config) {
-        Ok(server) => server,
-        Err(err) => {
-            log::error!("cannot listen on {}:{}: {err}", config.bind, config.port);
-            return ExitCode::FAILURE;
-        }
-    };
     log::info!(
         "ready: listening on http://{}:{}/",
         config.bind,

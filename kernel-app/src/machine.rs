@@ -1,0 +1,102 @@
+//! What the machine allows the server: connections (descriptors natively, RAM under hermit),
+//! memory for functions, and what the server uses now. Only this module and `main` know that
+//! the program may run as a unikernel.
+
+/// Memory budget for functions natively when `memory-budget=` is not given.
+const NATIVE_BUDGET: usize = 1 << 30;
+
+/// Kernel socket buffers per connection under hermit (64 KiB each way in kernel 0.11, plus the
+/// listener slot that replaces an accepted one).
+#[cfg(target_os = "hermit")]
+const CONNECTION_BYTES: usize = 160 << 10;
+
+/// Heap kept free under hermit for everything that is not a function run: compiled boot
+/// functions, request and response buffers, logging, the network stack's packets.
+#[cfg(target_os = "hermit")]
+const SERVER_RESERVE: usize = 8 << 20;
+
+/// Smallest budget derived from the heap (enough for one run of a default function).
+#[cfg(target_os = "hermit")]
+const MIN_BUDGET: usize = 8 << 20;
+
+#[cfg(target_os = "hermit")]
+unsafe extern "C" {
+    /// Our kernel patch 0010: bytes the heap has allocated and can still allocate.
+    fn sys_heap_usage(allocated: *mut usize, available: *mut usize) -> i32;
+}
+
+/// Heap bytes allocated and still available (hermit only).
+#[cfg(target_os = "hermit")]
+fn heap_usage() -> Option<(usize, usize)> {
+    let (mut allocated, mut available) = (0usize, 0usize);
+    // SAFETY: the kernel writes one usize through each pointer, both valid for writes.
+    let status = unsafe { sys_heap_usage(&mut allocated, &mut available) };
+    (status == 0).then_some((allocated, available))
+}
+
+/// Bytes in use by the server now: the heap under hermit, the resident set natively.
+pub fn in_use() -> Option<u64> {
+    #[cfg(target_os = "hermit")]
+    {
+        heap_usage().map(|(allocated, _)| allocated as u64)
+    }
+    #[cfg(not(target_os = "hermit"))]
+    {
+        // Second field of /proc/self/statm: resident pages.
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * 4096)
+    }
+}
+
+/// The budget when `memory-budget=` is not given. Under hermit: the heap still available once
+/// the listener exists, minus the kernel buffers of `max_connections` connections and a reserve
+/// for the server itself. Natively: [`NATIVE_BUDGET`].
+pub fn default_budget(max_connections: usize) -> usize {
+    #[cfg(target_os = "hermit")]
+    {
+        let Some((_, available)) = heap_usage() else {
+            return MIN_BUDGET;
+        };
+        available
+            .saturating_sub(max_connections.saturating_mul(CONNECTION_BYTES))
+            .saturating_sub(SERVER_RESERVE)
+            .max(MIN_BUDGET)
+    }
+    #[cfg(not(target_os = "hermit"))]
+    {
+        let _ = max_connections;
+        NATIVE_BUDGET
+    }
+}
+
+/// Connections served at once when `max-connections=` is not given.
+///
+/// Natively the bound is the descriptor limit, raised to its hard limit first. Under hermit each
+/// connection holds kernel socket buffers ([`CONNECTION_BYTES`]); a quarter of the heap still
+/// available once the listener exists goes to connections (about 70 in a 64 MiB VM).
+pub fn default_max_connections() -> usize {
+    #[cfg(target_os = "hermit")]
+    {
+        let available = heap_usage().map_or(0, |(_, available)| available);
+        (available / 4 / CONNECTION_BYTES).clamp(16, 4096)
+    }
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit read and write one `rlimit` we own.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+                let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            }
+        }
+        // Descriptors for the listener, Redis, logs and a margin.
+        let descriptors = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+        descriptors.saturating_sub(64).clamp(16, 65_536)
+    }
+}
