@@ -73,7 +73,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if matches!(args.suite, Suite::Density | Suite::All) {
         let microvm = crate::image_dir::microvm_image(true)?;
-        let vm = VmArgs { memory: args.density_memory, ..args.vm.clone() };
+        let vm = VmArgs {
+            memory: args.density_memory,
+            ..args.vm.clone()
+        };
         crate::density::bench_density(&vm, args.count, &image, &microvm)?;
     }
     Ok(())
@@ -89,9 +92,13 @@ struct Running {
 
 impl Running {
     fn spawn(mut cmd: Command) -> Result<Running> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        Ok(Running { child: cmd.spawn().with_context(|| format!("start {cmd:?}"))? })
+        Ok(Running {
+            child: cmd.spawn().with_context(|| format!("start {cmd:?}"))?,
+        })
     }
 }
 
@@ -104,7 +111,9 @@ impl Drop for Running {
 }
 
 pub(crate) fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// One `GET path` with `Connection: close`; the status code. The short timeout matters while
@@ -125,16 +134,26 @@ enum ProbeFailure {
 /// `GET path` with `Connection: close` and a read timeout of `timeout`; the status code.
 fn probe(port: u16, path: &str, timeout: Duration) -> Result<u16, ProbeFailure> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|_| ProbeFailure::NotUp)?;
-    stream.set_read_timeout(Some(timeout)).map_err(|_| ProbeFailure::NotUp)?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+    stream
+        .set_read_timeout(Some(timeout))
         .map_err(|_| ProbeFailure::NotUp)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|_| ProbeFailure::NotUp)?;
     let mut head = [0u8; 12];
     match stream.read_exact(&mut head) {
         Ok(()) => std::str::from_utf8(&head[9..12])
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or(ProbeFailure::NotUp),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
             Err(ProbeFailure::Slow)
         }
         Err(_) => Err(ProbeFailure::NotUp),
@@ -161,7 +180,10 @@ fn wait_first_response(port: u16, start: Instant, limit: Duration) -> Result<Dur
 }
 
 fn vm_with(args: &BenchArgs, smp: u32) -> VmArgs {
-    VmArgs { smp, ..args.vm.clone() }
+    VmArgs {
+        smp,
+        ..args.vm.clone()
+    }
 }
 
 /// Guest RAM the small-memory boot uses (the target is to serve in 64 MiB).
@@ -206,11 +228,22 @@ fn bench_boot(args: &BenchArgs, image: &Image) -> Result<()> {
         min.as_secs_f64() * 1e3,
         max.as_secs_f64() * 1e3
     );
-    println!("| image size: loader + app ELF | {:.2} MB ({} + {} bytes) |", (loader + app) as f64 / 1e6, loader, app);
+    println!(
+        "| image size: loader + app ELF | {:.2} MB ({} + {} bytes) |",
+        (loader + app) as f64 / 1e6,
+        loader,
+        app
+    );
     println!("| guest RAM of the timed boots | {} MiB |", vm.memory);
-    let small = VmArgs { memory: SMALL_MEMORY_MIB, ..vm.clone() };
+    let small = VmArgs {
+        memory: SMALL_MEMORY_MIB,
+        ..vm.clone()
+    };
     let served = match boot_vm(&small, image, free_port()?, "log=warn") {
-        Ok((_vm, elapsed)) => format!("yes, first response after {:.0} ms", elapsed.as_secs_f64() * 1e3),
+        Ok((_vm, elapsed)) => format!(
+            "yes, first response after {:.0} ms",
+            elapsed.as_secs_f64() * 1e3
+        ),
         Err(err) => format!("no: {err}"),
     };
     println!("| serves in {SMALL_MEMORY_MIB} MiB of guest RAM | {served} |");
@@ -301,8 +334,18 @@ fn load(port: u16, path: &str, clients: usize, seconds: u64) -> Load {
     }
     let seconds = start.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
-    Load { requests: all.len() as u64, errors, seconds, p50_us: pct(0.50), p99_us: pct(0.99) }
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    Load {
+        requests: all.len() as u64,
+        errors,
+        seconds,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
 }
 
 /// Paths measured by the HTTP suite: the platform alone, a Spiderlightning guest, a WASI program.
@@ -340,16 +383,27 @@ fn bench_http(args: &BenchArgs, image: &Image) -> Result<()> {
     let guests = crate::util::target_dir().join("guests");
     let deployables = [
         ("answer.wat", std::fs::read(guests.join("answer.wat"))?),
-        ("http-server-demo.wasm", std::fs::read(guests.join("http-server-demo.wasm"))?),
+        (
+            "http-server-demo.wasm",
+            std::fs::read(guests.join("http-server-demo.wasm"))?,
+        ),
     ];
     let mut rows: Vec<(String, &str, Load)> = Vec::new();
     let mut deploys: Vec<(String, &str, Duration)> = Vec::new();
     let mut measure = |name: String, port: u16| -> Result<()> {
         for (file, body) in &deployables {
-            deploys.push((name.clone(), *file, deploy_latency(port, "bench-deploy", body, 5)?));
+            deploys.push((
+                name.clone(),
+                *file,
+                deploy_latency(port, "bench-deploy", body, 5)?,
+            ));
         }
         for path in HTTP_PATHS {
-            rows.push((name.clone(), path, load(port, path, args.clients, args.seconds)));
+            rows.push((
+                name.clone(),
+                path,
+                load(port, path, args.clients, args.seconds),
+            ));
         }
         Ok(())
     };
@@ -357,7 +411,8 @@ fn bench_http(args: &BenchArgs, image: &Image) -> Result<()> {
     let native = crate::native::build_server()?;
     let port = free_port()?;
     let mut cmd = Command::new(native);
-    cmd.args(["bind=127.0.0.1", &format!("port={port}")]).args(append.split_whitespace());
+    cmd.args(["bind=127.0.0.1", &format!("port={port}")])
+        .args(append.split_whitespace());
     let server = Running::spawn(cmd)?;
     wait_first_response(port, Instant::now(), Duration::from_secs(30))?;
     measure("native (Linux process)".to_string(), port)?;
@@ -370,7 +425,10 @@ fn bench_http(args: &BenchArgs, image: &Image) -> Result<()> {
         measure(format!("image, {}", vm.describe()), port)?;
     }
 
-    println!("\n## HTTP: {} keep-alive clients, {} s per row", args.clients, args.seconds);
+    println!(
+        "\n## HTTP: {} keep-alive clients, {} s per row",
+        args.clients, args.seconds
+    );
     println!("| server | path | req/s | vs native | p50 | p99 | errors |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (name, path, l) in &rows {
@@ -391,7 +449,10 @@ fn bench_http(args: &BenchArgs, image: &Image) -> Result<()> {
     println!("| server | module | latency |");
     println!("| --- | --- | --- |");
     for (name, file, latency) in &deploys {
-        println!("| {name} | {file} | {:.1} ms |", latency.as_secs_f64() * 1e3);
+        println!(
+            "| {name} | {file} | {:.1} ms |",
+            latency.as_secs_f64() * 1e3
+        );
     }
     Ok(())
 }
