@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: figures, never pass/fail. Boot time and image size; request rates and
 //! latencies of the native server and the image side by side; connection handling (keep-alive
-//! load with wrk, a hyper baseline, idle connections).
+//! load with wrk, a hyper baseline, idle connections); the image next to a Linux guest.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -29,6 +29,8 @@ pub enum Suite {
     /// Native server under wrk at 4/32/256 keep-alive connections, a hyper baseline, and
     /// 10,000 idle connections (RSS, does /healthz still answer).
     Connections,
+    /// The image vs a Linux guest running our native server under identical QEMU settings.
+    VmCompare,
     /// Everything.
     All,
 }
@@ -93,6 +95,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.suite == Suite::All {
         bench_connections::bench_connections(args)?;
     }
+    if matches!(args.suite, Suite::VmCompare | Suite::All) {
+        bench_vm_compare::bench_vm_compare(args, &image)?;
+    }
     Ok(())
 }
 
@@ -100,8 +105,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 mod bench_connections;
 #[path = "bench_kv.rs"]
 mod bench_kv;
+#[path = "bench_linux_guest.rs"]
+mod bench_linux_guest;
 #[path = "bench_server.rs"]
 mod bench_server;
+#[path = "bench_vm_compare.rs"]
+mod bench_vm_compare;
 #[path = "bench_wrk.rs"]
 mod bench_wrk;
 
