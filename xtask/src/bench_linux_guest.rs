@@ -45,6 +45,7 @@ ip link set lo up
 ip addr add 10.0.2.15/24 dev eth0
 ip link set eth0 up
 ip route add default via 10.0.2.2
+echo "init: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
 echo "init: $(uname -r), eth0 up after $i waits; starting /app/kernel-app $*"
 /app/kernel-app "$@"
 echo "init: kernel-app exited with status $?"

@@ -119,6 +119,11 @@ pub(crate) fn bench_vm_compare(args: &BenchArgs, image: &Image) -> Result<()> {
         runs,
     };
     let linux_log = group.log.clone();
+    let clocksource = std::fs::read_to_string(&linux_log)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("init: clocksource ").map(str::to_string))
+        .unwrap_or_else(|| "?".into());
     drop(group);
 
     let same = without_replaced(&image_guest.qemu_args) == without_replaced(&linux_guest.qemu_args);
@@ -138,6 +143,7 @@ pub(crate) fn bench_vm_compare(args: &BenchArgs, image: &Image) -> Result<()> {
         linux_log.display()
     );
     println!("- Linux QEMU: `{}`", shell_words(&linux_guest.qemu_args));
+    println!("- Linux guest clocksource (untuned): {clocksource}");
     println!(
         "- QEMU flags identical apart from {}: {}",
         REPLACED.join("/"),
