@@ -12,6 +12,7 @@ APT_PACKAGES=(
   qemu-system-x86                    # boots the image
   binaryen wasi-libc                 # wasm-opt; libc for wasm32-wasip1 guests
   redis-server                       # the real keyvalue backend, started by tests
+  wrk                                # HTTP load generator of `cargo xtask bench connections/vm-compare`
   iproute2 curl ca-certificates pkg-config  # ip netns for the tap test
 )
 

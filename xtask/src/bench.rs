@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: figures, never pass/fail. Boot time and image size; request rates and
-//! latencies of the native server and the image side by side.
+//! latencies of the native server and the image side by side; connection handling (keep-alive
+//! load with wrk, a hyper baseline, idle connections); the image next to a Linux guest.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -25,6 +26,11 @@ pub enum Suite {
     Kv,
     /// Many instances side by side: time until all answer, RSS per QEMU (deployment forms).
     Density,
+    /// Native server under wrk at 4/32/256 keep-alive connections, a hyper baseline, and
+    /// 10,000 idle connections (RSS, does /healthz still answer).
+    Connections,
+    /// The image vs a Linux guest running our native server under identical QEMU settings.
+    VmCompare,
     /// Everything.
     All,
 }
@@ -50,12 +56,19 @@ pub struct BenchArgs {
     /// Guest RAM in MiB of each density instance.
     #[arg(long, default_value_t = 64)]
     pub density_memory: u32,
+    /// Idle connections the connections suite holds open against the native server.
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_connections: usize,
     #[command(flatten)]
     pub vm: VmArgs,
 }
 
 /// Runs the selected measurements and prints their tables.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.suite == Suite::Connections {
+        // Native only: no image to build, no VM.
+        return bench_connections::bench_connections(args);
+    }
     let image = crate::image::build()?;
     if let Err(reason) = crate::qemu::kvm_status() {
         println!("note: KVM unusable ({reason}); VM figures are under TCG (software emulation)");
@@ -79,11 +92,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         };
         crate::density::bench_density(&vm, args.count, &image, &microvm)?;
     }
+    if args.suite == Suite::All {
+        bench_connections::bench_connections(args)?;
+    }
+    if matches!(args.suite, Suite::VmCompare | Suite::All) {
+        bench_vm_compare::bench_vm_compare(args, &image)?;
+    }
     Ok(())
 }
 
+#[path = "bench_connections.rs"]
+mod bench_connections;
 #[path = "bench_kv.rs"]
 mod bench_kv;
+#[path = "bench_linux_guest.rs"]
+mod bench_linux_guest;
+#[path = "bench_server.rs"]
+mod bench_server;
+#[path = "bench_vm_compare.rs"]
+mod bench_vm_compare;
+#[path = "bench_wrk.rs"]
+mod bench_wrk;
 
 /// A server process (QEMU or native) in its own process group, killed on drop.
 struct Running {
