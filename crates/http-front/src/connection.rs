@@ -204,7 +204,7 @@ impl Connection {
                 Some(Step::Close)
             }
             Ok(n) => {
-                self.parser.push(&cx.scratch[..n]);
+                self.parser.push(cx.scratch.get(..n).unwrap_or_default());
                 None
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
@@ -341,7 +341,8 @@ impl Connection {
             if !self.writable {
                 return Ok(false);
             }
-            match self.stream.write(&self.out[self.out_pos..]) {
+            let pending = self.out.get(self.out_pos..).unwrap_or_default();
+            match self.stream.write(pending) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.out_pos += n;

@@ -107,8 +107,9 @@ struct Slots {
 impl Slots {
     fn insert(&mut self, conn: Connection, counted: bool) -> SlotId {
         self.live += 1;
-        if let Some(index) = self.free.pop() {
-            let slot = &mut self.slots[index as usize];
+        if let Some(index) = self.free.pop()
+            && let Some(slot) = self.slots.get_mut(index as usize)
+        {
             slot.conn = Some(conn);
             slot.counted = counted;
             return SlotId {
@@ -485,8 +486,10 @@ impl EventLoop {
     }
 
     fn take_inbox(&mut self) {
+        let Some(handle) = self.shared.loops.get(self.id) else {
+            return;
+        };
         let inbox = {
-            let handle = &self.shared.loops[self.id];
             let mut inbox = handle.inbox.lock().unwrap_or_else(PoisonError::into_inner);
             std::mem::take(&mut *inbox)
         };

@@ -17,6 +17,21 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+// Client-controlled data passes through this crate: nothing here may panic on it (the
+// image aborts on panic), so indexing, unwrap and friends are refused outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 mod config;
 mod connection;
 mod deadlines;

@@ -233,7 +233,7 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError> {
 /// 505 when the request line ends in something shaped like `HTTP/x.y`, 400 otherwise.
 fn version_error(buf: &[u8]) -> HttpError {
     let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-    let line = String::from_utf8_lossy(&buf[..line_end]);
+    let line = String::from_utf8_lossy(buf.get(..line_end).unwrap_or(buf));
     let looks_like_http = line
         .split_ascii_whitespace()
         .nth(2)
@@ -351,7 +351,7 @@ fn advance_body(
     let chunk = match framing {
         Framing::Length { remaining } => {
             let take = (*remaining).min(buf.len());
-            body.extend_from_slice(&buf[..take]);
+            body.extend_from_slice(buf.get(..take).unwrap_or_default());
             *remaining -= take;
             return Ok((take, *remaining == 0));
         }
@@ -359,7 +359,7 @@ fn advance_body(
     };
     let mut pos = 0;
     loop {
-        let rest = &buf[pos..];
+        let rest = buf.get(pos..).unwrap_or_default();
         match chunk {
             Chunk::Size => {
                 let Some(&first) = rest.first() else {
@@ -400,7 +400,7 @@ fn advance_body(
                 let take = usize::try_from(*remaining)
                     .unwrap_or(usize::MAX)
                     .min(rest.len());
-                body.extend_from_slice(&rest[..take]);
+                body.extend_from_slice(rest.get(..take).unwrap_or_default());
                 pos += take;
                 *remaining -= take as u64;
                 if *remaining == 0 {

@@ -178,11 +178,16 @@ pub fn http_date(unix_seconds: u64) -> String {
     let days = unix_seconds / 86_400;
     let time = unix_seconds % 86_400;
     let (year, month, day) = civil_from_days(days);
+    let weekday = WEEKDAYS.get((days % 7) as usize).copied().unwrap_or("Thu");
+    let month = MONTHS
+        .get(month.saturating_sub(1) as usize)
+        .copied()
+        .unwrap_or("Jan");
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        WEEKDAYS[(days % 7) as usize],
+        weekday,
         day,
-        MONTHS[(month - 1) as usize],
+        month,
         year,
         time / 3600,
         time % 3600 / 60,

@@ -137,11 +137,11 @@ impl App {
                     )
                     .map_err(|e| Self::store_unavailable(name, &e))?;
                 let info = function.to_json();
+                let kind = function.program.kind();
                 let replaced = self.registry.insert_admin(function);
                 log::info!(
-                    "{} {name} ({}, {} bytes) in {} us",
+                    "{} {name} ({kind}, {} bytes) in {} us",
                     if replaced { "replaced" } else { "deployed" },
-                    info["kind"],
                     request.body.len(),
                     started.elapsed().as_micros()
                 );

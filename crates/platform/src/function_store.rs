@@ -33,13 +33,13 @@ pub fn decode_stored(
     let rest = value
         .strip_prefix(STORED_MAGIC)
         .ok_or_else(|| "not a stored function (unknown format)".to_string())?;
-    let end = rest
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or_else(|| "stored function has no limits line".to_string())?;
+    let mut lines = rest.splitn(2, |&b| b == b'\n');
+    let (Some(query), Some(source)) = (lines.next(), lines.next()) else {
+        return Err("stored function has no limits line".to_string());
+    };
     let query =
-        std::str::from_utf8(&rest[..end]).map_err(|_| "stored limits are not UTF-8".to_string())?;
-    Ok((defaults.with_overrides(Some(query))?, &rest[end + 1..]))
+        std::str::from_utf8(query).map_err(|_| "stored limits are not UTF-8".to_string())?;
+    Ok((defaults.with_overrides(Some(query))?, source))
 }
 
 /// The key-value backend as guests see it: [`FUNCTION_STORE`] is off limits.

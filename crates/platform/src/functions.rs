@@ -61,12 +61,13 @@ impl Deployed {
             "deployed_at": self.deployed_at,
             "limits": self.limits.to_json(),
         });
-        if let Program::Http(function) = &self.program {
-            info["routes"] = function
+        if let (Program::Http(function), Some(object)) = (&self.program, info.as_object_mut()) {
+            let routes = function
                 .routes()
                 .iter()
                 .map(|r| serde_json::json!({ "method": r.method.as_str(), "path": r.pattern.to_string() }))
                 .collect();
+            object.insert("routes".into(), routes);
         }
         info
     }

@@ -94,24 +94,24 @@ fn body_too_large(what: &str, size: usize, function: &Deployed) -> PlatformError
 
 /// Decodes `%XX` escapes (and `+` as space when `plus_is_space`); invalid escapes stay as is.
 pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.as_bytes().iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'%' => {
+                let mut ahead = bytes.clone();
+                match (hex(ahead.next()), hex(ahead.next())) {
+                    (Some(high), Some(low)) => {
+                        out.push((high * 16 + low) as u8);
+                        bytes = ahead;
+                    }
+                    _ => out.push(b'%'),
                 }
-                _ => out.push(b'%'),
-            },
+            }
             b'+' if plus_is_space => out.push(b' '),
             b => out.push(b),
         }
-        i += 1;
     }
     out
 }
@@ -258,11 +258,12 @@ impl App {
                     ))
                 } else {
                     let tail_start = output.stderr.len().saturating_sub(1024);
+                    let tail = output.stderr.get(tail_start..).unwrap_or_default();
                     let message = format!(
                         "{} exited with code {}: {}",
                         function.name,
                         output.exit_code,
-                        String::from_utf8_lossy(&output.stderr[tail_start..]).trim_end()
+                        String::from_utf8_lossy(tail).trim_end()
                     );
                     Err((
                         PlatformError::Function {

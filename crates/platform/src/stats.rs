@@ -103,7 +103,10 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
         return 0;
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    sorted
+        .get(rank.clamp(1, sorted.len()) - 1)
+        .copied()
+        .unwrap_or(0)
 }
 
 impl Stats {
@@ -123,10 +126,9 @@ impl Stats {
         let us = u64::try_from(cost.elapsed.as_micros()).unwrap_or(u64::MAX);
         stats.invocations += 1;
         *stats.outcomes.entry(outcome).or_default() += 1;
-        if stats.latencies_us.len() < LATENCY_WINDOW {
-            stats.latencies_us.push(us);
-        } else {
-            stats.latencies_us[stats.next_slot] = us;
+        match stats.latencies_us.get_mut(stats.next_slot) {
+            Some(slot) => *slot = us,
+            None => stats.latencies_us.push(us),
         }
         stats.next_slot = (stats.next_slot + 1) % LATENCY_WINDOW;
         stats.total_us = stats.total_us.saturating_add(us);

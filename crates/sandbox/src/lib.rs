@@ -13,6 +13,21 @@
 //! - [`Fault`] says why a run stopped (the first limit hit wins); [`report`] gives fuel and peak
 //!   memory for every outcome.
 
+// Guest-controlled data passes through this crate: nothing here may panic on it (the
+// image aborts on panic), so indexing, unwrap and friends are refused outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 mod budget;
 mod fault;
 mod quota;

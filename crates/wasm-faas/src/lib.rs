@@ -11,6 +11,21 @@
 //! deadline, memory budget, output size) and returns a [`Report`] of what it cost, whatever the
 //! outcome. Compile modules once with [`load_module`] on [`engine`] and cache them.
 
+// Guest- or client-controlled data passes through this crate: nothing here may panic on it (the
+// image aborts on panic), so indexing, unwrap and friends are refused outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 mod error;
 mod kind;
 mod nanoprocess;

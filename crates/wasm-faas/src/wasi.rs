@@ -119,7 +119,9 @@ impl GuestRandom {
     pub fn fill(&mut self, buffer: &mut [u8]) {
         for chunk in buffer.chunks_mut(8) {
             let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
+            for (byte, random) in chunk.iter_mut().zip(bytes) {
+                *byte = random;
+            }
         }
     }
 }
@@ -231,33 +233,49 @@ impl GuestMemory<'_> {
         }
     }
 
+    /// The bytes of a range that [`GuestMemory::range`] checked.
+    fn at(&self, range: Range<usize>) -> Result<&[u8], Error> {
+        self.bytes
+            .get(range)
+            .ok_or_else(|| fault("guest range outside linear memory".into()))
+    }
+
+    fn at_mut(&mut self, range: Range<usize>) -> Result<&mut [u8], Error> {
+        self.bytes
+            .get_mut(range)
+            .ok_or_else(|| fault("guest range outside linear memory".into()))
+    }
+
     fn slice(&self, pointer: u32, length: u32) -> Result<&[u8], Error> {
-        let range = self.range(pointer, u64::from(length))?;
-        Ok(&self.bytes[range])
+        self.at(self.range(pointer, u64::from(length))?)
     }
 
     fn slice_mut(&mut self, pointer: u32, length: u32) -> Result<&mut [u8], Error> {
         let range = self.range(pointer, u64::from(length))?;
-        Ok(&mut self.bytes[range])
+        self.at_mut(range)
+    }
+
+    fn read_u8(&self, pointer: u32) -> Result<u8, Error> {
+        let mut bytes = [0u8; 1];
+        bytes.copy_from_slice(self.slice(pointer, 1)?);
+        Ok(bytes[0])
     }
 
     fn read_u32(&self, pointer: u32) -> Result<u32, Error> {
-        let range = self.range(pointer, 4)?;
         let mut bytes = [0u8; 4];
-        bytes.copy_from_slice(&self.bytes[range]);
+        bytes.copy_from_slice(self.slice(pointer, 4)?);
         Ok(u32::from_le_bytes(bytes))
     }
 
     fn read_u64(&self, pointer: u32) -> Result<u64, Error> {
-        let range = self.range(pointer, 8)?;
         let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&self.bytes[range]);
+        bytes.copy_from_slice(self.slice(pointer, 8)?);
         Ok(u64::from_le_bytes(bytes))
     }
 
     fn write(&mut self, pointer: u32, data: &[u8]) -> Result<(), Error> {
         let range = self.range(pointer, data.len() as u64)?;
-        self.bytes[range].copy_from_slice(data);
+        self.at_mut(range)?.copy_from_slice(data);
         Ok(())
     }
 
@@ -416,12 +434,12 @@ fn poll_oneoff(
     for index in 0..u64::from(count) {
         let base = offset(subscriptions, index * SUBSCRIPTION_SIZE)?;
         let userdata = memory.read_u64(base)?;
-        let tag = memory.slice(offset(base, 8)?, 1)?[0];
+        let tag = memory.read_u8(offset(base, 8)?)?;
         let (error, nbytes) = match tag {
             0 => {
                 let clock = memory.read_u32(offset(base, 16)?)? as i32;
                 let timeout = memory.read_u64(offset(base, 24)?)?;
-                let absolute = memory.slice(offset(base, 40)?, 2)?[0] & 1 == 1;
+                let absolute = memory.read_u8(offset(base, 40)?)? & 1 == 1;
                 let Some(now) = clock_nanos(guest, clock) else {
                     write_event(memory, events, ready, userdata, errno::INVAL as u16, 0, 0)?;
                     ready += 1;
@@ -577,7 +595,7 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiGuest>, Error> {
                 }
                 for index in 0..count {
                     let buffer = memory.iovec(iovs, index)?;
-                    let bytes = &memory.bytes[buffer];
+                    let bytes = memory.at(buffer)?;
                     if fd == 1 {
                         state.stdout.extend_from_slice(bytes);
                     } else {
@@ -603,10 +621,13 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiGuest>, Error> {
                 let mut total = 0usize;
                 for index in 0..count {
                     let buffer = memory.iovec(iovs, index)?;
-                    let pending = &state.stdin[state.stdin_read..];
+                    let pending = state.stdin.get(state.stdin_read..).unwrap_or_default();
                     let amount = pending.len().min(buffer.len());
-                    memory.bytes[buffer.start..buffer.start + amount]
-                        .copy_from_slice(&pending[..amount]);
+                    let (source, target) =
+                        (pending.get(..amount), buffer.start..buffer.start + amount);
+                    memory
+                        .at_mut(target)?
+                        .copy_from_slice(source.unwrap_or_default());
                     state.stdin_read += amount;
                     total += amount;
                     if amount < buffer.len() {
@@ -857,7 +878,9 @@ fn with_stderr_tail(message: String, stderr: &[u8]) -> String {
     if stderr.is_empty() {
         return message;
     }
-    let tail = &stderr[stderr.len().saturating_sub(STDERR_IN_TRAP)..];
+    let tail = stderr
+        .get(stderr.len().saturating_sub(STDERR_IN_TRAP)..)
+        .unwrap_or_default();
     format!(
         "{message}; stderr: {}",
         String::from_utf8_lossy(tail).trim_end()

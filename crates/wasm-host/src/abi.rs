@@ -133,12 +133,36 @@ pub fn checked_range(
     Ok(ptr as usize..end as usize)
 }
 
+/// The guest bytes `ptr..ptr+len`, checked for bounds and alignment.
+pub fn guest_slice(bytes: &[u8], ptr: u32, len: u64, align: u32) -> Result<&[u8], AbiError> {
+    let range = checked_range(bytes.len(), ptr, len, align)?;
+    bytes.get(range).ok_or(AbiError::OutOfBounds {
+        ptr: ptr.into(),
+        len,
+        memory_len: bytes.len(),
+    })
+}
+
+/// The guest bytes `ptr..ptr+len`, writable, checked for bounds and alignment.
+pub fn guest_slice_mut(
+    bytes: &mut [u8],
+    ptr: u32,
+    len: u64,
+    align: u32,
+) -> Result<&mut [u8], AbiError> {
+    let memory_len = bytes.len();
+    let range = checked_range(memory_len, ptr, len, align)?;
+    bytes.get_mut(range).ok_or(AbiError::OutOfBounds {
+        ptr: ptr.into(),
+        len,
+        memory_len,
+    })
+}
+
 /// Reads `N` bytes at `ptr` (aligned to `N`).
 pub fn read_bytes<const N: usize>(mem: &dyn GuestMemory, ptr: u32) -> Result<[u8; N], AbiError> {
-    let bytes = mem.bytes();
-    let range = checked_range(bytes.len(), ptr, N as u64, N as u32)?;
     let mut out = [0; N];
-    out.copy_from_slice(&bytes[range]);
+    out.copy_from_slice(guest_slice(mem.bytes(), ptr, N as u64, N as u32)?);
     Ok(out)
 }
 
@@ -149,9 +173,7 @@ pub fn write_bytes(
     data: &[u8],
     align: u32,
 ) -> Result<(), AbiError> {
-    let bytes = mem.bytes_mut();
-    let range = checked_range(bytes.len(), ptr, data.len() as u64, align)?;
-    bytes[range].copy_from_slice(data);
+    guest_slice_mut(mem.bytes_mut(), ptr, data.len() as u64, align)?.copy_from_slice(data);
     Ok(())
 }
 
@@ -280,6 +302,8 @@ pub const fn align_to(offset: u32, align: u32) -> u32 {
 }
 
 /// Size and alignment of a record with fields of the given `(size, align)`.
+// Evaluated at compile time for each WIT type; the index stays below the length.
+#[allow(clippy::indexing_slicing)]
 pub const fn record_layout(fields: &[(u32, u32)]) -> (u32, u32) {
     let mut offset = 0;
     let mut align = 1;
@@ -306,6 +330,8 @@ pub const fn discriminant_size(cases: usize) -> u32 {
 }
 
 /// `(size, align, payload_offset)` of a variant whose cases have payloads of `(size, align)`.
+// Evaluated at compile time for each WIT type; the index stays below the length.
+#[allow(clippy::indexing_slicing)]
 pub const fn variant_layout(cases: &[(u32, u32)]) -> (u32, u32, u32) {
     let disc = discriminant_size(cases.len());
     let mut align = disc;
@@ -495,9 +521,9 @@ macro_rules! int_type {
 
 int_type!(u8, 1, I32, i32, i32, {
     fn load_list(mem: &dyn GuestMemory, ptr: u32, len: u32) -> Result<Vec<Self>, AbiError> {
-        let range = checked_range(mem.bytes().len(), ptr, len.into(), 1)?;
+        checked_range(mem.bytes().len(), ptr, len.into(), 1)?;
         mem.charge(len.into())?;
-        Ok(mem.bytes()[range].to_vec())
+        Ok(guest_slice(mem.bytes(), ptr, len.into(), 1)?.to_vec())
     }
     fn store_list(items: &[Self], mem: &mut dyn GuestMemory) -> Result<(u32, u32), AbiError> {
         lower_bytes(mem, items)
@@ -616,9 +642,9 @@ fn store_ptr_len(mem: &mut dyn GuestMemory, at: u32, ptr: u32, len: u32) -> Resu
 }
 
 fn lift_string(mem: &dyn GuestMemory, ptr: u32, len: u32) -> Result<String, AbiError> {
-    let range = checked_range(mem.bytes().len(), ptr, len.into(), 1)?;
+    checked_range(mem.bytes().len(), ptr, len.into(), 1)?;
     mem.charge(len.into())?;
-    std::str::from_utf8(&mem.bytes()[range])
+    std::str::from_utf8(guest_slice(mem.bytes(), ptr, len.into(), 1)?)
         .map(str::to_owned)
         .map_err(|_| AbiError::InvalidUtf8)
 }

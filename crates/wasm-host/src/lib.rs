@@ -7,6 +7,21 @@
 //! replies), and no host imports from inside host callbacks. Guest memory is only touched by the
 //! bindings generated from `wit/` at build time (`build.rs`, runtime in [`abi`] and [`glue`]).
 
+// Guest-controlled data passes through this crate: nothing here may panic on it (the image
+// aborts on panic), so indexing, unwrap and friends are refused outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod abi;
 #[cfg(test)]
 mod abi_tests;

@@ -61,10 +61,11 @@ impl HostState {
     }
 }
 
+/// Stores `value` in a free slot of `table` (or a new one, up to `max`); returns its handle.
 fn insert<T>(table: &mut Vec<Option<T>>, max: usize, value: T) -> Result<u32, Fault> {
-    if let Some(i) = table.iter().position(Option::is_none) {
-        table[i] = Some(value);
-        return Ok(i as u32 + 1);
+    if let Some((index, slot)) = table.iter_mut().enumerate().find(|(_, s)| s.is_none()) {
+        *slot = Some(value);
+        return Ok(index as u32 + 1);
     }
     if table.len() >= max {
         return Err(Fault::Host(format!("more than {max} live handles")));
@@ -73,10 +74,14 @@ fn insert<T>(table: &mut Vec<Option<T>>, max: usize, value: T) -> Result<u32, Fa
     Ok(table.len() as u32)
 }
 
-fn lookup<T>(table: &[Option<T>], handle: u32, what: &str) -> Result<usize, Fault> {
-    let index = (handle as usize).wrapping_sub(1);
-    match table.get(index) {
-        Some(Some(_)) => Ok(index),
+/// The occupied slot of `handle`.
+fn slot<'a, T>(
+    table: &'a mut [Option<T>],
+    handle: u32,
+    what: &str,
+) -> Result<&'a mut Option<T>, Fault> {
+    match table.get_mut((handle as usize).wrapping_sub(1)) {
+        Some(slot) if slot.is_some() => Ok(slot),
         _ => Err(Fault::Host(format!("invalid {what} handle {handle}"))),
     }
 }
@@ -90,9 +95,10 @@ fn add_route(
     route: String,
     handler: String,
 ) -> Result<Resource<http_server::Router>, Fault> {
-    let index = lookup(&state.host.routers, this.handle(), "router")?;
+    let previous = slot(&mut state.host.routers, this.handle(), "router")?
+        .clone()
+        .flatten();
     let new_route = Route::new(method, &route, &handler).map_err(|e| Fault::Host(e.to_string()))?;
-    let previous = state.host.routers[index].clone().flatten();
     let len = previous.as_ref().map_or(0, |node| node.len) + 1;
     if len > MAX_ROUTES {
         return Err(Fault::Host(format!("more than {MAX_ROUTES} routes")));
@@ -160,8 +166,9 @@ impl http_server::Host for State {
         _address: String,
         router: Resource<http_server::Router>,
     ) -> Result<Result<(), HttpError>, Fault> {
-        let index = lookup(&self.host.routers, router.handle(), "router")?;
-        let list = self.host.routers[index].clone().flatten();
+        let list = slot(&mut self.host.routers, router.handle(), "router")?
+            .clone()
+            .flatten();
         let count = list.as_ref().map_or(0, |node| node.len);
         self.quota
             .charge(count.saturating_mul(std::mem::size_of::<Route>()))?;
@@ -170,8 +177,7 @@ impl http_server::Host for State {
     }
 
     fn router_drop(&mut self, handle: Resource<http_server::Router>) -> Result<(), Fault> {
-        let index = lookup(&self.host.routers, handle.handle(), "router")?;
-        self.host.routers[index] = None;
+        *slot(&mut self.host.routers, handle.handle(), "router")? = None;
         Ok(())
     }
 }
@@ -215,9 +221,10 @@ fn bounds(state: &State) -> Bounds {
     }
 }
 
-fn store_name(state: &State, this: Resource<kv::Store>) -> Result<String, Fault> {
-    let index = lookup(&state.host.stores, this.handle(), "store")?;
-    Ok(state.host.stores[index].clone().unwrap_or_default())
+fn store_name(state: &mut State, this: Resource<kv::Store>) -> Result<String, Fault> {
+    Ok(slot(&mut state.host.stores, this.handle(), "store")?
+        .clone()
+        .unwrap_or_default())
 }
 
 impl kv::Host for State {
@@ -287,8 +294,7 @@ impl kv::Host for State {
     }
 
     fn store_drop(&mut self, handle: Resource<kv::Store>) -> Result<(), Fault> {
-        let index = lookup(&self.host.stores, handle.handle(), "store")?;
-        self.host.stores[index] = None;
+        *slot(&mut self.host.stores, handle.handle(), "store")? = None;
         Ok(())
     }
 }

@@ -95,32 +95,23 @@ pub fn find(routes: &[Route], method: Method, path: &str) -> Option<RouteMatch> 
 
 /// Decodes `%XX` escapes and `+` (as space); invalid escapes stay as they are.
 pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.as_bytes().iter().peekable();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'%' => {
+                let mut ahead = bytes.clone();
+                match (hex(ahead.next()), hex(ahead.next())) {
+                    (Some(high), Some(low)) => {
+                        out.push((high * 16 + low) as u8);
+                        bytes = ahead;
                     }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
+                    _ => out.push(b'%'),
                 }
             }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
         }
     }
     String::from_utf8_lossy(&out).into_owned()
