@@ -316,11 +316,17 @@ fn offset(base: u32, add: u64) -> Result<u32, Error> {
     })
 }
 
-/// Runs `body` with the guest's memory and the run's state.
+/// Runs `body` with the guest's memory and the run's state, once the deadline is checked.
+///
+/// A host call costs the guest about one unit of fuel however much work it makes the host do
+/// (copying a megabyte of stderr, reading thousands of poll subscriptions), so the deadline
+/// checks between fuel slices alone would let a guest spinning on such calls overrun its
+/// deadline by seconds: every call that touches memory checks it first.
 fn with_memory<R>(
     caller: &mut Caller<'_, WasiGuest>,
     body: impl FnOnce(&mut GuestMemory<'_>, &mut WasiGuest) -> Result<R, Error>,
 ) -> Result<R, Error> {
+    caller.data_mut().quota.check_deadline()?;
     let memory = match caller.data().host.memory {
         Some(memory) => memory,
         None => match caller.get_export("memory") {
