@@ -86,7 +86,8 @@ pub enum InvokeError {
     /// The guest answered with an `http-error`.
     #[error("{function} returned an error: {error}")]
     Guest { function: String, error: HttpError },
-    /// The guest answered with a status outside 200..=599 (or 1xx, which is not a final answer).
+    /// The guest answered, or failed with `status-error`, with a status outside 200..=599 (1xx is
+    /// not a final answer).
     #[error("{function} returned invalid status {status}")]
     InvalidStatus { function: String, status: u16 },
 }
@@ -395,9 +396,18 @@ impl Function {
         let response = exports
             .call_handle_http(store, &handler.to_string(), request)
             .map_err(|e| fault(store, function, e))?
-            .map_err(|error| InvokeError::Guest {
-                function: function.to_string(),
-                error,
+            .map_err(|error| match error {
+                // The error path may not smuggle out a status the response path refuses.
+                HttpError::StatusError(status) if !(200..=599).contains(&status) => {
+                    InvokeError::InvalidStatus {
+                        function: function.to_string(),
+                        status,
+                    }
+                }
+                error => InvokeError::Guest {
+                    function: function.to_string(),
+                    error,
+                },
             })?;
         if !(200..=599).contains(&response.status) {
             return Err(InvokeError::InvalidStatus {

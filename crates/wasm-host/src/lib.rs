@@ -93,10 +93,11 @@ impl std::fmt::Display for HttpError {
 }
 
 impl HttpError {
-    /// The HTTP status a guest-returned error answers with.
+    /// The HTTP status a guest-returned error answers with: a `status-error` with a final
+    /// status (200..=599) answers with it; an interim (1xx) or out-of-range one is a 500.
     pub fn status(&self) -> u16 {
         match self {
-            HttpError::StatusError(s) if (100..=599).contains(s) => *s,
+            HttpError::StatusError(s) if (200..=599).contains(s) => *s,
             HttpError::InvalidUrl(_) | HttpError::ProtocolError(_) => 400,
             HttpError::TimeoutError(_) => 504,
             HttpError::StatusError(_) | HttpError::UnexpectedError(_) => 500,
