@@ -21,7 +21,7 @@ const MIN_BUDGET: usize = 8 << 20;
 
 #[cfg(target_os = "hermit")]
 unsafe extern "C" {
-    /// Our kernel patch 0010: bytes the heap has allocated and can still allocate.
+    /// Our kernel patch 0011: bytes the heap has allocated and can still allocate.
     fn sys_heap_usage(allocated: *mut usize, available: *mut usize) -> i32;
 }
 
