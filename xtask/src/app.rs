@@ -3,14 +3,13 @@
 //! which boots `kernel/selftest` to check the kernel archive.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{kernel, loader, qemu, util};
+use crate::{kernel, loader, qemu, selftest_net, util};
 
 /// The hermit application target.
 pub const APP_TARGET: &str = "x86_64-unknown-hermit";
@@ -23,7 +22,8 @@ pub const KERNEL_DIR_ENV: &str = "HERMIT_KERNEL_DIR";
 pub const HERMIT_RUSTFLAGS: &str = "-Cpanic=abort";
 
 /// How long the self-test may run in QEMU (TCG) before it counts as hung.
-const SELFTEST_TIMEOUT: Duration = Duration::from_secs(180);
+/// (The TCP connection checks take about a minute: load, then the kernel's linger time.)
+const SELFTEST_TIMEOUT: Duration = Duration::from_secs(420);
 
 /// Builds the kernel (if needed) and the application, copies the linked ELF to
 /// `target/image/kernel-app` and returns that path.
@@ -130,7 +130,9 @@ fn build_hermit_binary(
 }
 
 /// Builds `kernel/selftest`, boots it with our loader in QEMU and fails unless every check passed
-/// and the kernel found an entropy source.
+/// and the kernel found an entropy source. The TCP connection checks talk to a peer and a load
+/// generator here (`selftest_net`); `SELFTEST_BURSTS` (default 20 bursts of 50 simultaneous
+/// connections) and `SELFTEST_SEQUENTIAL` (default 2000 connections) size the load.
 pub fn kernel_selftest() -> Result<()> {
     let selftest = build_hermit_binary(
         &util::root().join("kernel/selftest/Cargo.toml"),
@@ -141,9 +143,50 @@ pub fn kernel_selftest() -> Result<()> {
         &util::target_dir(),
     )?;
     let loader = loader::build_loader()?;
+    let env_count = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let plan = selftest_net::LoadPlan {
+        bursts: env_count("SELFTEST_BURSTS", 20),
+        burst_size: SELFTEST_FORWARDS,
+        sequential: env_count("SELFTEST_SEQUENTIAL", 2000),
+    };
+    let peer = selftest_net::Peer::start()?;
+    // QEMU's user network accepts forwarded connections on a host socket with a listen backlog
+    // of 1 (libslirp's tcp_listen): 50 simultaneous connects to one forwarded port overflow the
+    // host's accept queue, and the host drops SYNs and handshake ACKs (clients that think they
+    // are connected wait for up to a minute, or give up). One forwarded port per connection of
+    // a burst keeps that out of the test.
+    let serve_ports = (0..SELFTEST_FORWARDS)
+        .map(|_| crate::bench::free_port())
+        .collect::<Result<Vec<u16>>>()?;
+    // Long enough after the last connection for the kernel's linger timer to reset any
+    // connection that did not finish closing (it would log that).
+    let wait_after = selftest_net::KERNEL_LINGER.as_secs() + 5;
     let config = qemu::QemuConfig {
         smp: 2,
         memory_mib: 256,
+        forwards: serve_ports
+            .iter()
+            .map(|&port| (port, SELFTEST_SERVE_PORT))
+            .collect(),
+        append: format!(
+            "-- peer=10.0.2.2:{} linger-peer=10.0.2.2:{} serve={SELFTEST_SERVE_PORT} \
+             wait-after={wait_after}",
+            peer.port, peer.linger_port
+        ),
+        // `SELFTEST_PCAP=FILE` records the guest's network traffic.
+        extra_args: std::env::var("SELFTEST_PCAP")
+            .map(|file| {
+                vec![
+                    "-object".to_string(),
+                    format!("filter-dump,id=dump0,netdev=net0,file={file}"),
+                ]
+            })
+            .unwrap_or_default(),
         ..qemu::QemuConfig::default()
     };
     let mut command = qemu::command(&config, &loader, &selftest);
@@ -154,15 +197,35 @@ pub fn kernel_selftest() -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("could not start {}", qemu::QEMU))?;
-    let mut stdout = child.stdout.take().context("qemu stdout")?;
-    let reader = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = stdout.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
     });
 
     let deadline = Instant::now() + SELFTEST_TIMEOUT;
+    let mut output = String::new();
+    let mut load = None;
     let status = loop {
+        while let Ok(line) = lines.try_recv() {
+            if line.starts_with("selftest: serving on port") && load.is_none() {
+                eprintln!(
+                    "selftest: load {plan:?} on {} forwarded ports",
+                    serve_ports.len()
+                );
+                let ports = serve_ports.clone();
+                load = Some(std::thread::spawn(move || {
+                    selftest_net::run_load(&ports, plan)
+                }));
+            }
+            output.push_str(&line);
+            output.push('\n');
+        }
         if let Some(status) = child.try_wait()? {
             break Some(status);
         }
@@ -173,9 +236,14 @@ pub fn kernel_selftest() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let output = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("the qemu output reader panicked"))?;
+    // The rest of the output, up to QEMU's exit.
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(1)) {
+        output.push_str(&line);
+        output.push('\n');
+    }
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut output);
+    }
     let selftest_lines: Vec<&str> = output
         .lines()
         .filter(|line| line.starts_with("selftest:"))
@@ -194,6 +262,61 @@ pub fn kernel_selftest() -> Result<()> {
     if !matches!(exit, qemu::GuestExit::Success) || !selftest_lines.contains(&"selftest: ok") {
         bail!("kernel self-test failed ({exit}):\n{output}");
     }
+    check_connection_results(&output, &peer, load)?;
     eprintln!("selftest: passed ({exit})");
+    Ok(())
+}
+
+/// Port of the self-test's server inside the guest.
+const SELFTEST_SERVE_PORT: u16 = 8124;
+
+/// Host ports forwarded to it (one per connection of a burst, see `kernel_selftest`).
+const SELFTEST_FORWARDS: usize = 50;
+
+/// The host's view of the connection checks: every load connection answered, the `linger`
+/// connection reset after the kernel's linger time, and no other connection reset by it.
+fn check_connection_results(
+    output: &str,
+    peer: &selftest_net::Peer,
+    load: Option<std::thread::JoinHandle<selftest_net::LoadReport>>,
+) -> Result<()> {
+    let load = load
+        .context("the guest never started serving")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the load generator panicked"))?;
+    eprintln!(
+        "selftest: host: {} connections in {:.1} s (slowest burst {:.1} s), {} failed",
+        load.connections,
+        load.elapsed.as_secs_f64(),
+        load.slowest_burst.as_secs_f64(),
+        load.failures.len()
+    );
+    if !load.failures.is_empty() {
+        bail!(
+            "connections to the guest's server failed:\n{}",
+            load.failures.join("\n")
+        );
+    }
+    let linger = selftest_net::KERNEL_LINGER;
+    let reset_after = peer.linger_result();
+    eprintln!("selftest: host: the lingering connection was reset after {reset_after:?}");
+    match reset_after {
+        Some(Ok(after)) if after >= linger - Duration::from_secs(1) && after <= linger * 2 => {}
+        other => {
+            bail!("the kernel did not reset the lingering connection after {linger:?}: {other:?}")
+        }
+    }
+    // The kernel warns once per connection it resets after the linger time: only `linger`.
+    let resets: Vec<&str> = output
+        .lines()
+        .filter(|line| line.contains("orphaned connection"))
+        .collect();
+    let linger_peer = format!(":{}", peer.linger_port);
+    if resets.len() != 1 || !resets[0].contains(&linger_peer) {
+        bail!(
+            "connections that should have closed were reset after the linger time:\n{}",
+            resets.join("\n")
+        );
+    }
     Ok(())
 }

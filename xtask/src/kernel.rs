@@ -3,7 +3,9 @@
 //!
 //! The kernel is crates.io's `hermit-kernel` 0.11.0, taken from cargo's registry cache (fetched by
 //! `cargo metadata` on `kernel/fetch/Cargo.toml`), copied to `target/hermit-kernel/src-patched` and
-//! patched with `kernel/patches/*.patch` for this toolchain. The crate ships without the kernel
+//! patched with `kernel/patches/*.patch` for this toolchain. Its smoltcp 0.12.0 is likewise copied
+//! to `target/hermit-kernel/smoltcp-patched` and patched with `kernel/patches/smoltcp/*.patch`
+//! (the kernel's manifest points there, kernel/patches/0009). The crate ships without the kernel
 //! repository's xtask, so the archive post-processing lives here:
 //!
 //! 1. build the kernel for `x86_64-unknown-none` and `kernel/builtins` (C math functions for
@@ -32,6 +34,9 @@ use crate::util;
 
 /// The crates.io version of the kernel that `kernel/fetch/Cargo.toml` pins.
 const KERNEL_VERSION: &str = "0.11.0";
+
+/// The smoltcp version of the kernel's `Cargo.lock`, also pinned by `kernel/fetch/Cargo.toml`.
+const SMOLTCP_VERSION: &str = "0.12.0";
 
 /// Kernel features: PCI and ACPI discovery, SMP, and TCP/DHCPv4 over virtio-net. The `rtl8139`
 /// feature would replace the virtio-net driver, so it stays off.
@@ -136,9 +141,20 @@ pub fn build_kernel_in(work_dir: &Path, features: &str) -> Result<PathBuf> {
     lock.lock()
         .with_context(|| format!("locking {}", lock_path.display()))?;
 
-    let source = kernel_source()?;
+    let source = registry_source("hermit-kernel", KERNEL_VERSION)?;
     let patched = work_dir.join("src-patched");
-    prepare_patched_source(&source, &patched)?;
+    prepare_patched_source(
+        &source,
+        &patched,
+        &patch_files(&util::root().join("kernel/patches"))?,
+    )?;
+    // The kernel's manifest refers to it as `../smoltcp-patched` (kernel/patches/0009).
+    let smoltcp = registry_source("smoltcp", SMOLTCP_VERSION)?;
+    prepare_patched_source(
+        &smoltcp,
+        &work_dir.join("smoltcp-patched"),
+        &patch_files(&util::root().join("kernel/patches/smoltcp"))?,
+    )?;
 
     let kernel_archive = build_kernel_crate(&patched, &cargo_target_dir, &tools, features)?;
     let builtins_archive = build_builtins(&cargo_target_dir)?;
@@ -155,8 +171,9 @@ pub fn build_kernel_in(work_dir: &Path, features: &str) -> Result<PathBuf> {
     Ok(dist_dir)
 }
 
-/// The registry source directory of `hermit-kernel`, fetched by cargo if missing.
-fn kernel_source() -> Result<PathBuf> {
+/// The registry source directory of crate `name` `version` (`hermit-kernel` or one of the crates
+/// `kernel/fetch/Cargo.toml` pins), fetched by cargo if missing.
+fn registry_source(name: &str, version: &str) -> Result<PathBuf> {
     let manifest = util::root().join("kernel/fetch/Cargo.toml");
     let output = util::cargo()
         .args([
@@ -182,23 +199,22 @@ fn kernel_source() -> Result<PathBuf> {
     let packages = metadata["packages"]
         .as_array()
         .context("cargo metadata without packages")?;
-    let kernel = packages
+    let package = packages
         .iter()
-        .find(|p| p["name"] == "hermit-kernel" && p["version"] == KERNEL_VERSION)
-        .with_context(|| format!("hermit-kernel {KERNEL_VERSION} not in cargo metadata"))?;
-    let manifest_path = kernel["manifest_path"]
+        .find(|p| p["name"] == name && p["version"] == version)
+        .with_context(|| format!("{name} {version} not in cargo metadata"))?;
+    let manifest_path = package["manifest_path"]
         .as_str()
-        .context("hermit-kernel without manifest_path")?;
+        .with_context(|| format!("{name} without manifest_path"))?;
     Path::new(manifest_path)
         .parent()
         .map(Path::to_path_buf)
         .context("manifest path without parent")
 }
 
-/// The patch files, sorted by name.
-fn patch_files() -> Result<Vec<PathBuf>> {
-    let dir = util::root().join("kernel/patches");
-    let mut patches = fs::read_dir(&dir)
+/// The patch files in `dir`, sorted by name.
+fn patch_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut patches = fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .map(|entry| entry.map(|e| e.path()))
         .collect::<Result<Vec<_>, _>>()?;
@@ -207,12 +223,11 @@ fn patch_files() -> Result<Vec<PathBuf>> {
     Ok(patches)
 }
 
-/// Copies `source` to `patched` and applies the patches, unless a previous run did so with the same
+/// Copies `source` to `patched` and applies `patches`, unless a previous run did so with the same
 /// source and patches (recorded in a stamp file next to `patched`).
-fn prepare_patched_source(source: &Path, patched: &Path) -> Result<()> {
-    let patches = patch_files()?;
+fn prepare_patched_source(source: &Path, patched: &Path, patches: &[PathBuf]) -> Result<()> {
     let mut stamp = format!("source {}\n", source.display());
-    for patch in &patches {
+    for patch in patches {
         stamp.push_str(&format!("patch {}\n", patch.display()));
         stamp.push_str(&fs::read_to_string(patch)?);
     }
@@ -231,7 +246,7 @@ fn prepare_patched_source(source: &Path, patched: &Path) -> Result<()> {
         fs::remove_dir_all(patched)?;
     }
     copy_dir(source, patched)?;
-    for patch in &patches {
+    for patch in patches {
         eprintln!("kernel: applying {}", patch.display());
         // `git apply` outside any repository (the copy lies inside our work tree): strict, no
         // fuzz, and git is there wherever this repository is.

@@ -7,6 +7,7 @@ mod qemu;
 // --- kernel-build helper: modules ---
 mod app;
 mod kernel;
+mod selftest_net;
 // --- end kernel-build helper ---
 // --- faas helper: modules ---
 mod faas_guests;
@@ -72,7 +73,7 @@ enum Cmd {
         #[arg(long)]
         debug: bool,
     },
-    /// Boot kernel/selftest in QEMU: libm builtins, entropy, threads, clocks, TCP.
+    /// Boot kernel/selftest in QEMU: libm builtins, entropy, threads, clocks, TCP connections under load.
     KernelSelftest,
     // --- end kernel-build helper ---
     // --- faas helper: commands ---

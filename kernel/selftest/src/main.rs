@@ -2,23 +2,30 @@
 //!
 //! Prints one `selftest: FAIL <check>: <detail>` line per failed check, then `selftest: ok` or
 //! `selftest: failed (N)`, and exits with 0 or 1. `cargo xtask kernel-selftest` boots it in QEMU.
+//!
+//! Arguments (`key=value`, from the kernel command line after `--`): `peer=ADDR:PORT` and
+//! `serve=PORT` enable the TCP connection checks of [`tcp`] against the xtask on the host;
+//! `wait-after=SECONDS` keeps the guest running that long after serving (so that the kernel's
+//! linger timer would fire on any connection that did not close properly).
+
+mod tcp;
 
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Port the TCP check listens on (inside the guest only).
 const LISTEN_PORT: u16 = 8123;
 
 /// Collects failed checks.
 #[derive(Default)]
-struct Report {
+pub(crate) struct Report {
     failures: usize,
 }
 
 impl Report {
-    fn check(&mut self, name: &str, ok: bool, detail: impl FnOnce() -> String) {
+    pub(crate) fn check(&mut self, name: &str, ok: bool, detail: impl FnOnce() -> String) {
         if !ok {
             self.failures += 1;
             println!("selftest: FAIL {name}: {}", detail());
@@ -138,6 +145,38 @@ fn check_tcp(report: &mut Report) {
     }
 }
 
+/// The TCP connection checks (see [`tcp`]), when the xtask passed a peer and a port.
+fn check_connections(report: &mut Report) {
+    let arg = |key: &str| {
+        std::env::args()
+            .skip(1)
+            .find_map(|a| a.strip_prefix(&format!("{key}=")).map(str::to_string))
+    };
+    let peer = arg("peer").and_then(|p| p.parse::<SocketAddr>().ok());
+    let linger_peer = arg("linger-peer").and_then(|p| p.parse::<SocketAddr>().ok());
+    let serve_port = arg("serve").and_then(|p| p.parse::<u16>().ok());
+    let wait_after = arg("wait-after").and_then(|s| s.parse::<u64>().ok());
+    let (Some(peer), Some(linger_peer), Some(serve_port)) = (peer, linger_peer, serve_port) else {
+        println!(
+            "selftest: no peer=, linger-peer= and serve= arguments: connection checks skipped"
+        );
+        return;
+    };
+    tcp::start_linger(report, linger_peer);
+    tcp::check_shutdown_write(report, peer);
+    tcp::check_close_does_not_block(report, peer);
+    tcp::check_simultaneous_close(report, peer);
+    let stats = tcp::serve(report, serve_port);
+    println!(
+        "selftest: served {} of {} accepted connections",
+        stats.served, stats.accepted
+    );
+    if let Some(seconds) = wait_after {
+        println!("selftest: waiting {seconds} s for the kernel's linger timer");
+        std::thread::sleep(Duration::from_secs(seconds));
+    }
+}
+
 fn main() {
     let mut report = Report::default();
     check_math(&mut report);
@@ -145,6 +184,7 @@ fn main() {
     check_threads(&mut report);
     check_time(&mut report);
     check_tcp(&mut report);
+    check_connections(&mut report);
     if report.failures == 0 {
         println!("selftest: ok");
         std::process::exit(0);
