@@ -15,8 +15,6 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -104,7 +102,7 @@ impl Connection {
         };
         let mut connection = Self {
             stream: TimedStream {
-                stream: Some(stream),
+                stream,
                 io_timeout: options.io_timeout,
                 enforcement,
                 deadline: None,
@@ -416,8 +414,7 @@ enum Direction {
 /// which [`is_deadline_passed`] holds.
 #[derive(Debug)]
 struct TimedStream {
-    /// `None` only while being dropped.
-    stream: Option<TcpStream>,
+    stream: TcpStream,
     /// Longest wait for progress allowed to Redis (the configured I/O timeout).
     io_timeout: Duration,
     enforcement: TimeoutEnforcement,
@@ -442,9 +439,7 @@ impl TimedStream {
         direction: Direction,
         mut attempt: impl FnMut(&mut TcpStream) -> io::Result<T>,
     ) -> io::Result<T> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
+        let stream = &mut self.stream;
         let (limit, by_deadline) =
             wait_limit(self.io_timeout, self.deadline).ok_or_else(deadline_passed)?;
         let timed_out = || {
@@ -517,45 +512,6 @@ impl Write for TimedStream {
     }
 }
 
-impl Drop for TimedStream {
-    fn drop(&mut self) {
-        if CLOSE_IN_BACKGROUND && let Some(stream) = self.stream.take() {
-            close_in_background(stream);
-        }
-    }
-}
-
-/// Whether sockets are closed on a background thread. On hermit 0.11, closing a TCP socket
-/// blocks until the peer closes too (the kernel waits, without a timeout, for the socket to
-/// leave FIN-WAIT); a Redis that hangs never does, so dropping a timed-out connection would hang
-/// the request that gave up on it.
-const CLOSE_IN_BACKGROUND: bool = cfg!(target_os = "hermit");
-
-/// Hands `stream` to the one closer thread, which drops sockets in order; they close whenever
-/// their peers let them. If the thread cannot be started, the socket is closed right here.
-pub(crate) fn close_in_background(stream: TcpStream) {
-    static CLOSER: OnceLock<Option<Mutex<Sender<TcpStream>>>> = OnceLock::new();
-    let closer = CLOSER.get_or_init(|| {
-        let (sender, receiver) = mpsc::channel::<TcpStream>();
-        thread::Builder::new()
-            .name("redis-closer".into())
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                for stream in receiver {
-                    drop(stream);
-                }
-            })
-            .inspect_err(|e| log::warn!("no closer thread ({e}); redis sockets close inline"))
-            .ok()
-            .map(|_| Mutex::new(sender))
-    });
-    if let Some(sender) = closer {
-        let sender = sender.lock().unwrap_or_else(|e| e.into_inner());
-        // If the closer thread is gone, the stream comes back in the error and drops here.
-        let _ = sender.send(stream);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::TcpListener;
@@ -582,12 +538,7 @@ mod tests {
     }
 
     fn socket_read_timeout(connection: &Connection) -> Option<Duration> {
-        connection
-            .stream
-            .stream
-            .as_ref()
-            .and_then(|s| s.read_timeout().ok())
-            .flatten()
+        connection.stream.stream.read_timeout().ok().flatten()
     }
 
     #[test]

@@ -270,20 +270,6 @@ fn pool_is_bounded() {
     server.join().expect("server thread");
 }
 
-#[test]
-fn background_close_closes_the_socket() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let (mut accepted, _) = listener.accept().expect("accept");
-    accepted
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    connection::close_in_background(client);
-    let mut buf = [0u8; 8];
-    assert_eq!(accepted.read(&mut buf).expect("EOF, not a timeout"), 0);
-}
-
 /// No deadline for 5 s of I/O timeout: only the caller's deadline can end a call early.
 fn patient_config(port: u16, strategy: TimeoutStrategy) -> RedisConfig {
     let mut config = config_for(port);
