@@ -5,6 +5,7 @@
 mod connections;
 mod deploy_forms;
 mod functions;
+mod hostile;
 mod http_front;
 mod monitors;
 mod redis;
