@@ -31,6 +31,9 @@ pub enum Suite {
     Connections,
     /// The image vs a Linux guest running our native server under identical QEMU settings.
     VmCompare,
+    /// The native server (then the image) under a long mix of good and hostile requests
+    /// (`guests/hostile/`): answers by status, memory over time.
+    Soak,
     /// Everything.
     All,
 }
@@ -59,6 +62,12 @@ pub struct BenchArgs {
     /// Idle connections the connections suite holds open against the native server.
     #[arg(long, default_value_t = 10_000)]
     pub idle_connections: usize,
+    /// Requests the soak suite sends to the native server.
+    #[arg(long, default_value_t = 100_000)]
+    pub requests: u64,
+    /// Requests the soak suite then sends to the image (64 MiB); 0 for native only.
+    #[arg(long, default_value_t = 10_000)]
+    pub image_requests: u64,
     #[command(flatten)]
     pub vm: VmArgs,
 }
@@ -68,6 +77,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.suite == Suite::Connections {
         // Native only: no image to build, no VM.
         return bench_connections::bench_connections(args);
+    }
+    if args.suite == Suite::Soak {
+        return bench_soak::bench_soak(args);
     }
     let image = crate::image::build()?;
     if let Err(reason) = crate::qemu::kvm_status() {
@@ -109,6 +121,8 @@ mod bench_kv;
 mod bench_linux_guest;
 #[path = "bench_server.rs"]
 mod bench_server;
+#[path = "bench_soak.rs"]
+mod bench_soak;
 #[path = "bench_vm_compare.rs"]
 mod bench_vm_compare;
 #[path = "bench_wrk.rs"]
