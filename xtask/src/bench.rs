@@ -65,9 +65,12 @@ pub struct BenchArgs {
     /// Requests the soak suite sends to the native server.
     #[arg(long, default_value_t = 100_000)]
     pub requests: u64,
-    /// Requests the soak suite then sends to the image (64 MiB); 0 for native only.
+    /// Requests the soak suite then sends to the image; 0 for native only.
     #[arg(long, default_value_t = 10_000)]
     pub image_requests: u64,
+    /// Guest RAM in MiB of the image the soak suite runs.
+    #[arg(long, default_value_t = 64)]
+    pub image_memory: u32,
     #[command(flatten)]
     pub vm: VmArgs,
 }

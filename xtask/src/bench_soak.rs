@@ -5,11 +5,12 @@
 //! requests over a few keep-alive connections: mostly good calls (`/healthz`, `/exec/answer`,
 //! `/http-server-demo/hello`, `/api/fib/20`), and in a seeded, fixed pattern the hostile cases
 //! (their calls, and re-deploys of the ones whose deploy must be refused). Prints the server's
-//! resident memory at the start, every 10,000 requests and at the end, the answers by status,
-//! which answers differed from the corpus's expectations, and the memory growth after warm-up.
-//! Then the same with `--image-requests` requests against the image (`--memory 64`), whose
-//! memory is read from `/metrics` (`server_memory_bytes`: the heap in use under hermit, when the
-//! kernel reports it). Figures only, never pass/fail.
+//! resident memory at the start, every 10,000 requests (a tenth of shorter runs) and at the end,
+//! the answers by status, which answers differed from the corpus's expectations, and the memory
+//! growth after warm-up (the first such interval). Then the same with `--image-requests`
+//! requests against the image (`--image-memory`, 64 MiB by default), whose memory is read from
+//! `/metrics` (`server_memory_bytes`: the heap in use under hermit, when the kernel reports it).
+//! Figures only, never pass/fail.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use super::BenchArgs;
 use super::bench_server::{XtaskRun, host_load, mib, rss_kib};
@@ -35,11 +36,21 @@ const TOKEN: &str = "soak-admin-token";
 /// Keep-alive connections sending requests at once.
 const CONNECTIONS: usize = 4;
 
-/// Requests between two memory samples; the first interval is the warm-up.
+/// Requests between two memory samples (fewer for runs shorter than ten of them); the first
+/// interval is the warm-up.
 const SAMPLE_EVERY: u64 = 10_000;
+
+/// Requests between two memory samples of a run of `requests`.
+fn sample_every(requests: u64) -> u64 {
+    (requests / 10).clamp(1, SAMPLE_EVERY)
+}
 
 /// Of every 1,000 requests, this many are hostile (the rest are good).
 const HOSTILE_PER_MILLE: u64 = 50;
+
+/// Requests in a row without an answer after which a soak gives up (the server is not
+/// answering; the rest would only wait for timeouts).
+const GIVE_UP_AFTER: u64 = 20;
 
 /// Seed of the request pattern (the same run every time).
 const SEED: u64 = 0x5eed_0fc0_ffee;
@@ -200,8 +211,16 @@ fn deploy_corpus(port: u16, corpus: &Corpus) -> Result<Vec<String>> {
         )?;
         stream.write_all(&source)?;
         let mut buf = Vec::new();
-        let (status, _) = read_answer(&mut stream, &mut buf)
-            .with_context(|| format!("deploy of {}", case.name))?;
+        let status = match read_answer(&mut stream, &mut buf) {
+            Ok((status, _)) => status,
+            Err(err) => {
+                surprises.push(format!(
+                    "{}: no answer to the deploy ({err}); the remaining deploys skipped",
+                    case.name
+                ));
+                break;
+            }
+        };
         if status != case.deploy_status {
             surprises.push(format!(
                 "{}: deploy answered {status} (expected {})",
@@ -233,7 +252,7 @@ struct Tally {
 }
 
 /// Sends `requests` requests of the fixed pattern to `port` over [`CONNECTIONS`] keep-alive
-/// connections, sampling memory every [`SAMPLE_EVERY`]; stops early at `limit`.
+/// connections, sampling memory every [`sample_every`] requests; stops early at `limit`.
 fn soak(
     port: u16,
     pid: u32,
@@ -244,6 +263,8 @@ fn soak(
 ) -> (Tally, Vec<Sample>, Duration) {
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
+    let silent = AtomicU64::new(0);
+    let every = sample_every(requests);
     let tally = Mutex::new(Tally::default());
     let samples = Mutex::new(Vec::new());
     let started = Instant::now();
@@ -264,7 +285,10 @@ fn soak(
                 let mut buf = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= requests || started.elapsed() > limit {
+                    if i >= requests
+                        || started.elapsed() > limit
+                        || silent.load(Ordering::SeqCst) >= GIVE_UP_AFTER
+                    {
                         break;
                     }
                     let (is_hostile, index) = pick(i, good.len(), hostile.len());
@@ -277,7 +301,7 @@ fn soak(
                     if stream.is_none() {
                         stream = TcpStream::connect(("127.0.0.1", port)).ok().inspect(|s| {
                             let _ = s.set_nodelay(true);
-                            let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
                         });
                         reconnected = true;
                     }
@@ -292,10 +316,12 @@ fn soak(
                             if close {
                                 stream = None;
                             }
+                            silent.store(0, Ordering::SeqCst);
                             status
                         }
                         Err(_) => {
                             stream = None;
+                            silent.fetch_add(1, Ordering::SeqCst);
                             0
                         }
                     };
@@ -313,7 +339,7 @@ fn soak(
                         }
                     }
                     let count = done.fetch_add(1, Ordering::SeqCst) + 1;
-                    if count.is_multiple_of(SAMPLE_EVERY) {
+                    if count.is_multiple_of(every) {
                         let taken = sample(count);
                         println!(
                             "  {count:>7} requests, {:>6.1} s: VmRSS {}, server_memory_bytes {}",
@@ -343,7 +369,14 @@ fn soak(
     )
 }
 
-fn report(title: &str, tally: &Tally, samples: &[Sample], elapsed: Duration, memory_of: &str) {
+fn report(
+    title: &str,
+    requested: u64,
+    tally: &Tally,
+    samples: &[Sample],
+    elapsed: Duration,
+    memory_of: &str,
+) {
     let done: u64 = tally.statuses.values().sum();
     println!("\n## soak: {title}");
     println!(
@@ -389,23 +422,21 @@ fn report(title: &str, tally: &Tally, samples: &[Sample], elapsed: Duration, mem
             mib(s.reported.map(|b| b / 1024))
         );
     }
-    let warm = samples.iter().find(|s| s.done >= SAMPLE_EVERY);
-    let last = samples.last();
+    let every = sample_every(requested);
+    let warm = samples.iter().find(|s| s.done >= every);
     let growth = |pick: fn(&Sample) -> Option<u64>| -> String {
-        match (warm.and_then(pick), last.and_then(pick)) {
-            (Some(w), Some(l)) if w > 0 && warm.map(|s| s.done) != last.map(|s| s.done) => {
-                format!(
-                    "{:+.1} % ({} → {} KiB)",
-                    (l as f64 - w as f64) * 100.0 / w as f64,
-                    w,
-                    l
-                )
-            }
+        // From the warm-up sample to the last sample that has the figure.
+        let last = samples.iter().rev().find_map(|s| Some((s.done, pick(s)?)));
+        match (warm.and_then(|s| Some((s.done, pick(s)?))), last) {
+            (Some((from, w)), Some((to, l))) if w > 0 && to > from => format!(
+                "{:+.1} % ({w} → {l} KiB, requests {from} → {to})",
+                (l as f64 - w as f64) * 100.0 / w as f64,
+            ),
             _ => "n/a (no sample after warm-up)".into(),
         }
     };
     println!(
-        "growth after warm-up (first {SAMPLE_EVERY} requests): {memory_of} {}, \
+        "growth after warm-up (first {every} requests): {memory_of} {}, \
          server_memory_bytes {}",
         growth(|s| s.rss_kib),
         growth(|s| s.reported.map(|b| b / 1024))
@@ -452,9 +483,13 @@ fn soak_server(
     } else {
         "VmRSS of the server"
     };
-    report(&title, &tally, &samples, elapsed, memory_of);
-    if elapsed > limit {
-        println!("stopped at the time bound of {limit:?}");
+    report(&title, requests, &tally, &samples, elapsed, memory_of);
+    let answered: u64 = tally.statuses.values().sum();
+    if answered < requests {
+        println!(
+            "stopped after {answered} of {requests} requests: time bound of {limit:?} reached, \
+             or {GIVE_UP_AFTER} requests in a row without an answer"
+        );
     }
     Ok(())
 }
@@ -477,7 +512,7 @@ pub(crate) fn bench_soak(args: &BenchArgs) -> Result<()> {
     if args.image_requests > 0 {
         crate::image::build()?;
         let vm = VmArgs {
-            memory: 64,
+            memory: args.image_memory,
             ..args.vm.clone()
         };
         soak_server(
