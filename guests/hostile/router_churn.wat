@@ -2,13 +2,11 @@
 ;; What:     handle-http creates and drops a router in an endless loop ([constructor]router,
 ;;           [resource-drop]router): cheap host calls that hold nothing once dropped.
 ;; Kind:     http (the http-function world of wit/; a plain core module)
-;; Deploy:   PUT /_admin/functions/router-churn (no limits: max-memory 4 MiB, timeout-ms 10000)
+;; Deploy:   PUT /_admin/functions/router-churn?timeout-ms=100
 ;; Call:     GET /router-churn/x
-;; EXPECTED: 500 naming the memory limit of host allocations ("memory limit exceeded: host
-;;           allocations"), in milliseconds natively, counted as memory: each handle's bookkeeping
-;;           (96 bytes) stays charged for the rest of the run even after the drop, so about 43,000
-;;           constructor calls spend max-memory. (A budget that returned it on drop would leave
-;;           this guest to its deadline: 504.)
+;; EXPECTED: 504 at its deadline ("timeout-ms=100"), counted as timeout: a dropped handle
+;;           returns its charge to the memory budget, so churning handles holds nothing and the
+;;           loop runs until the deadline (checked at every host call).
 ;; The manifest cases.json lists the same facts for the tests and the soak.
 (module
   (import "uniwasm:platform/http-server@0.1.0" "[resource-drop]router" (func $router_drop (param i32)))

@@ -5,19 +5,22 @@
 /// Memory budget for functions natively when `memory-budget=` is not given.
 const NATIVE_BUDGET: usize = 1 << 30;
 
-/// Kernel socket buffers per connection under hermit (64 KiB each way in kernel 0.11, plus the
-/// listener slot that replaces an accepted one).
+/// Kernel memory per open connection under hermit: the listener slot that replaces an accepted
+/// socket (16 KiB each way, kernel patch 0012), smoltcp's bookkeeping, our own buffers.
 #[cfg(target_os = "hermit")]
-const CONNECTION_BYTES: usize = 160 << 10;
+const CONNECTION_BYTES: usize = 48 << 10;
 
-/// Heap kept free under hermit for everything that is not a function run: compiled boot
-/// functions, request and response buffers, logging, the network stack's packets.
+/// Heap kept free under hermit for everything that is not a function run or a connection's
+/// kernel buffers: compiled boot functions (under 1 MiB), request and response buffers, logging,
+/// the network stack's packets.
 #[cfg(target_os = "hermit")]
-const SERVER_RESERVE: usize = 8 << 20;
+const SERVER_RESERVE: usize = 4 << 20;
 
-/// Smallest budget derived from the heap (enough for one run of a default function).
+/// Smallest budget derived from the heap: one run of a function with the default limits.
 #[cfg(target_os = "hermit")]
-const MIN_BUDGET: usize = 8 << 20;
+fn min_budget() -> usize {
+    platform::memory::reservation_for(platform::limits::DEFAULT_MAX_MEMORY)
+}
 
 #[cfg(target_os = "hermit")]
 unsafe extern "C" {
@@ -55,13 +58,14 @@ pub fn in_use() -> Option<u64> {
 pub fn default_budget(max_connections: usize) -> usize {
     #[cfg(target_os = "hermit")]
     {
-        let Some((_, available)) = heap_usage() else {
-            return MIN_BUDGET;
+        let Some((allocated, available)) = heap_usage() else {
+            return min_budget();
         };
+        log::info!("heap: {allocated} bytes allocated, {available} available");
         available
             .saturating_sub(max_connections.saturating_mul(CONNECTION_BYTES))
             .saturating_sub(SERVER_RESERVE)
-            .max(MIN_BUDGET)
+            .max(min_budget())
     }
     #[cfg(not(target_os = "hermit"))]
     {
@@ -73,13 +77,13 @@ pub fn default_budget(max_connections: usize) -> usize {
 /// Connections served at once when `max-connections=` is not given.
 ///
 /// Natively the bound is the descriptor limit, raised to its hard limit first. Under hermit each
-/// connection holds kernel socket buffers ([`CONNECTION_BYTES`]); a quarter of the heap still
+/// connection holds kernel socket buffers ([`CONNECTION_BYTES`]); an eighth of the heap still
 /// available once the listener exists goes to connections (about 70 in a 64 MiB VM).
 pub fn default_max_connections() -> usize {
     #[cfg(target_os = "hermit")]
     {
         let available = heap_usage().map_or(0, |(_, available)| available);
-        (available / 4 / CONNECTION_BYTES).clamp(16, 4096)
+        (available / 8 / CONNECTION_BYTES).clamp(16, 4096)
     }
     #[cfg(unix)]
     {

@@ -17,6 +17,9 @@ pub const MAX_ROUTES: usize = 1024;
 /// Host bytes charged per route besides its strings (the node, its `Arc`, the handle slot).
 const ROUTE_OVERHEAD: usize = 96;
 
+/// Host bytes charged per open store handle besides its name.
+const STORE_OVERHEAD: usize = 32;
+
 /// A router's routes: a shared list that each `get`/`put`/... extends by one node, so chaining
 /// costs one node per call however many routers share the tail.
 #[derive(Debug)]
@@ -178,6 +181,8 @@ impl http_server::Host for State {
 
     fn router_drop(&mut self, handle: Resource<http_server::Router>) -> Result<(), Fault> {
         *slot(&mut self.host.routers, handle.handle(), "router")? = None;
+        // The handle's own charge; its routes may be shared by other routers and stay charged.
+        self.quota.budget.release(ROUTE_OVERHEAD);
         Ok(())
     }
 }
@@ -236,7 +241,7 @@ impl kv::Host for State {
         if let Err(error) = kv_outcome(self, opened)? {
             return Ok(Err(error));
         }
-        self.quota.charge(name.len() + 32)?;
+        self.quota.charge(name.len() + STORE_OVERHEAD)?;
         Ok(Ok(Resource::new(insert(
             &mut self.host.stores,
             self.host.max_handles,
@@ -294,7 +299,9 @@ impl kv::Host for State {
     }
 
     fn store_drop(&mut self, handle: Resource<kv::Store>) -> Result<(), Fault> {
-        *slot(&mut self.host.stores, handle.handle(), "store")? = None;
+        let name = slot(&mut self.host.stores, handle.handle(), "store")?.take();
+        let held = name.map_or(0, |name| name.len() + STORE_OVERHEAD);
+        self.quota.budget.release(held);
         Ok(())
     }
 }
