@@ -64,6 +64,12 @@ impl LoopHandle {
         self.push(|inbox| inbox.streams.push(stream));
     }
 
+    /// Whether something waits in the inbox.
+    fn has_pending(&self) -> bool {
+        let inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+        !inbox.streams.is_empty() || !inbox.completions.is_empty()
+    }
+
     /// Makes the loop look at its inbox and the shutdown flag.
     pub(crate) fn wake(&self) {
         if let Err(error) = self.waker.wake() {
@@ -252,6 +258,14 @@ impl EventLoop {
                 timeout = Some(timeout.map_or(Duration::from_millis(100), |t| {
                     t.min(Duration::from_millis(100))
                 }));
+            }
+            // mio's poll(2) backend (hermit) interrupts its own wait on every (re)registration by
+            // writing and then draining the eventfd its `Waker` uses, which can swallow a wake
+            // from a worker that came just before. So look at the inbox right before sleeping,
+            // after the last registration: what is there now is handled at once, and a wake that
+            // comes later reaches the poll.
+            if self.shared.loops.get(self.id).is_some_and(LoopHandle::has_pending) {
+                timeout = Some(Duration::ZERO);
             }
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if error.kind() != io::ErrorKind::Interrupted {
