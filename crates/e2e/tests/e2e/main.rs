@@ -8,6 +8,7 @@ mod functions;
 mod hostile;
 mod http_front;
 mod monitors;
+mod mutants;
 mod redis;
 
 use e2e::http;
