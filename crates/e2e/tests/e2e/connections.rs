@@ -78,7 +78,9 @@ fn limits_and_deadlines(mode: Mode) {
     let started = Instant::now();
     let mut writer = trickle.try_clone().expect("clone");
     let sender = std::thread::spawn(move || {
-        for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        for byte in
+            b"GET /healthz HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        {
             if writer.write_all(&[*byte]).is_err() {
                 break;
             }
