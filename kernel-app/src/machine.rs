@@ -3,16 +3,21 @@
 //! the program may run as a unikernel.
 
 /// Memory budget for functions natively when `memory-budget=` is not given.
+#[cfg(not(target_os = "hermit"))]
 const NATIVE_BUDGET: usize = 1 << 30;
+
+/// Budget for request and response buffers natively when `buffer-budget=` is not given.
+#[cfg(not(target_os = "hermit"))]
+const NATIVE_BUFFER_BUDGET: usize = 256 << 20;
 
 /// Kernel memory per open connection under hermit: the listener slot that replaces an accepted
 /// socket (16 KiB each way, kernel patch 0012), smoltcp's bookkeeping, our own buffers.
 #[cfg(target_os = "hermit")]
 const CONNECTION_BYTES: usize = 48 << 10;
 
-/// Heap kept free under hermit for everything that is not a function run or a connection's
-/// kernel buffers: compiled boot functions (under 1 MiB), request and response buffers, logging,
-/// the network stack's packets.
+/// Heap kept free under hermit for everything that is not a function run, a connection's
+/// kernel buffers or the buffer budget: compiled boot functions (under 1 MiB), the free
+/// allowance of each connection's buffers, logging, the network stack's packets.
 #[cfg(target_os = "hermit")]
 const SERVER_RESERVE: usize = 4 << 20;
 
@@ -52,10 +57,11 @@ pub fn in_use() -> Option<u64> {
     }
 }
 
-/// The budget when `memory-budget=` is not given. Under hermit: the heap still available once
-/// the listener exists, minus the kernel buffers of `max_connections` connections and a reserve
-/// for the server itself. Natively: [`NATIVE_BUDGET`].
-pub fn default_budget(max_connections: usize) -> usize {
+/// The function memory budget when `memory-budget=` is not given. Under hermit: the heap still
+/// available once the listener exists, minus the kernel buffers of `max_connections`
+/// connections, the request and response buffer budget and a reserve for the server itself.
+/// Natively: [`NATIVE_BUDGET`].
+pub fn default_budget(max_connections: usize, buffer_budget: usize) -> usize {
     #[cfg(target_os = "hermit")]
     {
         let Some((allocated, available)) = heap_usage() else {
@@ -64,13 +70,30 @@ pub fn default_budget(max_connections: usize) -> usize {
         log::info!("heap: {allocated} bytes allocated, {available} available");
         available
             .saturating_sub(max_connections.saturating_mul(CONNECTION_BYTES))
+            .saturating_sub(buffer_budget)
             .saturating_sub(SERVER_RESERVE)
             .max(min_budget())
     }
     #[cfg(not(target_os = "hermit"))]
     {
-        let _ = max_connections;
+        let _ = (max_connections, buffer_budget);
         NATIVE_BUDGET
+    }
+}
+
+/// The request and response buffer budget when `buffer-budget=` is not given: under hermit a
+/// sixth of the heap still available once the listener exists (at least `max_body` and 1 MiB
+/// more, so that one largest body fits), natively [`NATIVE_BUFFER_BUDGET`].
+pub fn default_buffer_budget(max_body: usize) -> usize {
+    #[cfg(target_os = "hermit")]
+    {
+        let available = heap_usage().map_or(0, |(_, available)| available);
+        (available / 6).max(max_body.saturating_add(1 << 20))
+    }
+    #[cfg(not(target_os = "hermit"))]
+    {
+        let _ = max_body;
+        NATIVE_BUFFER_BUDGET
     }
 }
 

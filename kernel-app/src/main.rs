@@ -37,13 +37,14 @@ fn exit_soon() {
 }
 
 /// The HTTP server's settings from the configuration.
-fn server_config(config: &Config, max_connections: usize) -> ServerConfig {
+fn server_config(config: &Config, max_connections: usize, buffer_budget: usize) -> ServerConfig {
     let defaults = ServerConfig::default();
     ServerConfig {
         io_threads: config.io_threads.unwrap_or(defaults.io_threads),
         workers: config.workers,
         queue_capacity: config.queue,
         max_connections,
+        buffer_budget,
         limits: Limits {
             max_body_bytes: config.max_body,
             ..Limits::default()
@@ -81,9 +82,12 @@ fn main() -> ExitCode {
     let max_connections = config
         .max_connections
         .unwrap_or_else(machine::default_max_connections);
+    let buffer_budget = config
+        .buffer_budget
+        .unwrap_or_else(|| machine::default_buffer_budget(config.max_body));
     let server = match Server::bind(
         (config.bind, config.port),
-        server_config(&config, max_connections),
+        server_config(&config, max_connections, buffer_budget),
     ) {
         Ok(server) => server,
         Err(err) => {
@@ -93,7 +97,7 @@ fn main() -> ExitCode {
     };
     let memory_budget = config
         .memory_budget
-        .unwrap_or_else(|| machine::default_budget(max_connections));
+        .unwrap_or_else(|| machine::default_budget(max_connections, buffer_budget));
     let app = Arc::new(
         App::new(AppOptions {
             root: config.root.clone(),
@@ -106,7 +110,8 @@ fn main() -> ExitCode {
             memory_budget,
             memory_in_use: machine::in_use,
         })
-        .with_shutdown(exit_soon),
+        .with_shutdown(exit_soon)
+        .with_server_stats(server.stats()),
     );
     // Compiling the built-in functions takes a while under emulation: serve meanwhile.
     if let Err(err) = App::deploy_in_background(&app, boot_functions::FUNCTIONS) {

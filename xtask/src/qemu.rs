@@ -166,7 +166,10 @@ pub fn command(config: &QemuConfig, loader: &Path, app: &Path) -> Command {
         // `XTASK_PCAP=FILE` records the guest's traffic (for debugging the network).
         if let Some(file) = std::env::var_os("XTASK_PCAP") {
             let file = file.to_string_lossy();
-            cmd.args(["-object", &format!("filter-dump,id=dump0,netdev=net0,file={file}")]);
+            cmd.args([
+                "-object",
+                &format!("filter-dump,id=dump0,netdev=net0,file={file}"),
+            ]);
         }
     }
     cmd.args(&config.extra_args);

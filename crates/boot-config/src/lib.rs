@@ -75,6 +75,9 @@ pub struct Config {
     /// `memory-budget=`: bytes that functions may use at once, all requests together
     /// (default: from the RAM under hermit, 1 GiB natively).
     pub memory_budget: Option<usize>,
+    /// `buffer-budget=`: bytes that request and response buffers may hold, all connections
+    /// together, beyond 16 KiB each (default: from the RAM under hermit, 256 MiB natively).
+    pub buffer_budget: Option<usize>,
 }
 
 impl Default for Config {
@@ -97,6 +100,7 @@ impl Default for Config {
             min_rate: 1024,
             keepalive_ms: 5_000,
             memory_budget: None,
+            buffer_budget: None,
         }
     }
 }
@@ -120,6 +124,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "min-rate",
     "keepalive-ms",
     "memory-budget",
+    "buffer-budget",
 ];
 
 /// Why the configuration could not be read.
@@ -239,6 +244,7 @@ impl Config {
             "memory-budget" => {
                 self.memory_budget = Some(parse_size(value).map_err(invalid)?.max(1 << 20));
             }
+            "buffer-budget" => self.buffer_budget = Some(parse_size(value).map_err(invalid)?),
             _ => unreachable!("every known key is handled"),
         }
         Ok(())
@@ -251,7 +257,7 @@ impl Config {
         format!(
             "bind={} port={} log={} io-threads={} workers={} queue={} max-connections={} root={} \
              admin-token={} kv={} max-body={} header-timeout-ms={} body-timeout-ms={} \
-             send-timeout-ms={} min-rate={} keepalive-ms={} memory-budget={}",
+             send-timeout-ms={} min-rate={} keepalive-ms={} memory-budget={} buffer-budget={}",
             self.bind,
             self.port,
             self.log.as_str().to_ascii_lowercase(),
@@ -273,6 +279,7 @@ impl Config {
             self.min_rate,
             self.keepalive_ms,
             auto(self.memory_budget),
+            auto(self.buffer_budget),
         )
     }
 }
@@ -385,7 +392,7 @@ mod tests {
             "port=9000 log=DEBUG io-threads=3 workers=4 queue=0 max-connections=77 \
              root=http-server-demo admin-token=s3cret-token kv=redis://10.0.2.2:6380 max-body=64k \
              header-timeout-ms=2500 body-timeout-ms=2600 send-timeout-ms=2700 min-rate=2k \
-             keepalive-ms=300 memory-budget=48m",
+             keepalive-ms=300 memory-budget=48m buffer-budget=3m",
         )
         .expect("valid line");
         assert_eq!(config.port, 9000);
@@ -404,6 +411,7 @@ mod tests {
         assert_eq!(config.min_rate, 2048);
         assert_eq!(config.keepalive_ms, 300);
         assert_eq!(config.memory_budget, Some(48 << 20));
+        assert_eq!(config.buffer_budget, Some(3 << 20));
     }
 
     #[test]

@@ -68,6 +68,11 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Per-connection deadlines.
     pub timeouts: Timeouts,
+    /// Bytes that request and response buffers may hold across all connections beyond a
+    /// small allowance each (16 KiB: a request head or a small response). A request whose body
+    /// (declared or arriving) or a response that does not fit is answered `503` with
+    /// `Retry-After` and its connection closed; other connections go on.
+    pub buffer_budget: usize,
     /// Whether responses carry a `Date` header.
     pub send_date: bool,
     /// Whether to set `TCP_NODELAY` on connections.
@@ -86,6 +91,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            buffer_budget: 256 << 20,
             send_date: true,
             nodelay: true,
             worker_stack_size: None,

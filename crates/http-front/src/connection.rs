@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use crate::buffers::{BufferBudget, BufferCharge};
 use crate::config::ServerConfig;
 use crate::deadlines::Deadline;
 use crate::error::HttpError;
@@ -69,6 +70,8 @@ pub(crate) struct Context<'a> {
     pub(crate) shutting_down: bool,
     /// Where protocol errors and timeouts are counted.
     pub(crate) stats: &'a ServerStats,
+    /// The server-wide bound on buffered bytes.
+    pub(crate) budget: &'a BufferBudget,
 }
 
 /// One client connection.
@@ -86,6 +89,8 @@ pub(crate) struct Connection {
     phase_started: Instant,
     /// Bytes moved in the current body or response phase (for the minimum rate).
     moved: usize,
+    /// What this connection's buffers (and a request it handed out) hold of the budget.
+    buffers: BufferCharge,
     pub(crate) deadline: Deadline,
 }
 
@@ -103,6 +108,7 @@ impl Connection {
             served: 0,
             phase_started: now,
             moved: 0,
+            buffers: BufferCharge::default(),
             deadline: Deadline::default(),
         }
     }
@@ -156,7 +162,7 @@ impl Connection {
             match self.phase {
                 Phase::Dispatched { .. } => return Step::Wait,
                 Phase::Writing { close_after } => match self.flush() {
-                    Ok(true) => self.finish_response(close_after, cx.now),
+                    Ok(true) => self.finish_response(close_after, cx),
                     Ok(false) => return Step::Wait,
                     Err(_) => return Step::Close,
                 },
@@ -187,6 +193,21 @@ impl Connection {
                 self.respond_error(&error, cx);
                 return None;
             }
+        }
+        // What arrived so far (and the body capacity a declared length reserved) must fit in
+        // the budget; else this request alone fails, before more of it is read.
+        let held = self.parser.footprint() + self.out.capacity();
+        if !self.buffers.try_set(cx.budget, held) {
+            log::debug!("http: buffer budget exhausted; refusing a request of {held} bytes");
+            cx.stats.buffers_full.fetch_add(1, Ordering::Relaxed);
+            self.parser = RequestParser::new(cx.config.limits);
+            self.respond_error(
+                &HttpError::BuffersFull {
+                    limit: cx.budget.limit(),
+                },
+                cx,
+            );
+            return None;
         }
         if self.parser.take_continue() {
             self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -233,6 +254,12 @@ impl Connection {
     }
 
     fn dispatch(&mut self, request: Request, cx: &Context<'_>) -> Step {
+        // The request was admitted byte by byte as it arrived; it stays charged to this
+        // connection until its response replaces it.
+        self.buffers.set(
+            cx.budget,
+            request.footprint() + self.parser.footprint() + self.out.capacity(),
+        );
         self.served += 1;
         let keep_alive = request.keep_alive()
             && self.served < cx.config.limits.max_requests_per_connection
@@ -259,8 +286,21 @@ impl Connection {
             return;
         };
         let keep_alive = keep_alive && !response.wants_close() && !cx.shutting_down;
-        self.out
-            .extend_from_slice(&response.serialize(head_only, keep_alive, version, cx.date));
+        let bytes = response.serialize(head_only, keep_alive, version, cx.date);
+        let held = self.parser.footprint() + self.out.capacity() + bytes.capacity();
+        if !self.buffers.try_set(cx.budget, held) {
+            log::debug!("http: buffer budget exhausted; dropping a response of {held} bytes");
+            cx.stats.buffers_full.fetch_add(1, Ordering::Relaxed);
+            drop(bytes);
+            self.respond_error(
+                &HttpError::BuffersFull {
+                    limit: cx.budget.limit(),
+                },
+                cx,
+            );
+            return;
+        }
+        self.out.extend_from_slice(&bytes);
         self.enter(
             Phase::Writing {
                 close_after: !keep_alive,
@@ -277,7 +317,15 @@ impl Connection {
             Version::Http11,
             cx.date,
         ));
+        // An error answer is small; it is charged whatever the budget says.
+        self.buffers
+            .set(cx.budget, self.parser.footprint() + self.out.capacity());
         self.enter(Phase::Writing { close_after: true }, cx.now);
+    }
+
+    /// Gives this connection's share of the buffer budget back (it is being dropped).
+    pub(crate) fn release_buffers(&mut self, budget: &BufferBudget) {
+        self.buffers.release(budget);
     }
 
     /// The phase's deadline passed; what to do now.
@@ -294,7 +342,7 @@ impl Connection {
         }
     }
 
-    fn finish_response(&mut self, close_after: bool, now: Instant) {
+    fn finish_response(&mut self, close_after: bool, cx: &Context<'_>) {
         if self.out.capacity() > 64 * 1024 {
             self.out = Vec::new();
         } else {
@@ -303,11 +351,13 @@ impl Connection {
         self.out_pos = 0;
         if close_after {
             let _ = self.stream.shutdown(Shutdown::Write);
-            self.enter(Phase::Closing, now);
+            self.enter(Phase::Closing, cx.now);
         } else {
             self.parser.shrink_idle(IDLE_BUFFER);
-            self.enter(Phase::Waiting, now);
+            self.enter(Phase::Waiting, cx.now);
         }
+        self.buffers
+            .set(cx.budget, self.parser.footprint() + self.out.capacity());
     }
 
     /// Makes dropping the socket reset the connection instead of delivering what is still

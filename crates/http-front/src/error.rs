@@ -41,6 +41,13 @@ pub enum HttpError {
     /// All workers are busy and the queue is full (503).
     #[error("server busy, retry later")]
     ServiceUnavailable,
+    /// The server's memory for request and response buffers (`buffer-budget`) is used up by
+    /// other connections (503).
+    #[error("server buffer memory exhausted ({limit} bytes), retry later")]
+    BuffersFull {
+        /// The budget in bytes.
+        limit: usize,
+    },
     /// The handler failed (500).
     #[error("internal server error: {0}")]
     Internal(String),
@@ -59,7 +66,7 @@ impl HttpError {
             HttpError::HeadersTooLarge => 431,
             HttpError::Internal(_) => 500,
             HttpError::NotImplemented(_) => 501,
-            HttpError::ServiceUnavailable => 503,
+            HttpError::ServiceUnavailable | HttpError::BuffersFull { .. } => 503,
             HttpError::VersionNotSupported => 505,
         }
     }
@@ -67,7 +74,7 @@ impl HttpError {
     /// The JSON error response `{"error": "...", "status": N}`.
     pub fn to_response(&self) -> Response {
         let response = Response::error(self.status(), &self.to_string());
-        if matches!(self, HttpError::ServiceUnavailable) {
+        if self.status() == 503 {
             response.with_header("Retry-After", "1")
         } else {
             response
@@ -130,6 +137,7 @@ mod tests {
             (HttpError::NotImplemented("gzip".into()), 501),
             (HttpError::VersionNotSupported, 505),
             (HttpError::ServiceUnavailable, 503),
+            (HttpError::BuffersFull { limit: 9 }, 503),
         ];
         for (error, status) in cases {
             assert_eq!(error.status(), status);
@@ -142,6 +150,12 @@ mod tests {
         }
         assert_eq!(
             HttpError::ServiceUnavailable
+                .to_response()
+                .header("retry-after"),
+            Some("1")
+        );
+        assert_eq!(
+            HttpError::BuffersFull { limit: 9 }
                 .to_response()
                 .header("retry-after"),
             Some("1")

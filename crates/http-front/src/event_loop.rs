@@ -264,7 +264,12 @@ impl EventLoop {
             // from a worker that came just before. So look at the inbox right before sleeping,
             // after the last registration: what is there now is handled at once, and a wake that
             // comes later reaches the poll.
-            if self.shared.loops.get(self.id).is_some_and(LoopHandle::has_pending) {
+            if self
+                .shared
+                .loops
+                .get(self.id)
+                .is_some_and(LoopHandle::has_pending)
+            {
                 timeout = Some(Duration::ZERO);
             }
             if let Err(error) = self.poll.poll(&mut events, timeout) {
@@ -319,6 +324,7 @@ impl EventLoop {
                 scratch: &mut self.scratch,
                 shutting_down: self.shared.shutdown.load(Ordering::Relaxed),
                 stats: &self.shared.stats,
+                budget: &self.shared.stats.buffers,
             },
             &mut self.slots,
         )
@@ -407,6 +413,7 @@ impl EventLoop {
     fn close(&mut self, slot: SlotId) {
         if let Some((mut conn, counted)) = self.slots.remove(slot) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            conn.release_buffers(&self.shared.stats.buffers);
             if counted {
                 self.shared.open.fetch_sub(1, Ordering::SeqCst);
             } else {

@@ -32,6 +32,7 @@
     )
 )]
 
+mod buffers;
 mod config;
 mod connection;
 mod deadlines;

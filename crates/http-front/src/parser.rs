@@ -88,6 +88,15 @@ impl RequestParser {
         self.buf.len()
     }
 
+    /// Bytes of memory held: the receive buffer and a request whose body is arriving.
+    pub fn footprint(&self) -> usize {
+        let pending = match &self.state {
+            State::Head => 0,
+            State::Body { request, .. } => request.footprint(),
+        };
+        self.buf.capacity() + pending
+    }
+
     /// True once per request whose head carried `Expect: 100-continue` (HTTP/1.1) while its
     /// body has not fully arrived: the caller should then send `100 Continue`.
     pub fn take_continue(&mut self) -> bool {

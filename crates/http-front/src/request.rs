@@ -101,6 +101,23 @@ impl Request {
         self.method == "HEAD"
     }
 
+    /// Bytes of memory this request holds (strings, fields and body), for buffer accounting.
+    pub fn footprint(&self) -> usize {
+        let fields = |fields: &[(String, String)]| -> usize {
+            fields
+                .iter()
+                .map(|(name, value)| name.capacity() + value.capacity() + 48)
+                .sum()
+        };
+        std::mem::size_of::<Request>()
+            + self.method.capacity()
+            + self.path.capacity()
+            + self.query.as_ref().map_or(0, String::capacity)
+            + fields(&self.headers)
+            + fields(&self.trailers)
+            + self.body.capacity()
+    }
+
     /// The request target as path plus `?query`.
     pub fn target(&self) -> String {
         match &self.query {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 
+use crate::buffers::BufferBudget;
 use crate::config::ServerConfig;
 use crate::event_loop::{EventLoop, LoopHandle, LoopPoll};
 use crate::request::Request;
@@ -51,6 +52,29 @@ pub struct ServerStats {
     pub timeouts: AtomicU64,
     /// Workers currently running the handler.
     pub busy_workers: AtomicU64,
+    /// Requests and responses answered 503 because the buffer budget was used up.
+    pub buffers_full: AtomicU64,
+    /// The bound on buffered bytes ([`ServerConfig::buffer_budget`]).
+    pub(crate) buffers: BufferBudget,
+}
+
+impl ServerStats {
+    fn with_buffer_budget(limit: usize) -> ServerStats {
+        ServerStats {
+            buffers: BufferBudget::new(limit),
+            ..ServerStats::default()
+        }
+    }
+
+    /// Bytes connection buffers hold now beyond their free allowance.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffers.used()
+    }
+
+    /// The bound on [`ServerStats::buffered_bytes`].
+    pub fn buffer_budget(&self) -> usize {
+        self.buffers.limit()
+    }
 }
 
 /// State shared by the loops and the workers.
@@ -95,9 +119,9 @@ impl Server {
     pub fn from_listener(listener: TcpListener, config: ServerConfig) -> Server {
         Server {
             listener,
+            stats: Arc::new(ServerStats::with_buffer_budget(config.buffer_budget)),
             config,
             shutdown: Arc::new(AtomicBool::new(false)),
-            stats: Arc::new(ServerStats::default()),
         }
     }
 

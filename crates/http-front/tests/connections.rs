@@ -261,3 +261,73 @@ fn idle_and_silent_connections_are_closed_at_their_deadlines() {
     drop(client);
     handle.shutdown().expect("shutdown");
 }
+
+/// Bodies and responses held in memory share one server-wide budget: a request that does not
+/// fit is answered 503 at once (before its body is read), a response that does not fit becomes
+/// a 503, and other clients go on. Freed bytes are given back.
+#[test]
+fn buffered_bytes_are_bounded_by_the_buffer_budget() {
+    let mut config = test_config();
+    config.limits.max_body_bytes = 1 << 20;
+    config.buffer_budget = 600 * 1024;
+    let (handle, addr) = start(config);
+
+    // A client that declares a 500 KiB body and sends it slowly holds 500 KiB of the budget.
+    let mut holder = Client::connect(addr);
+    holder.send(b"POST /hold HTTP/1.1\r\nContent-Length: 512000\r\n\r\nabc");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while handle.stats().buffered_bytes() < 400 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the declared body is never charged"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // Another large body does not fit: 503 with Retry-After before its body is sent, closed.
+    let mut refused = Client::connect(addr);
+    refused.send(b"POST /refused HTTP/1.1\r\nContent-Length: 300000\r\n\r\n");
+    let reply = refused.read(false);
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert!(
+        reply.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("buffer memory")),
+        "{:?}",
+        reply.json()
+    );
+    assert!(refused.at_eof());
+
+    // A response that does not fit is replaced by 503; small requests still work meanwhile.
+    let mut big = Client::connect(addr);
+    big.send(b"GET /big?n=300000 HTTP/1.1\r\n\r\n");
+    assert_eq!(big.read(false).status, 503);
+    let mut small = Client::connect(addr);
+    small.send(b"POST /small HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+    let reply = small.read(false);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["body"], "hello");
+    assert_eq!(handle.stats().buffers_full.load(Ordering::Relaxed), 2);
+
+    // When the holder goes away its bytes come back and the same requests succeed.
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while handle.stats().buffered_bytes() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a closed connection keeps its charge"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut retry = Client::connect(addr);
+    retry.send(b"GET /big?n=300000 HTTP/1.1\r\n\r\n");
+    let reply = retry.read(false);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), 300_000);
+    let mut body = Client::connect(addr);
+    body.send(b"POST /body HTTP/1.1\r\nContent-Length: 300000\r\n\r\n");
+    body.send(&vec![b'y'; 300_000]);
+    assert_eq!(body.read(false).status, 200);
+    handle.shutdown().expect("shutdown");
+}

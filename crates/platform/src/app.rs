@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http_front::{Handler, Request, Response};
+use http_front::{Handler, Request, Response, ServerStats};
 use keyvalue::KeyValue;
 
 use crate::boot::BootGate;
@@ -54,6 +54,8 @@ pub struct App {
     memory_in_use: fn() -> Option<u64>,
     pub(crate) boot: BootGate,
     pub(crate) shutdown: Option<Box<dyn Fn() + Send + Sync>>,
+    /// The HTTP server's counters, for `/metrics`.
+    server_stats: Option<Arc<ServerStats>>,
 }
 
 /// An [`App`] shared between the server and the boot-time deployer; the server's handler.
@@ -96,6 +98,7 @@ impl App {
             memory_in_use: options.memory_in_use,
             boot: BootGate::default(),
             shutdown: None,
+            server_stats: None,
         };
         log::info!(
             "functions: memory budget {} bytes, default max-memory {} bytes per run",
@@ -110,6 +113,12 @@ impl App {
     /// end the process soon, after the answer is sent).
     pub fn with_shutdown(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
         self.shutdown = Some(Box::new(hook));
+        self
+    }
+
+    /// Adds the HTTP server's connection and buffer counters to `/metrics`.
+    pub fn with_server_stats(mut self, stats: Arc<ServerStats>) -> Self {
+        self.server_stats = Some(stats);
         self
     }
 
@@ -139,6 +148,9 @@ impl App {
             self.memory.total(),
             self.memory.reserved(),
         ));
+        if let Some(stats) = &self.server_stats {
+            text.push_str(&crate::stats::http_server_metrics(stats));
+        }
         Response::bytes(200, "text/plain; version=0.0.4", text)
     }
 

@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use http_front::ServerStats;
 
 /// How many recent latencies each function keeps for percentiles.
 const LATENCY_WINDOW: usize = 4096;
@@ -239,6 +242,80 @@ pub fn server_gauges(in_use: Option<u64>, budget: usize, reserved: usize) -> Str
     out.push_str("# HELP function_memory_reserved_bytes Memory reserved by function runs now.\n");
     out.push_str("# TYPE function_memory_reserved_bytes gauge\n");
     let _ = writeln!(out, "function_memory_reserved_bytes {reserved}");
+    out
+}
+
+/// The HTTP server's counters and gauges for `/metrics`.
+pub fn http_server_metrics(stats: &ServerStats) -> String {
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let rows: [(&str, &str, &str, u64); 10] = [
+        (
+            "http_connections_accepted_total",
+            "counter",
+            "Connections accepted and served.",
+            load(&stats.connections_accepted),
+        ),
+        (
+            "http_connections_rejected_total",
+            "counter",
+            "Connections answered 503 and closed at max-connections.",
+            load(&stats.connections_rejected),
+        ),
+        (
+            "http_requests_total",
+            "counter",
+            "Requests parsed and dispatched.",
+            load(&stats.requests),
+        ),
+        (
+            "http_queue_full_total",
+            "counter",
+            "Requests answered 503 because the worker queue was full.",
+            load(&stats.queue_full),
+        ),
+        (
+            "http_buffers_full_total",
+            "counter",
+            "Requests or responses answered 503 because the buffer budget was used up.",
+            load(&stats.buffers_full),
+        ),
+        (
+            "http_protocol_errors_total",
+            "counter",
+            "Requests answered with a protocol error.",
+            load(&stats.protocol_errors),
+        ),
+        (
+            "http_timeouts_total",
+            "counter",
+            "Requests cut at their header or body deadline (408).",
+            load(&stats.timeouts),
+        ),
+        (
+            "http_busy_workers",
+            "gauge",
+            "Workers running a request now.",
+            load(&stats.busy_workers),
+        ),
+        (
+            "http_buffered_bytes",
+            "gauge",
+            "Bytes held in request and response buffers beyond each connection's allowance.",
+            stats.buffered_bytes() as u64,
+        ),
+        (
+            "http_buffer_budget_bytes",
+            "gauge",
+            "Bound on http_buffered_bytes (buffer-budget).",
+            stats.buffer_budget() as u64,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
     out
 }
 

@@ -138,3 +138,79 @@ fn native_connection_limit_and_header_deadline() {
 fn qemu_connection_limit_and_header_deadline() {
     limits_and_deadlines(Mode::Qemu);
 }
+
+/// Clients that declare large bodies and send them slowly cannot exhaust the server's memory:
+/// request and response buffers share `buffer-budget` (derived from the RAM in the image), the
+/// requests beyond it get 503 at once, and the server keeps answering.
+fn buffers_are_budgeted(mode: Mode, append: &str) {
+    let inst = Instance::start(mode, append, &["--memory", "64"]);
+    let port = inst.port;
+    // Twelve 4 MiB bodies (the default max-body) are 48 MiB: more than the image's heap.
+    let mut slow: Vec<TcpStream> = (0..12)
+        .map(|i| {
+            let mut stream = http::connect(port).unwrap_or_else(|e| panic!("slow client {i}: {e}"));
+            stream
+                .write_all(
+                    b"POST /nowhere/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n",
+                )
+                .expect("head");
+            stream.write_all(&[b'z'; 1024]).expect("first body bytes");
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut refused = 0;
+    for stream in &mut slow {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut buf = [0u8; 1024];
+        if let Ok(n) = stream.read(&mut buf)
+            && n > 0
+        {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+            assert!(text.contains("buffer memory"), "{text}");
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0,
+        "twelve 4 MiB bodies all fit in the buffer budget"
+    );
+    assert!(refused < 12, "not even one 4 MiB body was admitted");
+    for path in ["/healthz", "/exec/answer"] {
+        let response = http::get(port, path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(response.status, 200, "{path}: {}", response.text());
+    }
+    let metrics = http::get(port, "/metrics").expect("metrics").text();
+    let full = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("http_buffers_full_total "))
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    assert_eq!(full, Some(refused), "{metrics}");
+    // Once the slow clients are gone, a large body is read whole (and then routed: 404).
+    drop(slow);
+    let body = vec![b'b'; 1 << 20];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response =
+            http::request(port, "POST", "/nowhere/upload", &[], &body).expect("large body");
+        if response.status == 404 {
+            break;
+        }
+        assert_eq!(response.status, 503, "{}", response.text());
+        assert!(Instant::now() < deadline, "the budget is never given back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn native_buffer_budget() {
+    buffers_are_budgeted(Mode::Native, "log=info buffer-budget=10m");
+}
+
+#[test]
+fn qemu_buffer_budget_from_ram() {
+    buffers_are_budgeted(Mode::Qemu, "log=info");
+}
