@@ -7,6 +7,46 @@ use crate::request::{Limits, Request, Version};
 /// Longest accepted chunk-size line (size plus extensions).
 const MAX_CHUNK_LINE: usize = 4096;
 
+/// Bytes of a head parsed before its first line is complete (enough to refuse a TLS hello or
+/// other garbage at once).
+const FIRST_BYTES: usize = 16;
+
+/// Body capacity reserved ahead of the bytes that arrived; it then doubles, never beyond the
+/// declared length (or `max_body_bytes` for chunked bodies).
+const BODY_RESERVE: usize = 64 * 1024;
+
+/// Where the next parse of a head (or trailer section) ends: after its last complete line, or
+/// at [`FIRST_BYTES`] while no line is complete. A head is parsed again only when that point
+/// moves, so a client that trickles its head byte by byte costs one parse per line, not one
+/// per byte, and the outcome does not depend on how the bytes were split.
+#[derive(Debug, Default, Clone, Copy)]
+struct LineScan {
+    /// Bytes already searched for line ends.
+    scanned: usize,
+    /// End of the last complete line.
+    lines_end: usize,
+    /// End of the window parsed last.
+    parsed: usize,
+}
+
+impl LineScan {
+    /// The end of the window to parse now, or `None` if it is the one parsed last.
+    fn next_window(&mut self, buf: &[u8]) -> Option<usize> {
+        if let Some(new) = buf.get(self.scanned..)
+            && let Some(at) = new.iter().rposition(|&b| b == b'\n')
+        {
+            self.lines_end = self.scanned + at + 1;
+        }
+        self.scanned = buf.len();
+        let window = self.lines_end.max(buf.len().min(FIRST_BYTES));
+        if window == self.parsed {
+            return None;
+        }
+        self.parsed = window;
+        Some(window)
+    }
+}
+
 /// Incremental request parser for one connection.
 ///
 /// Feed bytes with [`push`](Self::push) and take requests with
@@ -17,6 +57,8 @@ const MAX_CHUNK_LINE: usize = 4096;
 pub struct RequestParser {
     limits: Limits,
     buf: Vec<u8>,
+    /// How far the head at the start of `buf` was parsed.
+    head_scan: LineScan,
     state: State,
     continue_pending: bool,
     failed: Option<HttpError>,
@@ -41,7 +83,7 @@ enum Chunk {
     Size,
     Data { remaining: u64 },
     DataEnd,
-    Trailers,
+    Trailers(LineScan),
 }
 
 impl RequestParser {
@@ -50,6 +92,7 @@ impl RequestParser {
         RequestParser {
             limits,
             buf: Vec::new(),
+            head_scan: LineScan::default(),
             state: State::Head,
             continue_pending: false,
             failed: None,
@@ -88,11 +131,19 @@ impl RequestParser {
         self.buf.len()
     }
 
-    /// Bytes of memory held: the receive buffer and a request whose body is arriving.
+    /// Bytes of memory held or promised: the receive buffer and a request whose body is
+    /// arriving, counting a declared `Content-Length` whole from the moment the head is parsed
+    /// (so that the caller can refuse it before the body is read).
     pub fn footprint(&self) -> usize {
         let pending = match &self.state {
             State::Head => 0,
-            State::Body { request, .. } => request.footprint(),
+            State::Body { request, framing } => {
+                let declared = match framing {
+                    Framing::Length { remaining } => request.body.len().saturating_add(*remaining),
+                    Framing::Chunked(_) => 0,
+                };
+                request.footprint() + declared.saturating_sub(request.body.capacity())
+            }
         };
         self.buf.capacity() + pending
     }
@@ -118,13 +169,22 @@ impl RequestParser {
 
     fn advance(&mut self) -> Result<Option<Request>, HttpError> {
         if matches!(self.state, State::Head) {
-            if self.buf.is_empty() {
+            let Some(window) = self.head_scan.next_window(&self.buf) else {
+                if self.buf.len() > self.limits.max_header_bytes {
+                    return Err(HttpError::HeadersTooLarge);
+                }
                 return Ok(None);
-            }
-            let Some(head) = parse_head(&self.buf, &self.limits)? else {
+            };
+            let Some(head) = parse_head(
+                self.buf.get(..window).unwrap_or_default(),
+                self.buf.len(),
+                &self.limits,
+            )?
+            else {
                 return Ok(None);
             };
             self.buf.drain(..head.consumed);
+            self.head_scan = LineScan::default();
             match head.framing {
                 None => return Ok(Some(head.request)),
                 Some(framing) => {
@@ -171,13 +231,14 @@ fn bad(message: impl Into<String>) -> HttpError {
     HttpError::BadRequest(message.into())
 }
 
-fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError> {
+/// Parses the head at the start of `buf` (the window to parse of `buffered` bytes received).
+fn parse_head(buf: &[u8], buffered: usize, limits: &Limits) -> Result<Option<Head>, HttpError> {
     let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut parsed = httparse::Request::new(&mut fields);
     let consumed = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(consumed)) => consumed,
         Ok(httparse::Status::Partial) => {
-            if buf.len() > limits.max_header_bytes {
+            if buffered > limits.max_header_bytes {
                 return Err(HttpError::HeadersTooLarge);
             }
             return Ok(None);
@@ -226,7 +287,8 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError> {
     let framing = match framing {
         Some(Framing::Length { remaining: 0 }) | None => None,
         Some(Framing::Length { remaining }) => {
-            request.body.reserve_exact(remaining);
+            // The declared length is charged by the caller (`footprint`) before it is reserved.
+            request.body.reserve_exact(remaining.min(BODY_RESERVE));
             Some(Framing::Length { remaining })
         }
         chunked => chunked,
@@ -360,6 +422,8 @@ fn advance_body(
     let chunk = match framing {
         Framing::Length { remaining } => {
             let take = (*remaining).min(buf.len());
+            let ceiling = body.len().saturating_add(*remaining);
+            grow_body(body, take, ceiling);
             body.extend_from_slice(buf.get(..take).unwrap_or_default());
             *remaining -= take;
             return Ok((take, *remaining == 0));
@@ -387,7 +451,7 @@ fn advance_body(
                             });
                         }
                         *chunk = if size == 0 {
-                            Chunk::Trailers
+                            Chunk::Trailers(LineScan::default())
                         } else {
                             Chunk::Data { remaining: size }
                         };
@@ -409,6 +473,7 @@ fn advance_body(
                 let take = usize::try_from(*remaining)
                     .unwrap_or(usize::MAX)
                     .min(rest.len());
+                grow_body(body, take, limits.max_body_bytes);
                 body.extend_from_slice(rest.get(..take).unwrap_or_default());
                 pos += take;
                 *remaining -= take as u64;
@@ -426,9 +491,19 @@ fn advance_body(
                     return Err(bad("chunk data not followed by CRLF"));
                 }
             }
-            Chunk::Trailers => {
+            Chunk::Trailers(scan) => {
+                // The trailer section starts at `pos`; later calls see it at the start of `buf`.
+                let Some(window) = scan.next_window(rest) else {
+                    if rest.len() > limits.max_header_bytes {
+                        return Err(HttpError::HeadersTooLarge);
+                    }
+                    return Ok((pos, false));
+                };
                 let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
-                return match httparse::parse_headers(rest, &mut fields) {
+                return match httparse::parse_headers(
+                    rest.get(..window).unwrap_or_default(),
+                    &mut fields,
+                ) {
                     Ok(httparse::Status::Complete((used, parsed))) => {
                         if used > limits.max_header_bytes {
                             return Err(HttpError::HeadersTooLarge);
@@ -448,6 +523,22 @@ fn advance_body(
             }
         }
     }
+}
+
+/// Makes room in `body` for `additional` more bytes: at least doubling (from [`BODY_RESERVE`])
+/// so that appends stay amortized, never beyond `ceiling` bytes of capacity.
+fn grow_body(body: &mut Vec<u8>, additional: usize, ceiling: usize) {
+    let needed = body.len().saturating_add(additional);
+    if needed <= body.capacity() {
+        return;
+    }
+    let target = body
+        .capacity()
+        .saturating_mul(2)
+        .max(BODY_RESERVE)
+        .min(ceiling)
+        .max(needed);
+    body.reserve_exact(target - body.len());
 }
 
 #[cfg(test)]

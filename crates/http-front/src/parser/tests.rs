@@ -456,3 +456,54 @@ fn mutated_inputs_are_consistent() {
         }
     }
 }
+
+/// A head trickled byte by byte is parsed once per byte of its first few bytes, then once per
+/// line: not once per byte (which is quadratic in the head's size).
+#[test]
+fn a_trickled_head_is_parsed_once_per_line() {
+    let head = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n";
+    let mut scan = LineScan::default();
+    let windows = (1..=head.len())
+        .filter(|&end| scan.next_window(&head[..end]).is_some())
+        .count();
+    // 16 windows while the first line (16 bytes) arrives, then one per further line.
+    assert_eq!(windows, FIRST_BYTES + 3);
+    let long = [b"GET / HTTP/1.1\r\n".as_slice(), &[b'a'; 8000]].concat();
+    let mut scan = LineScan::default();
+    let windows = (1..=long.len())
+        .filter(|&end| scan.next_window(&long[..end]).is_some())
+        .count();
+    assert_eq!(
+        windows, FIRST_BYTES,
+        "an unfinished line is not parsed again"
+    );
+}
+
+/// A declared body counts whole from the head on, but memory is reserved as it arrives and
+/// never beyond the declared length.
+#[test]
+fn declared_bodies_are_charged_up_front_and_reserved_as_they_arrive() {
+    let limits = Limits {
+        max_body_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let mut parser = RequestParser::new(limits);
+    parser.push(b"POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n");
+    assert_eq!(parser.next_request(), Ok(None));
+    assert!(parser.footprint() >= 1_000_000, "{}", parser.footprint());
+    let State::Body { request, .. } = &parser.state else {
+        panic!("not reading the body");
+    };
+    assert!(request.body.capacity() <= BODY_RESERVE);
+    let piece = [b'x'; 10_000];
+    let mut request = None;
+    for _ in 0..100 {
+        parser.push(&piece);
+        if let Some(done) = parser.next_request().expect("valid body") {
+            request = Some(done);
+        }
+    }
+    let request = request.expect("complete");
+    assert_eq!(request.body.len(), 1_000_000);
+    assert_eq!(request.body.capacity(), 1_000_000);
+}
