@@ -122,8 +122,9 @@ pub fn default_max_connections() -> usize {
                 let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
             }
         }
-        // Descriptors for the listener, Redis, logs and a margin.
+        // Descriptors for the listener, Redis, logs and a margin; of the rest, a fifth for
+        // connections that are refused (503 and close) once the limit is reached.
         let descriptors = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
-        descriptors.saturating_sub(64).clamp(16, 65_536)
+        (descriptors.saturating_sub(64) / 5 * 4).clamp(16, 65_536)
     }
 }

@@ -43,6 +43,7 @@ fn server_config(config: &Config, max_connections: usize, buffer_budget: usize) 
         io_threads: config.io_threads.unwrap_or(defaults.io_threads),
         workers: config.workers,
         queue_capacity: config.queue,
+        queue_timeout: Duration::from_millis(config.queue_timeout_ms),
         max_connections,
         buffer_budget,
         limits: Limits {

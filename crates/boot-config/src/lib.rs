@@ -52,6 +52,9 @@ pub struct Config {
     /// `max-connections=`: open connections served at once, beyond them 503 and close,
     /// 1..=1000000 (default: from the descriptor limit natively, from RAM under hermit).
     pub max_connections: Option<usize>,
+    /// `queue-timeout-ms=`: how long a complete request may wait for a worker before it is
+    /// answered 503 without running (default 10000).
+    pub queue_timeout_ms: u64,
     /// `root=`: the function that serves paths no endpoint or function claims.
     pub root: Option<String>,
     /// `admin-token=`: bearer token for `/_admin` (admin endpoints disabled when unset).
@@ -90,6 +93,7 @@ impl Default for Config {
             workers: 2,
             queue: 1024,
             max_connections: None,
+            queue_timeout_ms: 10_000,
             root: None,
             admin_token: None,
             kv: KvBackend::Memory,
@@ -114,6 +118,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "workers",
     "queue",
     "max-connections",
+    "queue-timeout-ms",
     "root",
     "admin-token",
     "kv",
@@ -236,6 +241,7 @@ impl Config {
             }
             "kv" => self.kv = parse_kv(value).map_err(invalid)?,
             "max-body" => self.max_body = parse_size(value).map_err(invalid)?,
+            "queue-timeout-ms" => self.queue_timeout_ms = parse_millis(value).map_err(invalid)?,
             "header-timeout-ms" => self.header_timeout_ms = parse_millis(value).map_err(invalid)?,
             "body-timeout-ms" => self.body_timeout_ms = parse_millis(value).map_err(invalid)?,
             "send-timeout-ms" => self.send_timeout_ms = parse_millis(value).map_err(invalid)?,
@@ -255,7 +261,8 @@ impl Config {
         let auto =
             |value: Option<usize>| value.map_or_else(|| "auto".to_string(), |v| v.to_string());
         format!(
-            "bind={} port={} log={} io-threads={} workers={} queue={} max-connections={} root={} \
+            "bind={} port={} log={} io-threads={} workers={} queue={} queue-timeout-ms={} \
+             max-connections={} root={} \
              admin-token={} kv={} max-body={} header-timeout-ms={} body-timeout-ms={} \
              send-timeout-ms={} min-rate={} keepalive-ms={} memory-budget={} buffer-budget={}",
             self.bind,
@@ -264,6 +271,7 @@ impl Config {
             auto(self.io_threads),
             self.workers,
             self.queue,
+            self.queue_timeout_ms,
             auto(self.max_connections),
             self.root.as_deref().unwrap_or("-"),
             if self.admin_token.is_some() {
@@ -392,7 +400,7 @@ mod tests {
             "port=9000 log=DEBUG io-threads=3 workers=4 queue=0 max-connections=77 \
              root=http-server-demo admin-token=s3cret-token kv=redis://10.0.2.2:6380 max-body=64k \
              header-timeout-ms=2500 body-timeout-ms=2600 send-timeout-ms=2700 min-rate=2k \
-             keepalive-ms=300 memory-budget=48m buffer-budget=3m",
+             keepalive-ms=300 memory-budget=48m buffer-budget=3m queue-timeout-ms=700",
         )
         .expect("valid line");
         assert_eq!(config.port, 9000);
@@ -412,6 +420,7 @@ mod tests {
         assert_eq!(config.keepalive_ms, 300);
         assert_eq!(config.memory_budget, Some(48 << 20));
         assert_eq!(config.buffer_budget, Some(3 << 20));
+        assert_eq!(config.queue_timeout_ms, 700);
     }
 
     #[test]

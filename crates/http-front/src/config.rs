@@ -62,6 +62,9 @@ pub struct ServerConfig {
     /// Complete requests that may wait for a free worker; beyond that a request is answered
     /// `503` with `Retry-After: 1` (the connection stays usable).
     pub queue_capacity: usize,
+    /// How long a complete request may wait for a worker; one that waited longer is answered
+    /// `503` with `Retry-After` without running (its client has likely given up).
+    pub queue_timeout: Duration,
     /// Open connections served at once; a connection beyond it is answered `503` and closed.
     pub max_connections: usize,
     /// Parsing limits per request.
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
             io_threads: cpus.clamp(1, 4),
             workers: 2,
             queue_capacity: 1024,
+            queue_timeout: Duration::from_secs(10),
             max_connections: 4096,
             limits: Limits::default(),
             timeouts: Timeouts::default(),

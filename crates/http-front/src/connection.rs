@@ -4,7 +4,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -91,6 +92,8 @@ pub(crate) struct Connection {
     moved: usize,
     /// What this connection's buffers (and a request it handed out) hold of the budget.
     buffers: BufferCharge,
+    /// Set when the client goes away while its request waits for a worker.
+    cancel: Option<Arc<AtomicBool>>,
     pub(crate) deadline: Deadline,
 }
 
@@ -109,6 +112,7 @@ impl Connection {
             phase_started: now,
             moved: 0,
             buffers: BufferCharge::default(),
+            cancel: None,
             deadline: Deadline::default(),
         }
     }
@@ -275,6 +279,18 @@ impl Connection {
         Step::Dispatch(request)
     }
 
+    /// The flag a worker looks at before running this connection's dispatched request.
+    pub(crate) fn cancel_flag(&mut self) -> Arc<AtomicBool> {
+        Arc::clone(self.cancel.get_or_insert_with(Default::default))
+    }
+
+    /// The client went away (reset, or closed both ways): a dispatched request is not run.
+    pub(crate) fn client_gone(&self) {
+        if let (Phase::Dispatched { .. }, Some(cancel)) = (self.phase, &self.cancel) {
+            cancel.store(true, Ordering::Release);
+        }
+    }
+
     /// Starts writing the handler's `response` to the dispatched request.
     pub(crate) fn respond(&mut self, response: &Response, cx: &Context<'_>) {
         let Phase::Dispatched {
@@ -285,6 +301,7 @@ impl Connection {
         else {
             return;
         };
+        self.cancel = None;
         let keep_alive = keep_alive && !response.wants_close() && !cx.shutting_down;
         let bytes = response.serialize(head_only, keep_alive, version, cx.date);
         let held = self.parser.footprint() + self.out.capacity() + bytes.capacity();

@@ -22,6 +22,10 @@ use crate::workers::{Job, run_handler};
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 
+/// How long the accepting loop waits before it tries again after `accept` failed (out of
+/// descriptors or memory).
+const ACCEPT_RETRY: Duration = Duration::from_millis(5);
+
 /// How long a loop waits for its connections to finish once the server shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -217,6 +221,10 @@ pub(crate) struct EventLoop {
     next_owner: usize,
     scratch: Vec<u8>,
     date: DateCache,
+    /// When to call `accept` again after it failed.
+    accept_retry: Option<Instant>,
+    /// `accept` failed last time (its failures are logged once until one succeeds).
+    accept_failing: bool,
 }
 
 impl EventLoop {
@@ -241,6 +249,8 @@ impl EventLoop {
             next_owner: id,
             scratch: vec![0; 16 * 1024],
             date: DateCache::default(),
+            accept_retry: None,
+            accept_failing: false,
         })
     }
 
@@ -253,6 +263,9 @@ impl EventLoop {
             let mut timeout = self
                 .deadlines
                 .next_wake()
+                .into_iter()
+                .chain(self.accept_retry)
+                .min()
                 .map(|at| at.saturating_duration_since(now));
             if shutdown_started.is_some() {
                 timeout = Some(timeout.map_or(Duration::from_millis(100), |t| {
@@ -289,12 +302,21 @@ impl EventLoop {
                             let hung_up = event.is_error()
                                 || event.is_read_closed()
                                 || event.is_write_closed();
+                            if event.is_error()
+                                || (event.is_read_closed() && event.is_write_closed())
+                            {
+                                conn.client_gone();
+                            }
                             conn.readable |= event.is_readable() || hung_up;
                             conn.writable |= event.is_writable() || hung_up;
                             self.drive(slot);
                         }
                     }
                 }
+            }
+            if self.accept_retry.is_some_and(|at| at <= Instant::now()) {
+                self.accept_retry = None;
+                self.accept_all();
             }
             self.take_inbox();
             self.expire_deadlines();
@@ -377,10 +399,14 @@ impl EventLoop {
         if handler.runs_inline(&request) {
             return Some(run_handler(handler.as_ref(), &request));
         }
+        // The connection is gone: nothing to answer.
+        let cancelled = self.slots.get_mut(slot).map(Connection::cancel_flag)?;
         let job = Job {
             owner: self.id,
             slot,
             request,
+            queued: Instant::now(),
+            cancelled,
         };
         if self.shared.pool.submit(job) {
             return None;
@@ -429,14 +455,20 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, _)) => self.admit(stream),
+                Ok((stream, _)) => {
+                    self.accept_failing = false;
+                    self.admit(stream);
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    // Out of descriptors or memory: the listener stays readable, so this loop
-                    // tries again on its next event; back off a little meanwhile.
-                    log::warn!("http: accept failed: {error}");
-                    std::thread::sleep(Duration::from_millis(5));
+                    // Out of descriptors or memory: try again shortly (the listener may not
+                    // signal again for connections already waiting), serving the others
+                    // meanwhile.
+                    if !std::mem::replace(&mut self.accept_failing, true) {
+                        log::warn!("http: accept failed: {error}");
+                    }
+                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             }

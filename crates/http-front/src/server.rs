@@ -52,6 +52,11 @@ pub struct ServerStats {
     pub timeouts: AtomicU64,
     /// Workers currently running the handler.
     pub busy_workers: AtomicU64,
+    /// Requests answered 503 without running because they waited in the queue longer than
+    /// [`ServerConfig::queue_timeout`].
+    pub queue_expired: AtomicU64,
+    /// Queued requests not run because their client went away (reset or closed).
+    pub cancelled: AtomicU64,
     /// Requests and responses answered 503 because the buffer budget was used up.
     pub buffers_full: AtomicU64,
     /// The bound on buffered bytes ([`ServerConfig::buffer_budget`]).
@@ -197,6 +202,7 @@ impl Server {
         let workers = shared.pool.start(
             shared.config.workers,
             shared.config.worker_stack_size,
+            shared.config.queue_timeout,
             handler,
             Arc::clone(&loops),
             stats,

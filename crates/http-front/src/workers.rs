@@ -3,9 +3,10 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use crate::error::HttpError;
 use crate::event_loop::{Completion, LoopHandle};
@@ -21,6 +22,11 @@ pub(crate) struct Job {
     pub(crate) slot: crate::deadlines::SlotId,
     /// The request.
     pub(crate) request: Request,
+    /// When it was queued.
+    pub(crate) queued: Instant,
+    /// Set by the loop when the client went away (reset or closed both ways): the request is
+    /// then not run.
+    pub(crate) cancelled: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -85,10 +91,12 @@ impl Pool {
 
     /// Starts `count` workers running `handler`; each response goes to the loop in `loops`
     /// that owns the connection.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         self: &Arc<Self>,
         count: usize,
         stack_size: Option<usize>,
+        queue_timeout: Duration,
         handler: Arc<dyn Handler>,
         loops: Arc<Vec<LoopHandle>>,
         stats: Arc<ServerStats>,
@@ -105,9 +113,18 @@ impl Pool {
                 let stats = Arc::clone(&stats);
                 builder.spawn(move || {
                     while let Some(job) = pool.next() {
-                        stats.busy_workers.fetch_add(1, Ordering::Relaxed);
-                        let response = run_handler(handler.as_ref(), &job.request);
-                        stats.busy_workers.fetch_sub(1, Ordering::Relaxed);
+                        let response = if job.cancelled.load(Ordering::Acquire) {
+                            stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                            HttpError::ServiceUnavailable.to_response()
+                        } else if job.queued.elapsed() > queue_timeout {
+                            stats.queue_expired.fetch_add(1, Ordering::Relaxed);
+                            HttpError::ServiceUnavailable.to_response()
+                        } else {
+                            stats.busy_workers.fetch_add(1, Ordering::Relaxed);
+                            let response = run_handler(handler.as_ref(), &job.request);
+                            stats.busy_workers.fetch_sub(1, Ordering::Relaxed);
+                            response
+                        };
                         if let Some(owner) = loops.get(job.owner) {
                             owner.complete(Completion {
                                 slot: job.slot,

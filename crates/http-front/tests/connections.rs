@@ -331,3 +331,57 @@ fn buffered_bytes_are_bounded_by_the_buffer_budget() {
     assert_eq!(body.read(false).status, 200);
     handle.shutdown().expect("shutdown");
 }
+
+/// A request that waited for a worker longer than the queue timeout is answered 503 without
+/// running; one whose client reset the connection meanwhile is not run at all.
+#[test]
+fn stale_and_abandoned_requests_are_not_run() {
+    let mut config = test_config();
+    config.workers = 1;
+    config.queue_timeout = Duration::from_millis(300);
+    let (handle, addr) = start(config);
+
+    let mut busy = Client::connect(addr);
+    busy.send(b"GET /sleep?ms=1000 HTTP/1.1\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut stale = Client::connect(addr);
+    stale.send(b"GET /stale HTTP/1.1\r\n\r\n");
+    let abandoned = TcpStream::connect(addr).expect("connect");
+    (&abandoned)
+        .write_all(b"GET /abandoned HTTP/1.1\r\n\r\n")
+        .expect("request");
+    std::thread::sleep(Duration::from_millis(100));
+    // Close with a reset (linger 0).
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads one `linger` we own, on a socket we own.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            abandoned.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(abandoned);
+
+    assert_eq!(busy.read(false).status, 200);
+    let reply = stale.read(false);
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    let stats = handle.stats();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats.cancelled.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the abandoned request was run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(stats.queue_expired.load(Ordering::Relaxed), 1);
+    // The connection that waited is still usable.
+    stale.send(b"GET /again HTTP/1.1\r\n\r\n");
+    assert_eq!(stale.read(false).status, 200);
+    handle.shutdown().expect("shutdown");
+}

@@ -248,7 +248,7 @@ pub fn server_gauges(in_use: Option<u64>, budget: usize, reserved: usize) -> Str
 /// The HTTP server's counters and gauges for `/metrics`.
 pub fn http_server_metrics(stats: &ServerStats) -> String {
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 10] = [
+    let rows: [(&str, &str, &str, u64); 12] = [
         (
             "http_connections_accepted_total",
             "counter",
@@ -272,6 +272,18 @@ pub fn http_server_metrics(stats: &ServerStats) -> String {
             "counter",
             "Requests answered 503 because the worker queue was full.",
             load(&stats.queue_full),
+        ),
+        (
+            "http_queue_expired_total",
+            "counter",
+            "Requests answered 503 without running after waiting longer than queue-timeout-ms.",
+            load(&stats.queue_expired),
+        ),
+        (
+            "http_cancelled_total",
+            "counter",
+            "Queued requests not run because their client went away.",
+            load(&stats.cancelled),
         ),
         (
             "http_buffers_full_total",

@@ -93,11 +93,22 @@ impl Client {
 }
 
 /// The test handler: echoes the request as JSON; `/panic` panics, `/close` asks to close,
+/// `/sleep?ms=N` sleeps,
 /// `/big?n=BYTES` answers that many bytes.
 pub fn echo(request: &Request) -> Response {
     match request.path.as_str() {
         "/panic" => panic!("handler panic on purpose"),
         "/close" => Response::text(200, "bye").with_header("Connection", "close"),
+        "/sleep" => {
+            let ms = request
+                .query
+                .as_deref()
+                .and_then(|q| q.strip_prefix("ms="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(100);
+            std::thread::sleep(Duration::from_millis(ms));
+            Response::text(200, "slept")
+        }
         "/big" => {
             let n = request
                 .query
