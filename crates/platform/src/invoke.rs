@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use http_front::{Request, Response};
-use sandbox::{Fault, Report};
+use sandbox::{Fault, GUEST_TEXT_MAX, Report, clip_display, clip_end};
 
 use crate::app::{Answer, App};
 use crate::error::PlatformError;
@@ -175,6 +175,12 @@ impl App {
             };
             return Ran::before_running((error, Outcome::BadInput));
         };
+        // Everything copied for the run, and the response built from it, is covered by the
+        // reservation: it is returned once the response is built.
+        let reservation = match self.reserve(function) {
+            Ok(reservation) => reservation,
+            Err(failure) => return Ran::before_running(failure),
+        };
         let uri = match &request.query {
             Some(query) => format!("{path}?{query}"),
             None => path.to_string(),
@@ -185,12 +191,7 @@ impl App {
             headers: request.headers.clone(),
             body: request.body.clone(),
         };
-        let reservation = match self.reserve(function) {
-            Ok(reservation) => reservation,
-            Err(failure) => return Ran::before_running(failure),
-        };
         let invocation = guest.handle(guest_request);
-        drop(reservation);
         let result = match invocation.result {
             Ok(answer) if answer.body.len() > function.limits.max_body => {
                 let message = format!(
@@ -214,8 +215,9 @@ impl App {
                 }
                 Ok(response)
             }
-            Err(error) => Err(http_failure(error)),
+            Err(error) => Err(http_failure(function, error)),
         };
+        drop(reservation);
         Ran {
             result,
             report: invocation.report,
@@ -226,27 +228,30 @@ impl App {
         let Program::Wasi(module) = &function.program else {
             return Ran::before_running(wrong_kind(function));
         };
-        let stdin = if request.method == "POST" {
-            request.body.clone()
+        // The input from the path is as long as the request line at most; a body is checked
+        // before it is copied.
+        let decoded;
+        let stdin: &[u8] = if request.method == "POST" {
+            &request.body
         } else {
-            percent_decode(input, false)
+            decoded = percent_decode(input, false);
+            &decoded
         };
         if stdin.len() > function.limits.max_body {
             let error = body_too_large("input", stdin.len(), function);
             return Ran::before_running((error, Outcome::BodyTooLarge));
         }
-        let input = wasm_faas::WasiInput {
-            stdin,
-            program_name: function.name.clone(),
-            env: vec![("FAAS_FUNCTION".to_string(), function.name.clone())],
-            ..wasm_faas::WasiInput::default()
-        };
         let reservation = match self.reserve(function) {
             Ok(reservation) => reservation,
             Err(failure) => return Ran::before_running(failure),
         };
+        let input = wasm_faas::WasiInput {
+            stdin: stdin.to_vec(),
+            program_name: function.name.clone(),
+            env: vec![("FAAS_FUNCTION".to_string(), function.name.clone())],
+            ..wasm_faas::WasiInput::default()
+        };
         let run = wasm_faas::run_wasi(module, &input, &function.limits.faas());
-        drop(reservation);
         let result = match run.result {
             Ok(output) => {
                 log_stderr(&function.name, &output.stderr, output.stderr_dropped);
@@ -257,13 +262,13 @@ impl App {
                         output.stdout,
                     ))
                 } else {
-                    let tail_start = output.stderr.len().saturating_sub(1024);
+                    let tail_start = output.stderr.len().saturating_sub(GUEST_TEXT_MAX);
                     let tail = output.stderr.get(tail_start..).unwrap_or_default();
                     let message = format!(
                         "{} exited with code {}: {}",
                         function.name,
                         output.exit_code,
-                        String::from_utf8_lossy(tail).trim_end()
+                        clip_end(String::from_utf8_lossy(tail).trim_end(), GUEST_TEXT_MAX)
                     );
                     Err((
                         PlatformError::Function {
@@ -276,6 +281,7 @@ impl App {
             }
             Err(error) => Err(faas_failure(function, error)),
         };
+        drop(reservation);
         Ran {
             result,
             report: run.report,
@@ -314,21 +320,30 @@ impl App {
             Err(failure) => return Ran::before_running(failure),
         };
         let run = wasm_faas::run_nanoprocess_str(module, &args, &function.limits.faas());
+        let result = run
+            .result
+            .map(|output| Response::text(200, output.results.join(",")))
+            .map_err(|error| faas_failure(function, error));
         drop(reservation);
         Ran {
-            result: run
-                .result
-                .map(|output| Response::text(200, output.results.join(",")))
-                .map_err(|error| faas_failure(function, error)),
+            result,
             report: run.report,
         }
     }
 }
 
-/// An HTTP guest's failure as the platform answers it.
-fn http_failure(error: wasm_host::InvokeError) -> Failure {
+/// An HTTP guest's failure as the platform answers it. The message quotes guest text (its
+/// error string, a handler name), so it is cut to the function's `max-body` as well as to
+/// [`crate::error::MAX_ERROR_MESSAGE`].
+fn http_failure(function: &Deployed, error: wasm_host::InvokeError) -> Failure {
     use wasm_host::InvokeError as E;
-    let message = error.to_string();
+    let message = clip_display(
+        &error,
+        function
+            .limits
+            .max_body
+            .min(crate::error::MAX_ERROR_MESSAGE),
+    );
     match error {
         E::NoRoute { .. } => (PlatformError::NotFound(message), Outcome::GuestError),
         E::Guest { error, .. } => (

@@ -1,0 +1,185 @@
+//! What one hostile request costs the host, measured: the memory it allocates (per thread, with
+//! a counting allocator) against the request's reservation, and the size of its error body.
+//! Each test runs its requests on its own thread, as a worker does, and counts only that thread.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http_front::{Handler, Request, Response, Version};
+use platform::app::{App, AppOptions};
+use platform::limits::FunctionLimits;
+use platform::memory::reservation_for;
+
+const TOKEN: &str = "bounded-test-token";
+
+// ---- Allocation counting, per thread --------------------------------------------------------
+
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+/// Notes `peak_extra` more bytes alive for a moment, then `delta` bytes for good.
+fn note(peak_extra: isize, delta: isize) {
+    let _ = LIVE.try_with(|live| {
+        let moment = live.get() + peak_extra;
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(moment)));
+        live.set(live.get() + delta);
+    });
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; only counters are updated besides.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let pointer = unsafe { System.alloc(layout) };
+        if !pointer.is_null() {
+            note(layout.size() as isize, layout.size() as isize);
+        }
+        pointer
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let pointer = unsafe { System.alloc_zeroed(layout) };
+        if !pointer.is_null() {
+            note(layout.size() as isize, layout.size() as isize);
+        }
+        pointer
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(pointer, layout) };
+        note(0, -(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let moved = unsafe { System.realloc(pointer, layout, new_size) };
+        if !moved.is_null() {
+            // Old and new block may both exist while the contents are copied.
+            note(
+                new_size as isize,
+                new_size as isize - layout.size() as isize,
+            );
+        }
+        moved
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `body` and returns its result with the most bytes it had allocated at once on this
+/// thread (beyond what was allocated before).
+fn peak_allocated<T>(body: impl FnOnce() -> T) -> (T, usize) {
+    let start = LIVE.with(Cell::get);
+    PEAK.with(|peak| peak.set(start));
+    let result = body();
+    let peak = PEAK.with(Cell::get);
+    (result, usize::try_from(peak - start).unwrap_or(0))
+}
+
+// ---- The platform ---------------------------------------------------------------------------
+
+fn app() -> Arc<App> {
+    Arc::new(App::new(AppOptions {
+        root: None,
+        admin_token: Some(TOKEN.into()),
+        kv: Arc::new(keyvalue::MemoryStore::new()),
+        default_limits: FunctionLimits::default(),
+        memory_budget: 1 << 30,
+        memory_in_use: || None,
+    }))
+}
+
+fn request(method: &str, target: &str, body: Vec<u8>, admin: bool) -> Request {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query.to_string())),
+        None => (target, None),
+    };
+    let mut headers = vec![("host".to_string(), "bounded.test".to_string())];
+    if admin {
+        headers.push(("authorization".into(), format!("Bearer {TOKEN}")));
+    }
+    Request {
+        method: method.into(),
+        path: path.into(),
+        query,
+        version: Version::Http11,
+        headers,
+        trailers: Vec::new(),
+        body,
+    }
+}
+
+fn deploy(app: &App, name: &str, query: &str, source: &[u8]) {
+    let target = format!("/_admin/functions/{name}?{query}");
+    let response = app.handle(&request("PUT", &target, source.to_vec(), true));
+    assert_eq!(response.status, 201, "{}", text(&response));
+}
+
+fn repo_file(path: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn text(response: &Response) -> String {
+    String::from_utf8_lossy(&response.body).into_owned()
+}
+
+fn error_message(response: &Response) -> String {
+    let json: serde_json::Value = serde_json::from_slice(&response.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(response)));
+    json["error"].as_str().unwrap_or_default().to_string()
+}
+
+/// Runs `body` on a fresh thread (a worker), so that its allocations are its own.
+fn on_worker<T: Send>(body: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(body).join().expect("worker"))
+}
+
+// ---- Tests ----------------------------------------------------------------------------------
+
+/// A guest's `http-error` of 1.8 MiB of control characters: the error body quotes about a
+/// kilobyte of it (escaped and cut), and no more than the function's max-body; the host never
+/// holds more than the request's reservation while answering it.
+#[test]
+fn guest_error_strings_are_cut_and_stay_within_the_reservation() {
+    let app = app();
+    let source = repo_file("guests/hostile/guest_error_huge.wat");
+    deploy(&app, "huge-error", "max-memory=4m", &source);
+    deploy(&app, "small-body", "max-memory=4m&max-body=100", &source);
+    on_worker(|| {
+        let (response, peak) =
+            peak_allocated(|| app.handle(&request("GET", "/huge-error/x", Vec::new(), false)));
+        // Before the fix: 33 MB, with a 10.8 MB body.
+        assert!(
+            peak <= reservation_for(4 << 20),
+            "peak {peak} bytes over the reservation of {}",
+            reservation_for(4 << 20)
+        );
+        assert!(
+            response.body.len() <= 8 << 10,
+            "{} bytes",
+            response.body.len()
+        );
+        assert_eq!(response.status, 500);
+        let message = error_message(&response);
+        assert!(
+            message.starts_with(
+                "huge-error::handle-http(h) returned an error: unexpected error: \\u{1}"
+            ),
+            "{message}"
+        );
+        assert!(message.ends_with(sandbox::CUT_MARK), "{message}");
+
+        let response = app.handle(&request("GET", "/small-body/x", Vec::new(), false));
+        assert_eq!(response.status, 500);
+        let message = error_message(&response);
+        assert!(message.len() <= 100 + sandbox::CUT_MARK.len(), "{message}");
+    });
+}
