@@ -116,6 +116,84 @@ pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> Vec<u8> {
     out
 }
 
+/// Why a `POST /exec/{function}` body is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum JsonArgsError {
+    /// More elements than the function takes (parsing stopped at the first extra one).
+    #[error("bad arguments: expected {expected} argument(s), the body has more")]
+    TooMany {
+        /// Parameters of the function.
+        expected: usize,
+    },
+    /// Not a JSON array of numbers.
+    #[error("POST /exec/{{function}} takes a JSON array of numbers ({reason})")]
+    Invalid {
+        /// What the JSON parser said.
+        reason: String,
+    },
+}
+
+/// The numbers of a JSON array, as text, for a function taking `wanted` arguments: parsing
+/// stops at the first element that is not a number and at the first element beyond `wanted`,
+/// so a body of a million elements costs what `wanted + 1` cost.
+pub(crate) fn json_numbers(body: &[u8], wanted: usize) -> Result<Vec<String>, JsonArgsError> {
+    use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
+
+    struct Numbers<'a> {
+        wanted: usize,
+        too_many: &'a std::cell::Cell<bool>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Numbers<'_> {
+        type Value = Vec<String>;
+
+        fn deserialize<D: serde::Deserializer<'de>>(
+            self,
+            input: D,
+        ) -> Result<Vec<String>, D::Error> {
+            input.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Numbers<'_> {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of numbers")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut numbers = Vec::with_capacity(self.wanted.min(64));
+            while let Some(number) = seq.next_element::<serde_json::Number>()? {
+                if numbers.len() == self.wanted {
+                    self.too_many.set(true);
+                    return Err(A::Error::custom("too many elements"));
+                }
+                numbers.push(number.to_string());
+            }
+            Ok(numbers)
+        }
+    }
+
+    let too_many = std::cell::Cell::new(false);
+    let mut input = serde_json::Deserializer::from_slice(body);
+    let parsed = Numbers {
+        wanted,
+        too_many: &too_many,
+    }
+    .deserialize(&mut input)
+    .and_then(|numbers| input.end().map(|()| numbers));
+    parsed.map_err(|error| {
+        if too_many.get() {
+            JsonArgsError::TooMany { expected: wanted }
+        } else {
+            JsonArgsError::Invalid {
+                reason: error.to_string(),
+            }
+        }
+    })
+}
+
 /// The value of `key` in a query string, decoded.
 pub(crate) fn query_value(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
@@ -292,21 +370,13 @@ impl App {
         let Program::Nanoprocess(module) = &function.program else {
             return Ran::before_running(wrong_kind(function));
         };
-        let args = match request.method.as_str() {
-            "GET" | "HEAD" => query_value(request.query.as_deref(), "args").unwrap_or_default(),
-            "POST" => match serde_json::from_slice::<Vec<serde_json::Value>>(&request.body) {
-                Ok(values) if values.iter().all(|v| v.is_number()) => values
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                _ => {
-                    let error = PlatformError::BadRequest(
-                        "POST /exec/{function} takes a JSON array of numbers".into(),
-                    );
-                    return Ran::before_running((error, Outcome::BadInput));
-                }
-            },
+        let json = match request.method.as_str() {
+            "GET" | "HEAD" => false,
+            "POST" if request.body.len() > function.limits.max_body => {
+                let error = body_too_large("request body", request.body.len(), function);
+                return Ran::before_running((error, Outcome::BodyTooLarge));
+            }
+            "POST" => true,
             other => {
                 let error = PlatformError::MethodNotAllowed {
                     method: other.to_string(),
@@ -318,6 +388,21 @@ impl App {
         let reservation = match self.reserve(function) {
             Ok(reservation) => reservation,
             Err(failure) => return Ran::before_running(failure),
+        };
+        let args = if json {
+            let wanted = match wasm_faas::classify(module) {
+                wasm_faas::Kind::Nanoprocess { params, .. } => params.len(),
+                _ => 0,
+            };
+            match json_numbers(&request.body, wanted) {
+                Ok(numbers) => numbers.join(","),
+                Err(error) => {
+                    let error = PlatformError::BadRequest(format!("{}: {error}", function.name));
+                    return Ran::before_running((error, Outcome::BadInput));
+                }
+            }
+        } else {
+            query_value(request.query.as_deref(), "args").unwrap_or_default()
         };
         let run = wasm_faas::run_nanoprocess_str(module, &args, &function.limits.faas());
         let result = run
@@ -402,5 +487,49 @@ mod tests {
         );
         assert_eq!(query_value(Some("x=1"), "args"), None);
         assert_eq!(query_value(None, "args"), None);
+    }
+
+    /// The bounded parser reads what `serde_json::Value` read, number by number.
+    #[test]
+    fn json_arguments_parse_as_before() {
+        for body in [
+            "[5, 2]",
+            "[-3, 1.5]",
+            " [ 0 , 1e3 ] ",
+            "[18446744073709551615, -1]",
+            "[]",
+        ] {
+            let values: Vec<serde_json::Value> = serde_json::from_slice(body.as_bytes()).unwrap();
+            let expected: Vec<String> = values.iter().map(ToString::to_string).collect();
+            assert_eq!(json_numbers(body.as_bytes(), 2), Ok(expected), "{body}");
+        }
+        for body in [
+            "", "5", "[1,", "[1] x", r#"["1"]"#, "[[1]]", "[null]", "{}", "[1,]",
+        ] {
+            assert!(
+                matches!(
+                    json_numbers(body.as_bytes(), 2),
+                    Err(JsonArgsError::Invalid { .. })
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    /// Parsing stops at the first element beyond what the function takes: the rest of the body,
+    /// even malformed, is never read.
+    #[test]
+    fn json_arguments_stop_after_one_too_many() {
+        assert_eq!(
+            json_numbers(b"[1, 2, 3, this is not read", 2),
+            Err(JsonArgsError::TooMany { expected: 2 })
+        );
+        let mut huge = b"[0".to_vec();
+        huge.extend(b",0".repeat(1 << 20));
+        huge.push(b']');
+        assert_eq!(
+            json_numbers(&huge, 0),
+            Err(JsonArgsError::TooMany { expected: 0 })
+        );
     }
 }

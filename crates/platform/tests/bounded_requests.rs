@@ -142,7 +142,47 @@ fn on_worker<T: Send>(body: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| s.spawn(body).join().expect("worker"))
 }
 
+/// `[0,0,...,0]` of `bytes` bytes at most.
+fn zeros_array(bytes: usize) -> Vec<u8> {
+    let mut body = b"[0".to_vec();
+    while body.len() + 3 <= bytes {
+        body.extend_from_slice(b",0");
+    }
+    body.push(b']');
+    body
+}
+
 // ---- Tests ----------------------------------------------------------------------------------
+
+/// `POST /exec/{fn}` with a JSON array of millions of numbers: over max-body it is a 413 before
+/// anything is parsed; within it, parsing stops after one argument too many, allocating next to
+/// nothing (a `Vec<Value>` of the whole array was 30 times the body).
+#[test]
+fn exec_bodies_are_bounded_before_they_are_parsed() {
+    let app = app();
+    deploy(&app, "sum", "max-body=1m", &repo_file("guests/wat/sum.wat"));
+    on_worker(|| {
+        let body = zeros_array(1 << 20);
+        let (response, peak) =
+            peak_allocated(|| app.handle(&request("POST", "/exec/sum", body, false)));
+        // Before the fix: 34 MB for this 1 MiB body.
+        assert!(peak < 256 << 10, "peak {peak} bytes");
+        assert_eq!(response.status, 400, "{}", text(&response));
+        assert!(
+            error_message(&response).contains("expected 2 argument(s)"),
+            "{}",
+            text(&response)
+        );
+
+        let huge = zeros_array(4 << 20);
+        let response = app.handle(&request("POST", "/exec/sum", huge, false));
+        assert_eq!(response.status, 413, "{}", text(&response));
+        assert!(error_message(&response).contains("max-body=1048576"));
+
+        let response = app.handle(&request("POST", "/exec/sum", b"[5, 2]".to_vec(), false));
+        assert_eq!((response.status, text(&response).as_str()), (200, "7"));
+    });
+}
 
 /// A guest's `http-error` of 1.8 MiB of control characters: the error body quotes about a
 /// kilobyte of it (escaped and cut), and no more than the function's max-body; the host never
