@@ -461,13 +461,33 @@ fn faas_failure(function: &Deployed, error: wasm_faas::RunError) -> Failure {
     }
 }
 
-/// Logs a WASI command's stderr, a line at a time, with the function's name.
-fn log_stderr(function: &str, stderr: &[u8], dropped: usize) {
-    if dropped > 0 {
-        log::info!(target: "guest", "{function}: ({dropped} earlier bytes of stderr not kept)");
+/// Bytes of a run's stderr (its end, escapes included) logged at most: the log record of one
+/// request.
+pub(crate) const STDERR_LOGGED: usize = 2 * GUEST_TEXT_MAX;
+
+/// The one log record of a WASI command's stderr: its end on one line, at most
+/// [`STDERR_LOGGED`] bytes with control characters (line breaks, terminal escapes) escaped,
+/// and how many bytes it wrote in all.
+pub(crate) fn stderr_record(function: &str, stderr: &[u8], dropped: usize) -> Option<String> {
+    if stderr.is_empty() && dropped == 0 {
+        return None;
     }
-    for line in String::from_utf8_lossy(stderr).lines() {
-        log::info!(target: "guest", "{function}: {line}");
+    // Every escaped byte takes one byte at least: more than this is never shown.
+    let start = stderr.len().saturating_sub(STDERR_LOGGED);
+    let tail = stderr.get(start..).unwrap_or_default();
+    let text = String::from_utf8_lossy(tail);
+    let mut shown = clip_end(text.trim_end_matches('\n'), STDERR_LOGGED);
+    if start > 0 && !shown.starts_with(sandbox::CUT_START_MARK) {
+        shown.insert_str(0, sandbox::CUT_START_MARK);
+    }
+    let total = dropped.saturating_add(stderr.len());
+    Some(format!("{function}: stderr ({total} bytes): {shown}"))
+}
+
+/// Logs a WASI command's stderr as one bounded record (see [`stderr_record`]).
+fn log_stderr(function: &str, stderr: &[u8], dropped: usize) {
+    if let Some(record) = stderr_record(function, stderr, dropped) {
+        log::info!(target: "guest", "{record}");
     }
 }
 
@@ -531,5 +551,31 @@ mod tests {
             json_numbers(&huge, 0),
             Err(JsonArgsError::TooMany { expected: 0 })
         );
+    }
+
+    #[test]
+    fn stderr_is_logged_as_one_escaped_bounded_record() {
+        assert_eq!(stderr_record("f", b"", 0), None);
+        assert_eq!(
+            stderr_record("f", b"one\ntwo\n", 0).as_deref(),
+            Some("f: stderr (8 bytes): one\\ntwo")
+        );
+        let mut flood = b"\x01\n".repeat(8 << 10);
+        flood.extend_from_slice(b"the end");
+        let record = stderr_record("f", &flood, 5).expect("a record");
+        assert!(!record.contains(['\n', '\r', '\u{1}']), "one line");
+        assert!(
+            record.len() <= STDERR_LOGGED + 100,
+            "{} bytes",
+            record.len()
+        );
+        assert!(record.starts_with(&format!(
+            "f: stderr ({} bytes): {}",
+            (16 << 10) + 12,
+            sandbox::CUT_START_MARK
+        )));
+        assert!(record.ends_with("\\u{1}\\nthe end"), "{record}");
+        let escapes = stderr_record("f", b"\x1b[2J\rforged", 0).expect("a record");
+        assert_eq!(escapes, "f: stderr (11 bytes): \\u{1b}[2J\\rforged");
     }
 }

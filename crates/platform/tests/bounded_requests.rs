@@ -1,11 +1,12 @@
 //! What one hostile request costs the host, measured: the memory it allocates (per thread, with
-//! a counting allocator) against the request's reservation, and the size of its error body.
-//! Each test runs its requests on its own thread, as a worker does, and counts only that thread.
+//! a counting allocator) against the request's reservation, the size of its error body, and the
+//! log records it causes (with a capturing logger). Each test runs its requests on its own
+//! thread, as a worker does, and counts only that thread.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use http_front::{Handler, Request, Response, Version};
 use platform::app::{App, AppOptions};
@@ -81,9 +82,54 @@ fn peak_allocated<T>(body: impl FnOnce() -> T) -> (T, usize) {
     (result, usize::try_from(peak - start).unwrap_or(0))
 }
 
+// ---- Log capture, per thread ----------------------------------------------------------------
+
+/// Records logged, with the thread that logged them.
+static RECORDS: Mutex<Vec<(std::thread::ThreadId, String, String)>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let entry = (
+            std::thread::current().id(),
+            record.target().to_string(),
+            record.args().to_string(),
+        );
+        RECORDS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(entry);
+    }
+
+    fn flush(&self) {}
+}
+
+/// The records this thread logged with `target`.
+fn logged_here(target: &str) -> Vec<String> {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        log::set_logger(&Capture).expect("the only logger of this test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+    let me = std::thread::current().id();
+    RECORDS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter(|(thread, t, _)| *thread == me && t == target)
+        .map(|(_, _, message)| message.clone())
+        .collect()
+}
+
 // ---- The platform ---------------------------------------------------------------------------
 
 fn app() -> Arc<App> {
+    logged_here("");
     Arc::new(App::new(AppOptions {
         root: None,
         admin_token: Some(TOKEN.into()),
@@ -137,7 +183,8 @@ fn error_message(response: &Response) -> String {
     json["error"].as_str().unwrap_or_default().to_string()
 }
 
-/// Runs `body` on a fresh thread (a worker), so that its allocations are its own.
+/// Runs `body` on a fresh thread (a worker), so that its allocations and log records are its
+/// own.
 fn on_worker<T: Send>(body: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| s.spawn(body).join().expect("worker"))
 }
@@ -222,4 +269,34 @@ fn guest_error_strings_are_cut_and_stay_within_the_reservation() {
         let message = error_message(&response);
         assert!(message.len() <= 100 + sandbox::CUT_MARK.len(), "{message}");
     });
+}
+
+/// A WASI command writing 16 KiB of line breaks and terminal escapes to stderr causes one log
+/// record, on one line, with the escapes escaped.
+#[test]
+fn wasi_stderr_is_one_bounded_log_record() {
+    let app = app();
+    let source = br#"(module
+        (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "_start")
+          (memory.fill (i32.const 1024) (i32.const 10) (i32.const 16384))
+          (i32.store8 (i32.const 17000) (i32.const 27))
+          (i32.store8 (i32.const 17001) (i32.const 13))
+          (i32.store (i32.const 0) (i32.const 1024))
+          (i32.store (i32.const 4) (i32.const 16384))
+          (i32.store (i32.const 8) (i32.const 17000))
+          (i32.store (i32.const 12) (i32.const 2))
+          (drop (call $w (i32.const 2) (i32.const 0) (i32.const 2) (i32.const 100)))))"#;
+    deploy(&app, "newlines", "", source);
+    let records = on_worker(|| {
+        let response = app.handle(&request("GET", "/api/newlines/x", Vec::new(), false));
+        assert_eq!(response.status, 200, "{}", text(&response));
+        logged_here("guest")
+    });
+    assert_eq!(records.len(), 1, "{} records", records.len());
+    let record = &records[0];
+    assert!(record.len() <= 8 << 10, "{} bytes", record.len());
+    assert!(!record.contains(['\n', '\r', '\u{1b}']), "{record:?}");
+    assert!(record.ends_with("\\u{1b}\\r"), "{record:?}");
 }
