@@ -113,6 +113,8 @@ impl Response {
             )
             .as_bytes(),
         );
+        // Invalid headers are dropped with one log line per response, whatever their number.
+        let (mut invalid, mut first_invalid) = (0usize, "");
         for (name, value) in &self.headers {
             if ["content-length", "connection", "transfer-encoding"]
                 .iter()
@@ -121,10 +123,17 @@ impl Response {
                 continue;
             }
             if !is_token(name) || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                log::warn!("dropping invalid response header {name:?}");
+                invalid += 1;
+                if invalid == 1 {
+                    first_invalid = name;
+                }
                 continue;
             }
             push_field(&mut out, name, value);
+        }
+        if invalid > 0 {
+            let first: String = first_invalid.chars().take(64).collect();
+            log::warn!("dropped {invalid} invalid response header(s), the first named {first:?}");
         }
         if let Some(date) = date {
             push_field(&mut out, "Date", date);

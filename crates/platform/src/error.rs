@@ -3,6 +3,11 @@
 use http_front::Response;
 use sandbox::Fault;
 
+/// Bytes of an error message answered at most (control characters escaped): messages quote
+/// guest and client text, cut to [`sandbox::GUEST_TEXT_MAX`] where they are made, and this
+/// bounds the whole.
+pub const MAX_ERROR_MESSAGE: usize = 4 * sandbox::GUEST_TEXT_MAX;
+
 /// A platform failure answered to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlatformError {
@@ -88,11 +93,12 @@ impl PlatformError {
         }
     }
 
-    /// The JSON error response.
+    /// The JSON error response; its message is cut to [`MAX_ERROR_MESSAGE`] bytes.
     pub fn to_response(&self) -> Response {
+        let message = sandbox::clip_display(self, MAX_ERROR_MESSAGE);
         let response = Response::json(
             self.status(),
-            &serde_json::json!({ "error": self.to_string(), "status": self.status() }),
+            &serde_json::json!({ "error": message, "status": self.status() }),
         );
         match self {
             PlatformError::MethodNotAllowed { allowed, .. } => {

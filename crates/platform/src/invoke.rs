@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use http_front::{Request, Response};
-use sandbox::{Fault, Report};
+use sandbox::{Fault, GUEST_TEXT_MAX, Report, clip_display, clip_end};
 
 use crate::app::{Answer, App};
 use crate::error::PlatformError;
@@ -116,6 +116,84 @@ pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> Vec<u8> {
     out
 }
 
+/// Why a `POST /exec/{function}` body is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum JsonArgsError {
+    /// More elements than the function takes (parsing stopped at the first extra one).
+    #[error("bad arguments: expected {expected} argument(s), the body has more")]
+    TooMany {
+        /// Parameters of the function.
+        expected: usize,
+    },
+    /// Not a JSON array of numbers.
+    #[error("POST /exec/{{function}} takes a JSON array of numbers ({reason})")]
+    Invalid {
+        /// What the JSON parser said.
+        reason: String,
+    },
+}
+
+/// The numbers of a JSON array, as text, for a function taking `wanted` arguments: parsing
+/// stops at the first element that is not a number and at the first element beyond `wanted`,
+/// so a body of a million elements costs what `wanted + 1` cost.
+pub(crate) fn json_numbers(body: &[u8], wanted: usize) -> Result<Vec<String>, JsonArgsError> {
+    use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
+
+    struct Numbers<'a> {
+        wanted: usize,
+        too_many: &'a std::cell::Cell<bool>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Numbers<'_> {
+        type Value = Vec<String>;
+
+        fn deserialize<D: serde::Deserializer<'de>>(
+            self,
+            input: D,
+        ) -> Result<Vec<String>, D::Error> {
+            input.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Numbers<'_> {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of numbers")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut numbers = Vec::with_capacity(self.wanted.min(64));
+            while let Some(number) = seq.next_element::<serde_json::Number>()? {
+                if numbers.len() == self.wanted {
+                    self.too_many.set(true);
+                    return Err(A::Error::custom("too many elements"));
+                }
+                numbers.push(number.to_string());
+            }
+            Ok(numbers)
+        }
+    }
+
+    let too_many = std::cell::Cell::new(false);
+    let mut input = serde_json::Deserializer::from_slice(body);
+    let parsed = Numbers {
+        wanted,
+        too_many: &too_many,
+    }
+    .deserialize(&mut input)
+    .and_then(|numbers| input.end().map(|()| numbers));
+    parsed.map_err(|error| {
+        if too_many.get() {
+            JsonArgsError::TooMany { expected: wanted }
+        } else {
+            JsonArgsError::Invalid {
+                reason: error.to_string(),
+            }
+        }
+    })
+}
+
 /// The value of `key` in a query string, decoded.
 pub(crate) fn query_value(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
@@ -175,6 +253,12 @@ impl App {
             };
             return Ran::before_running((error, Outcome::BadInput));
         };
+        // Everything copied for the run, and the response built from it, is covered by the
+        // reservation: it is returned once the response is built.
+        let reservation = match self.reserve(function) {
+            Ok(reservation) => reservation,
+            Err(failure) => return Ran::before_running(failure),
+        };
         let uri = match &request.query {
             Some(query) => format!("{path}?{query}"),
             None => path.to_string(),
@@ -185,12 +269,7 @@ impl App {
             headers: request.headers.clone(),
             body: request.body.clone(),
         };
-        let reservation = match self.reserve(function) {
-            Ok(reservation) => reservation,
-            Err(failure) => return Ran::before_running(failure),
-        };
         let invocation = guest.handle(guest_request);
-        drop(reservation);
         let result = match invocation.result {
             Ok(answer) if answer.body.len() > function.limits.max_body => {
                 let message = format!(
@@ -214,8 +293,9 @@ impl App {
                 }
                 Ok(response)
             }
-            Err(error) => Err(http_failure(error)),
+            Err(error) => Err(http_failure(function, error)),
         };
+        drop(reservation);
         Ran {
             result,
             report: invocation.report,
@@ -226,27 +306,30 @@ impl App {
         let Program::Wasi(module) = &function.program else {
             return Ran::before_running(wrong_kind(function));
         };
-        let stdin = if request.method == "POST" {
-            request.body.clone()
+        // The input from the path is as long as the request line at most; a body is checked
+        // before it is copied.
+        let decoded;
+        let stdin: &[u8] = if request.method == "POST" {
+            &request.body
         } else {
-            percent_decode(input, false)
+            decoded = percent_decode(input, false);
+            &decoded
         };
         if stdin.len() > function.limits.max_body {
             let error = body_too_large("input", stdin.len(), function);
             return Ran::before_running((error, Outcome::BodyTooLarge));
         }
-        let input = wasm_faas::WasiInput {
-            stdin,
-            program_name: function.name.clone(),
-            env: vec![("FAAS_FUNCTION".to_string(), function.name.clone())],
-            ..wasm_faas::WasiInput::default()
-        };
         let reservation = match self.reserve(function) {
             Ok(reservation) => reservation,
             Err(failure) => return Ran::before_running(failure),
         };
+        let input = wasm_faas::WasiInput {
+            stdin: stdin.to_vec(),
+            program_name: function.name.clone(),
+            env: vec![("FAAS_FUNCTION".to_string(), function.name.clone())],
+            ..wasm_faas::WasiInput::default()
+        };
         let run = wasm_faas::run_wasi(module, &input, &function.limits.faas());
-        drop(reservation);
         let result = match run.result {
             Ok(output) => {
                 log_stderr(&function.name, &output.stderr, output.stderr_dropped);
@@ -257,13 +340,13 @@ impl App {
                         output.stdout,
                     ))
                 } else {
-                    let tail_start = output.stderr.len().saturating_sub(1024);
+                    let tail_start = output.stderr.len().saturating_sub(GUEST_TEXT_MAX);
                     let tail = output.stderr.get(tail_start..).unwrap_or_default();
                     let message = format!(
                         "{} exited with code {}: {}",
                         function.name,
                         output.exit_code,
-                        String::from_utf8_lossy(tail).trim_end()
+                        clip_end(String::from_utf8_lossy(tail).trim_end(), GUEST_TEXT_MAX)
                     );
                     Err((
                         PlatformError::Function {
@@ -276,6 +359,7 @@ impl App {
             }
             Err(error) => Err(faas_failure(function, error)),
         };
+        drop(reservation);
         Ran {
             result,
             report: run.report,
@@ -286,21 +370,13 @@ impl App {
         let Program::Nanoprocess(module) = &function.program else {
             return Ran::before_running(wrong_kind(function));
         };
-        let args = match request.method.as_str() {
-            "GET" | "HEAD" => query_value(request.query.as_deref(), "args").unwrap_or_default(),
-            "POST" => match serde_json::from_slice::<Vec<serde_json::Value>>(&request.body) {
-                Ok(values) if values.iter().all(|v| v.is_number()) => values
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                _ => {
-                    let error = PlatformError::BadRequest(
-                        "POST /exec/{function} takes a JSON array of numbers".into(),
-                    );
-                    return Ran::before_running((error, Outcome::BadInput));
-                }
-            },
+        let json = match request.method.as_str() {
+            "GET" | "HEAD" => false,
+            "POST" if request.body.len() > function.limits.max_body => {
+                let error = body_too_large("request body", request.body.len(), function);
+                return Ran::before_running((error, Outcome::BodyTooLarge));
+            }
+            "POST" => true,
             other => {
                 let error = PlatformError::MethodNotAllowed {
                     method: other.to_string(),
@@ -313,22 +389,46 @@ impl App {
             Ok(reservation) => reservation,
             Err(failure) => return Ran::before_running(failure),
         };
+        let args = if json {
+            let wanted = match wasm_faas::classify(module) {
+                wasm_faas::Kind::Nanoprocess { params, .. } => params.len(),
+                _ => 0,
+            };
+            match json_numbers(&request.body, wanted) {
+                Ok(numbers) => numbers.join(","),
+                Err(error) => {
+                    let error = PlatformError::BadRequest(format!("{}: {error}", function.name));
+                    return Ran::before_running((error, Outcome::BadInput));
+                }
+            }
+        } else {
+            query_value(request.query.as_deref(), "args").unwrap_or_default()
+        };
         let run = wasm_faas::run_nanoprocess_str(module, &args, &function.limits.faas());
+        let result = run
+            .result
+            .map(|output| Response::text(200, output.results.join(",")))
+            .map_err(|error| faas_failure(function, error));
         drop(reservation);
         Ran {
-            result: run
-                .result
-                .map(|output| Response::text(200, output.results.join(",")))
-                .map_err(|error| faas_failure(function, error)),
+            result,
             report: run.report,
         }
     }
 }
 
-/// An HTTP guest's failure as the platform answers it.
-fn http_failure(error: wasm_host::InvokeError) -> Failure {
+/// An HTTP guest's failure as the platform answers it. The message quotes guest text (its
+/// error string, a handler name), so it is cut to the function's `max-body` as well as to
+/// [`crate::error::MAX_ERROR_MESSAGE`].
+fn http_failure(function: &Deployed, error: wasm_host::InvokeError) -> Failure {
     use wasm_host::InvokeError as E;
-    let message = error.to_string();
+    let message = clip_display(
+        &error,
+        function
+            .limits
+            .max_body
+            .min(crate::error::MAX_ERROR_MESSAGE),
+    );
     match error {
         E::NoRoute { .. } => (PlatformError::NotFound(message), Outcome::GuestError),
         E::Guest { error, .. } => (
@@ -361,13 +461,33 @@ fn faas_failure(function: &Deployed, error: wasm_faas::RunError) -> Failure {
     }
 }
 
-/// Logs a WASI command's stderr, a line at a time, with the function's name.
-fn log_stderr(function: &str, stderr: &[u8], dropped: usize) {
-    if dropped > 0 {
-        log::info!(target: "guest", "{function}: ({dropped} earlier bytes of stderr not kept)");
+/// Bytes of a run's stderr (its end, escapes included) logged at most: the log record of one
+/// request.
+pub(crate) const STDERR_LOGGED: usize = 2 * GUEST_TEXT_MAX;
+
+/// The one log record of a WASI command's stderr: its end on one line, at most
+/// [`STDERR_LOGGED`] bytes with control characters (line breaks, terminal escapes) escaped,
+/// and how many bytes it wrote in all.
+pub(crate) fn stderr_record(function: &str, stderr: &[u8], dropped: usize) -> Option<String> {
+    if stderr.is_empty() && dropped == 0 {
+        return None;
     }
-    for line in String::from_utf8_lossy(stderr).lines() {
-        log::info!(target: "guest", "{function}: {line}");
+    // Every escaped byte takes one byte at least: more than this is never shown.
+    let start = stderr.len().saturating_sub(STDERR_LOGGED);
+    let tail = stderr.get(start..).unwrap_or_default();
+    let text = String::from_utf8_lossy(tail);
+    let mut shown = clip_end(text.trim_end_matches('\n'), STDERR_LOGGED);
+    if start > 0 && !shown.starts_with(sandbox::CUT_START_MARK) {
+        shown.insert_str(0, sandbox::CUT_START_MARK);
+    }
+    let total = dropped.saturating_add(stderr.len());
+    Some(format!("{function}: stderr ({total} bytes): {shown}"))
+}
+
+/// Logs a WASI command's stderr as one bounded record (see [`stderr_record`]).
+fn log_stderr(function: &str, stderr: &[u8], dropped: usize) {
+    if let Some(record) = stderr_record(function, stderr, dropped) {
+        log::info!(target: "guest", "{record}");
     }
 }
 
@@ -387,5 +507,75 @@ mod tests {
         );
         assert_eq!(query_value(Some("x=1"), "args"), None);
         assert_eq!(query_value(None, "args"), None);
+    }
+
+    /// The bounded parser reads what `serde_json::Value` read, number by number.
+    #[test]
+    fn json_arguments_parse_as_before() {
+        for body in [
+            "[5, 2]",
+            "[-3, 1.5]",
+            " [ 0 , 1e3 ] ",
+            "[18446744073709551615, -1]",
+            "[]",
+        ] {
+            let values: Vec<serde_json::Value> = serde_json::from_slice(body.as_bytes()).unwrap();
+            let expected: Vec<String> = values.iter().map(ToString::to_string).collect();
+            assert_eq!(json_numbers(body.as_bytes(), 2), Ok(expected), "{body}");
+        }
+        for body in [
+            "", "5", "[1,", "[1] x", r#"["1"]"#, "[[1]]", "[null]", "{}", "[1,]",
+        ] {
+            assert!(
+                matches!(
+                    json_numbers(body.as_bytes(), 2),
+                    Err(JsonArgsError::Invalid { .. })
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    /// Parsing stops at the first element beyond what the function takes: the rest of the body,
+    /// even malformed, is never read.
+    #[test]
+    fn json_arguments_stop_after_one_too_many() {
+        assert_eq!(
+            json_numbers(b"[1, 2, 3, this is not read", 2),
+            Err(JsonArgsError::TooMany { expected: 2 })
+        );
+        let mut huge = b"[0".to_vec();
+        huge.extend(b",0".repeat(1 << 20));
+        huge.push(b']');
+        assert_eq!(
+            json_numbers(&huge, 0),
+            Err(JsonArgsError::TooMany { expected: 0 })
+        );
+    }
+
+    #[test]
+    fn stderr_is_logged_as_one_escaped_bounded_record() {
+        assert_eq!(stderr_record("f", b"", 0), None);
+        assert_eq!(
+            stderr_record("f", b"one\ntwo\n", 0).as_deref(),
+            Some("f: stderr (8 bytes): one\\ntwo")
+        );
+        let mut flood = b"\x01\n".repeat(8 << 10);
+        flood.extend_from_slice(b"the end");
+        let record = stderr_record("f", &flood, 5).expect("a record");
+        assert!(!record.contains(['\n', '\r', '\u{1}']), "one line");
+        assert!(
+            record.len() <= STDERR_LOGGED + 100,
+            "{} bytes",
+            record.len()
+        );
+        assert!(record.starts_with(&format!(
+            "f: stderr ({} bytes): {}",
+            (16 << 10) + 12,
+            sandbox::CUT_START_MARK
+        )));
+        assert!(record.ends_with("\\u{1}\\nthe end"), "{record}");
+        let escapes = stderr_record("f", b"\x1b[2J\rforged", 0).expect("a record");
+        assert_eq!(escapes, "f: stderr (11 bytes): \\u{1b}[2J\\rforged");
     }
 }

@@ -32,11 +32,13 @@ mod budget;
 mod fault;
 mod quota;
 mod run;
+mod text;
 
 pub use budget::{Budget, TABLE_ELEMENT_BYTES};
 pub use fault::{Fault, HostFault, Spend};
 pub use quota::{Limits, Quota};
 pub use run::{FUEL_SLICE, Report, call, callback, enter_host, instantiate, report, store};
+pub use text::{CUT_MARK, CUT_START_MARK, Clipped, GUEST_TEXT_MAX, clip, clip_display, clip_end};
 
 /// Deepest wasm call stack (frames) a guest may use; beyond it the guest traps.
 pub const MAX_RECURSION_DEPTH: usize = 1000;

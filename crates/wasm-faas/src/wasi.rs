@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sandbox::{Fault, Guest};
+use sandbox::{Fault, Guest, Quota};
 use wasmi::{Caller, Engine, Error, Extern, FuncType, Linker, Memory, Module, Val, ValType};
 
 use crate::error::RunError;
@@ -83,6 +83,20 @@ const RIGHTS_STDOUT: u64 = (1 << 6) | (1 << 27);
 const CLOCK_RESOLUTION_NS: u64 = 1_000;
 /// Bytes of tail of stderr quoted in a trap message.
 const STDERR_IN_TRAP: usize = 512;
+/// Entries of a guest array (iovecs, poll subscriptions) a host call walks between two deadline
+/// checks: a call costs the guest one unit of fuel however many entries it passes.
+const ENTRIES_PER_DEADLINE_CHECK: u64 = 1024;
+/// Bytes `random_get` fills between two deadline checks.
+const RANDOM_BYTES_PER_DEADLINE_CHECK: usize = 64 << 10;
+
+/// Checks the deadline every [`ENTRIES_PER_DEADLINE_CHECK`] entries of a loop over a guest
+/// array (`index` counts from 0).
+fn check_deadline_every(quota: &mut Quota, index: u64) -> Result<(), Error> {
+    if index % ENTRIES_PER_DEADLINE_CHECK == ENTRIES_PER_DEADLINE_CHECK - 1 {
+        quota.check_deadline()?;
+    }
+    Ok(())
+}
 
 /// Non-cryptographic random numbers for `random_get`: SplitMix64 seeded from std's
 /// `RandomState` (OS entropy where the platform has it) mixed with the time and a counter.
@@ -151,15 +165,57 @@ impl WasiState {
         self.stdin.len() + list(&self.argv) + list(&self.environ)
     }
 
-    /// Keeps the end of stderr: at most [`STDERR_CAPTURE`] bytes (compacted once it holds
-    /// twice that), counting what is dropped.
-    fn capture_stderr(&mut self, bytes: &[u8]) {
-        self.stderr.extend_from_slice(bytes);
+    /// Appends what the iovecs write to stderr (`total` bytes, as checked by
+    /// [`GuestMemory::iovecs_total`]) keeping only the end: at most [`STDERR_CAPTURE`] bytes
+    /// (compacted once it holds twice that), counting what is dropped. Only the kept tail is
+    /// copied, found by walking the iovecs backwards, so a write of many iovecs that each cover
+    /// all of memory costs the host at most [`STDERR_CAPTURE`] bytes of copying.
+    fn capture_stderr(
+        &mut self,
+        memory: &GuestMemory<'_>,
+        iovs: u32,
+        count: u32,
+        total: u64,
+        quota: &mut Quota,
+    ) -> Result<(), Error> {
+        let keep = usize::try_from(total)
+            .unwrap_or(usize::MAX)
+            .min(STDERR_CAPTURE);
+        let skipped = usize::try_from(total).unwrap_or(usize::MAX) - keep;
+        if keep == STDERR_CAPTURE {
+            // The new tail replaces everything kept so far.
+            self.stderr_dropped = self.stderr_dropped.saturating_add(self.stderr.len());
+            self.stderr.clear();
+        }
+        let start = self.stderr.len();
+        self.stderr.resize(start + keep, 0);
+        let tail = self
+            .stderr
+            .get_mut(start..)
+            .ok_or_else(|| fault("stderr capture out of range".into()))?;
+        // Fill the tail from its end, last iovec first.
+        let mut unfilled = keep;
+        let mut index = count;
+        let mut walked = 0u64;
+        while unfilled > 0 && index > 0 {
+            index -= 1;
+            check_deadline_every(quota, walked)?;
+            walked += 1;
+            let buffer = memory.iovec(iovs, index)?;
+            let take = buffer.len().min(unfilled);
+            let source = memory.at(buffer.end - take..buffer.end)?;
+            tail.get_mut(unfilled - take..unfilled)
+                .ok_or_else(|| fault("stderr capture out of range".into()))?
+                .copy_from_slice(source);
+            unfilled -= take;
+        }
+        self.stderr_dropped = self.stderr_dropped.saturating_add(skipped);
         if self.stderr.len() > 2 * STDERR_CAPTURE {
             let drop = self.stderr.len() - STDERR_CAPTURE;
             self.stderr.drain(..drop);
-            self.stderr_dropped += drop;
+            self.stderr_dropped = self.stderr_dropped.saturating_add(drop);
         }
+        Ok(())
     }
 }
 
@@ -296,12 +352,15 @@ impl GuestMemory<'_> {
     }
 
     /// Checks an iovec array (the array and every buffer) and returns the total length,
-    /// without allocating anything per entry.
-    fn iovecs_total(&self, iovs: u32, count: u32) -> Result<u64, Error> {
+    /// without allocating anything per entry; the deadline is checked while walking it.
+    fn iovecs_total(&self, iovs: u32, count: u32, quota: &mut Quota) -> Result<u64, Error> {
         self.range(iovs, u64::from(count) * 8)?;
         let mut total = 0u64;
         for index in 0..count {
-            total += self.iovec(iovs, index)?.len() as u64;
+            check_deadline_every(quota, u64::from(index))?;
+            total = total
+                .checked_add(self.iovec(iovs, index)?.len() as u64)
+                .ok_or_else(|| fault("iovec lengths overflow".into()))?;
         }
         Ok(total)
     }
@@ -438,6 +497,7 @@ fn poll_oneoff(
     // Earliest clock wake-up: (nanoseconds from now, userdata).
     let mut earliest: Option<(u64, u64)> = None;
     for index in 0..u64::from(count) {
+        check_deadline_every(&mut guest.quota, index)?;
         let base = offset(subscriptions, index * SUBSCRIPTION_SIZE)?;
         let userdata = memory.read_u64(base)?;
         let tag = memory.read_u8(offset(base, 8)?)?;
@@ -588,27 +648,31 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiGuest>, Error> {
                 if fd != 1 && fd != 2 {
                     return Ok(errno::BADF);
                 }
-                let total = memory.iovecs_total(iovs, count)?;
+                let total = memory.iovecs_total(iovs, count, &mut guest.quota)?;
+                // The count written back is a u32, as in POSIX `writev` (EINVAL when the
+                // lengths overflow what it returns).
+                let Ok(written) = u32::try_from(total) else {
+                    return Ok(errno::INVAL);
+                };
                 let state = &mut guest.host;
-                if fd == 1 {
-                    let limit = state.max_output_bytes;
-                    if state.stdout.len() as u64 + total > limit as u64 {
-                        return Err(guest.quota.fail(Fault::Output { limit }).into());
-                    }
-                    // Checked against the output limit just above, so it fits in usize.
-                    guest.quota.charge(total as usize)?;
-                    state.stdout.reserve(total as usize);
+                if fd == 2 {
+                    state.capture_stderr(memory, iovs, count, total, &mut guest.quota)?;
+                    memory.write_u32(written_ptr as u32, written)?;
+                    return Ok(errno::SUCCESS);
                 }
+                let limit = state.max_output_bytes;
+                if state.stdout.len() as u64 + total > limit as u64 {
+                    return Err(guest.quota.fail(Fault::Output { limit }).into());
+                }
+                // Checked against the output limit just above, so it fits in usize.
+                guest.quota.charge(total as usize)?;
+                state.stdout.reserve(total as usize);
                 for index in 0..count {
+                    check_deadline_every(&mut guest.quota, u64::from(index))?;
                     let buffer = memory.iovec(iovs, index)?;
-                    let bytes = memory.at(buffer)?;
-                    if fd == 1 {
-                        state.stdout.extend_from_slice(bytes);
-                    } else {
-                        state.capture_stderr(bytes);
-                    }
+                    state.stdout.extend_from_slice(memory.at(buffer)?);
                 }
-                memory.write_u32(written_ptr as u32, total as u32)?;
+                memory.write_u32(written_ptr as u32, written)?;
                 Ok(errno::SUCCESS)
             })
         },
@@ -622,10 +686,11 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiGuest>, Error> {
                     return Ok(errno::BADF);
                 }
                 let (iovs, count) = (iovs as u32, count as u32);
-                memory.iovecs_total(iovs, count)?;
+                memory.iovecs_total(iovs, count, &mut guest.quota)?;
                 let state = &mut guest.host;
                 let mut total = 0usize;
                 for index in 0..count {
+                    check_deadline_every(&mut guest.quota, u64::from(index))?;
                     let buffer = memory.iovec(iovs, index)?;
                     let pending = state.stdin.get(state.stdin_read..).unwrap_or_default();
                     let amount = pending.len().min(buffer.len());
@@ -740,10 +805,11 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiGuest>, Error> {
         "random_get",
         |mut caller: Caller<'_, WasiGuest>, buffer: i32, length: i32| {
             with_memory(&mut caller, |memory, guest| {
-                guest
-                    .host
-                    .random
-                    .fill(memory.slice_mut(buffer as u32, length as u32)?);
+                let target = memory.slice_mut(buffer as u32, length as u32)?;
+                for chunk in target.chunks_mut(RANDOM_BYTES_PER_DEADLINE_CHECK) {
+                    guest.quota.check_deadline()?;
+                    guest.host.random.fill(chunk);
+                }
                 Ok(errno::SUCCESS)
             })
         },
@@ -844,7 +910,11 @@ pub fn run_wasi(module: &Module, input: &WasiInput, limits: &Limits) -> Run<Wasi
     let mut store = sandbox::store(module.engine(), limits.sandbox(), state);
     let result = run_command(&mut store, &linker, module, held);
     let report = sandbox::report(&store);
-    let state = store.into_data().host;
+    let mut state = store.into_data().host;
+    // Only the last STDERR_CAPTURE bytes are kept (the capture compacts lazily).
+    let excess = state.stderr.len().saturating_sub(STDERR_CAPTURE);
+    state.stderr.drain(..excess);
+    state.stderr_dropped = state.stderr_dropped.saturating_add(excess);
     let result = match result {
         Ok(()) => Ok(0),
         Err(_) if state.exit.is_some() => Ok(state.exit.unwrap_or(0)),
@@ -908,8 +978,30 @@ mod tests {
         assert!(memory.slice(16, 0).is_ok());
         assert!(memory.slice(17, 0).is_err());
         assert!(memory.slice(1, u32::MAX).is_err());
-        assert!(memory.iovecs_total(8, u32::MAX).is_err());
+        let mut quota = Quota::new(sandbox::Limits {
+            fuel: 1,
+            timeout: Duration::from_secs(10),
+            max_memory: 1 << 20,
+        });
+        assert!(memory.iovecs_total(8, u32::MAX, &mut quota).is_err());
         assert!(offset(u32::MAX, 1).is_err());
+    }
+
+    /// Walking a long iovec array checks the deadline on the way, not only when the call starts.
+    #[test]
+    fn walking_iovecs_checks_the_deadline() {
+        let mut bytes = vec![0u8; 64 << 10];
+        let memory = GuestMemory { bytes: &mut bytes };
+        let mut quota = Quota::new(sandbox::Limits {
+            fuel: 1,
+            timeout: Duration::ZERO,
+            max_memory: 1 << 20,
+        });
+        let count = 8 * ENTRIES_PER_DEADLINE_CHECK as u32;
+        match memory.iovecs_total(0, count, &mut quota) {
+            Err(error) => assert!(error.to_string().contains("deadline"), "{error}"),
+            Ok(total) => panic!("walked {count} iovecs past the deadline (total {total})"),
+        }
     }
 
     #[test]

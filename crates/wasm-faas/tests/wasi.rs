@@ -283,3 +283,166 @@ fn kinds_do_not_mix() {
         Err(RunError::Invalid(_))
     ));
 }
+
+#[test]
+fn stderr_keeps_the_tail_across_iovecs() {
+    let engine = engine();
+    // Two iovecs of 10,000 'a' and 10,000 'b' in one call: the last 16 KiB span both.
+    let module = inline(
+        &engine,
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")
+              (memory.fill (i32.const 1024) (i32.const 97) (i32.const 10000))
+              (memory.fill (i32.const 11024) (i32.const 98) (i32.const 10000))
+              (i32.store (i32.const 0) (i32.const 1024))
+              (i32.store (i32.const 4) (i32.const 10000))
+              (i32.store (i32.const 8) (i32.const 11024))
+              (i32.store (i32.const 12) (i32.const 10000))
+              (drop (call $w (i32.const 2) (i32.const 0) (i32.const 2) (i32.const 900)))
+              (if (i32.ne (i32.load (i32.const 900)) (i32.const 20000)) (then (call $exit (i32.const 1))))
+              (call $exit (i32.const 0))))"#,
+    );
+    let output = run_wasi(&module, &WasiInput::default(), &test_limits())
+        .result
+        .expect("runs");
+    assert_eq!(output.exit_code, 0);
+    let capture = wasm_faas::STDERR_CAPTURE;
+    let mut expected = vec![b'a'; capture - 10_000];
+    expected.extend(vec![b'b'; 10_000]);
+    assert_eq!(output.stderr, expected);
+    assert_eq!(output.stderr_dropped, 20_000 - capture);
+
+    // 5,000 calls of "abc" + "" + "defgh": the kept end is that pattern's end.
+
+    let module = inline(
+        &engine,
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 100) "abc")
+            (data (i32.const 300) "defgh")
+            (func (export "_start") (local $i i32)
+              (i32.store (i32.const 0) (i32.const 100))
+              (i32.store (i32.const 4) (i32.const 3))
+              (i32.store (i32.const 8) (i32.const 200))
+              (i32.store (i32.const 12) (i32.const 0))
+              (i32.store (i32.const 16) (i32.const 300))
+              (i32.store (i32.const 20) (i32.const 5))
+              (loop $more
+                (drop (call $w (i32.const 2) (i32.const 0) (i32.const 3) (i32.const 900)))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $more (i32.lt_u (local.get $i) (i32.const 5000))))))"#,
+    );
+    let output = run_wasi(&module, &WasiInput::default(), &test_limits())
+        .result
+        .expect("runs");
+    let written = b"abcdefgh".repeat(5000);
+    assert_eq!(output.stderr, written[written.len() - capture..]);
+    assert_eq!(output.stderr_dropped, written.len() - capture);
+}
+
+/// A write to stderr of 1,023 iovecs that each cover all of a 4 MiB memory (4 GiB in one call)
+/// copies only the kept tail: 64 such calls finish well within a 2 s deadline (copied whole,
+/// they are 256 GiB of copying).
+#[test]
+fn stderr_iovecs_covering_all_memory_copy_only_the_tail() {
+    let engine = engine();
+    let module = inline(
+        &engine,
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 64)
+            (func (export "_start") (local $i i32)
+              (memory.fill (i32.const 65536) (i32.const 120) (i32.const 4128768))
+              (i32.store8 (i32.const 4194303) (i32.const 90))
+              (loop $iovec
+                (i32.store (i32.shl (local.get $i) (i32.const 3)) (i32.const 0))
+                (i32.store (i32.add (i32.shl (local.get $i) (i32.const 3)) (i32.const 4)) (i32.const 4194304))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $iovec (i32.lt_u (local.get $i) (i32.const 1023))))
+              (local.set $i (i32.const 0))
+              (loop $again
+                (if (call $w (i32.const 2) (i32.const 0) (i32.const 1023) (i32.const 65000))
+                  (then (call $exit (i32.const 1))))
+                (if (i32.ne (i32.load (i32.const 65000)) (i32.const 4290772992))
+                  (then (call $exit (i32.const 2))))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $again (i32.lt_u (local.get $i) (i32.const 64))))))"#,
+    );
+    let limits = Limits {
+        deadline: Duration::from_secs(2),
+        ..test_limits()
+    };
+    let output = run_wasi(&module, &WasiInput::default(), &limits)
+        .result
+        .expect("finishes within its deadline");
+    assert_eq!(output.exit_code, 0);
+    let capture = wasm_faas::STDERR_CAPTURE;
+    let mut expected = vec![b'x'; capture - 1];
+    expected.push(b'Z');
+    assert_eq!(output.stderr, expected);
+    assert_eq!(output.stderr_dropped, 64 * 4_290_772_992 - capture);
+}
+
+/// iovec lengths adding up to more than the u32 count `fd_write` returns are refused with
+/// EINVAL (as `writev` does), without copying anything.
+#[test]
+fn writes_longer_than_4_gib_are_invalid() {
+    let engine = engine();
+    let module = inline(
+        &engine,
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 64)
+            (func (export "_start") (local $i i32)
+              (loop $iovec
+                (i32.store (i32.add (i32.shl (local.get $i) (i32.const 3)) (i32.const 4)) (i32.const 4194304))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $iovec (i32.lt_u (local.get $i) (i32.const 2048))))
+              (call $exit (call $w (i32.const 2) (i32.const 0) (i32.const 2048) (i32.const 65000)))))"#,
+    );
+    let output = run_wasi(&module, &WasiInput::default(), &test_limits())
+        .result
+        .expect("runs");
+    assert_eq!(output.exit_code, 28, "EINVAL");
+    assert!(output.stderr.is_empty());
+}
+
+/// Calls with millions of empty iovecs (to stdout, or reading stdin), each costing the guest
+/// one unit of fuel, are stopped by the deadline (checked inside each call too).
+#[test]
+fn calls_with_millions_of_iovecs_stop_at_the_deadline() {
+    let engine = engine();
+    for (call, fd) in [("fd_write", 1), ("fd_read", 0)] {
+        // 32 MiB of zeros: 4 Mi iovecs of length 0 at address 0.
+        let module = inline(
+            &engine,
+            &format!(
+                r#"(module
+                (import "wasi_snapshot_preview1" "{call}" (func $io (param i32 i32 i32 i32) (result i32)))
+                (memory (export "memory") 512)
+                (func (export "_start")
+                  (loop $again
+                    (drop (call $io (i32.const {fd}) (i32.const 0) (i32.const 4194304) (i32.const 0)))
+                    (br $again))))"#
+            ),
+        );
+        let limits = Limits {
+            deadline: Duration::from_millis(300),
+            ..test_limits()
+        };
+        let started = std::time::Instant::now();
+        let run = run_wasi(&module, &stdin("input"), &limits);
+        assert!(
+            matches!(run.result, Err(RunError::Fault(Fault::Timeout { .. }))),
+            "{call}: {:?}",
+            run.result
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{call}");
+    }
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use keyvalue::KeyValue;
-use sandbox::{Fault, Guest, Report};
+use sandbox::{Clipped, Fault, GUEST_TEXT_MAX, Guest, Report, clip};
 use wasmi::{Engine, ExternType, Linker, Module, Store};
 
 use crate::bindings::{self, http_types};
@@ -208,7 +208,7 @@ impl FunctionHost {
             Ok(Err(error)) => {
                 return Err(init_error(InvokeError::Guest {
                     function: init_name,
-                    error,
+                    error: clipped(error),
                 }));
             }
             Err(error) => return Err(init_error(fault(&mut store, &init_name, error))),
@@ -232,6 +232,20 @@ impl Shared {
             self.config.limits,
             HostState::new(self.kv.clone(), self.config.max_handles),
         )
+    }
+}
+
+/// A guest's `http-error` as the host quotes it: its message cut to [`GUEST_TEXT_MAX`] bytes
+/// with control characters escaped (see [`sandbox::clip`]), so an error string as large as the
+/// guest's memory never reaches an error body or a log.
+fn clipped(error: HttpError) -> HttpError {
+    let cut = |message: String| clip(&message, GUEST_TEXT_MAX);
+    match error {
+        HttpError::InvalidUrl(message) => HttpError::InvalidUrl(cut(message)),
+        HttpError::TimeoutError(message) => HttpError::TimeoutError(cut(message)),
+        HttpError::ProtocolError(message) => HttpError::ProtocolError(cut(message)),
+        HttpError::UnexpectedError(message) => HttpError::UnexpectedError(cut(message)),
+        HttpError::StatusError(status) => HttpError::StatusError(status),
     }
 }
 
@@ -268,8 +282,8 @@ fn check_imports(function: &str, module: &Module) -> Result<(), LoadError> {
     for import in module.imports() {
         let unknown = || LoadError::UnknownImport {
             function: function.into(),
-            module: import.module().into(),
-            name: import.name().into(),
+            module: clip(import.module(), GUEST_TEXT_MAX),
+            name: clip(import.name(), GUEST_TEXT_MAX),
         };
         let sig = bindings::IMPORTS
             .iter()
@@ -282,8 +296,8 @@ fn check_imports(function: &str, module: &Module) -> Result<(), LoadError> {
         if found != &expected {
             return Err(LoadError::ImportType {
                 function: function.into(),
-                module: import.module().into(),
-                name: import.name().into(),
+                module: clip(import.module(), GUEST_TEXT_MAX),
+                name: clip(import.name(), GUEST_TEXT_MAX),
                 expected: format!("{expected:?}"),
                 found: format!("{found:?}"),
             });
@@ -354,7 +368,7 @@ impl Function {
             return Invocation {
                 result: Err(InvokeError::NoRoute {
                     method: request.method.as_str(),
-                    path: path.into(),
+                    path: clip(path, GUEST_TEXT_MAX),
                 }),
                 report: Report::default(),
             };
@@ -376,7 +390,7 @@ impl Function {
                 Some(request.body)
             },
         };
-        let function = format!("{}::handle-http({})", self.name, matched.handler);
+        let function = format!("{}::handle-http({})", self.name, Clipped(&matched.handler));
         let mut store = self.shared.store();
         let result = self.run(&mut store, &function, &matched.handler, &wit_request);
         Invocation {
@@ -406,7 +420,7 @@ impl Function {
                 }
                 error => InvokeError::Guest {
                     function: function.to_string(),
-                    error,
+                    error: clipped(error),
                 },
             })?;
         if !(200..=599).contains(&response.status) {

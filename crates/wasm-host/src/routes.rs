@@ -17,13 +17,13 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     /// Patterns start with `/`.
-    #[error("route {0:?} does not start with '/'")]
+    #[error("route \"{}\" does not start with '/'", sandbox::Clipped(.0))]
     NoLeadingSlash(String),
     /// A `:` segment needs a name.
-    #[error("route {0:?} has a parameter without a name")]
+    #[error("route \"{}\" has a parameter without a name", sandbox::Clipped(.0))]
     UnnamedParam(String),
     /// Handler names are not empty.
-    #[error("route {0:?} has an empty handler name")]
+    #[error("route \"{}\" has an empty handler name", sandbox::Clipped(.0))]
     EmptyHandler(String),
 }
 

@@ -528,3 +528,52 @@ fn host_imports_validate_what_the_guest_passes() {
         201
     );
 }
+
+/// An `http-error` string as large as the guest's memory, all line breaks and escapes, is quoted
+/// cut to about a kilobyte with its control characters escaped.
+#[test]
+fn huge_guest_error_strings_are_clipped() {
+    // unexpected-error (discriminant 4) with a 2 MiB message of "\n\x1b" at 65536.
+    let f = load_wat(
+        "(drop (memory.grow (i32.const 33)))
+         (memory.fill (i32.const 65536) (i32.const 10) (i32.const 0x200000))
+         (memory.fill (i32.const 65536) (i32.const 27) (i32.const 7))
+         (i32.store8 (i32.const 600) (i32.const 1)) (i32.store8 (i32.const 604) (i32.const 4))
+         (i32.store (i32.const 608) (i32.const 65536)) (i32.store (i32.const 612) (i32.const 0x200000))
+         (i32.const 600)",
+    );
+    let err = invoke_err(&f);
+    assert!(
+        matches!(&err, InvokeError::Guest { error, .. } if error.status() == 500),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.len() <= sandbox::GUEST_TEXT_MAX + 256,
+        "{} bytes",
+        message.len()
+    );
+    assert!(message.ends_with(sandbox::CUT_MARK), "{message}");
+    assert!(message.contains("\\u{1b}\\n"), "{message}");
+    assert!(!message.contains(['\n', '\u{1b}']), "{message}");
+}
+
+/// A rejected route pattern of a megabyte is quoted cut in the load error (once rendered with
+/// `{:?}`, several times its size).
+#[test]
+fn route_errors_quote_a_clipped_pattern() {
+    let (host, _) = host();
+    let init = "(drop (memory.grow (i32.const 17)))
+        (memory.fill (i32.const 65536) (i32.const 1) (i32.const 0x100000))
+        (call $serve (i32.const 48) (i32.const 4)
+          (call $get (call $new) (i32.const 65536) (i32.const 0x100000) (i32.const 32) (i32.const 1))
+          (i32.const 512))
+        (i32.const 512)";
+    let err = host
+        .load("long-route", &wat_guest("", init, OK_200))
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("does not start with '/'"), "{message}");
+    assert!(message.len() <= sandbox::GUEST_TEXT_MAX + 256, "{message}");
+    assert!(message.contains(sandbox::CUT_MARK), "{message}");
+}
