@@ -7,6 +7,10 @@
 //! Every call carries [`Bounds`]: what the request making it has left of its deadline and memory
 //! budget. Guests are hostile, so a backend must not block past the deadline nor allocate a reply
 //! larger than the budget.
+//!
+//! What a backend keeps in this process outlives the request that wrote it, so it is bounded
+//! too: [`MemoryStore`] holds at most its limit (keys, values and bookkeeping together) and
+//! refuses a write beyond it with [`KvError::Full`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
@@ -42,6 +46,18 @@ pub enum KvError {
         limit: usize,
         /// Size of the reply in bytes, when known (a key listing stops counting early).
         size: Option<usize>,
+    },
+    /// The backend holds as much as it may: a write would take it over its limit, so nothing
+    /// was written. Deleting keys makes room; overwrites that do not grow still work.
+    #[error(
+        "key-value store full: a write of {needed} more bytes does not fit in its limit of \
+         {limit} bytes"
+    )]
+    Full {
+        /// The backend's limit in bytes.
+        limit: usize,
+        /// Bytes the write would have added (key, value and bookkeeping).
+        needed: usize,
     },
 }
 
@@ -145,6 +161,20 @@ pub trait KeyValue: Send + Sync {
     fn keys(&self, store: &str, bounds: &Bounds) -> Result<Vec<String>, KvError>;
     /// Deletes `key` from `store`; deleting a missing key is not an error.
     fn delete(&self, store: &str, key: &str, bounds: &Bounds) -> Result<(), KvError>;
+    /// How much this backend holds in this process and may hold at most, for metrics; `None`
+    /// for backends that keep their data elsewhere.
+    fn usage(&self) -> Option<Usage> {
+        None
+    }
+}
+
+/// Memory a backend holds in this process ([`KeyValue::usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes held now (keys, values and bookkeeping).
+    pub used: usize,
+    /// Most bytes it may hold.
+    pub limit: usize,
 }
 
 /// Longest accepted store name or key, in bytes.
@@ -164,26 +194,90 @@ pub fn validate_name(name: &str) -> Result<(), KvError> {
     Ok(())
 }
 
-/// An in-process backend: stores live as long as the server does. Operations never wait for
-/// anything but a short lock, so only a deadline that has already passed fails them.
-#[derive(Debug, Default)]
+/// Default limit of a [`MemoryStore`]: 256 MiB.
+pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
+
+/// Host bytes one stored key costs besides its name and value: its `String` and `Vec` in a
+/// B-tree node (48 bytes, about twice that in nodes at their minimum fill of 5 of 11 slots),
+/// its share of the inner nodes (about 30) and the headers and rounding of the key's and the
+/// value's allocations (up to 32 each with glibc).
+pub const ENTRY_OVERHEAD: usize = 192;
+
+/// Host bytes one store costs besides its name, from its first key to its last: its slot in
+/// the table of stores (its name's `String` and its map, 48 bytes, up to 112 with the table's
+/// control bytes and spare capacity), its name's allocation (up to 32) and the B-tree's first
+/// node (544 bytes, however few keys it holds).
+pub const STORE_OVERHEAD: usize = 112 + 32 + 544;
+
+/// What a key of `key_len` bytes holding `value_len` bytes costs a [`MemoryStore`].
+const fn entry_cost(key_len: usize, value_len: usize) -> usize {
+    key_len
+        .saturating_add(value_len)
+        .saturating_add(ENTRY_OVERHEAD)
+}
+
+/// What a store named with `name_len` bytes costs a [`MemoryStore`] besides its keys.
+const fn store_cost(name_len: usize) -> usize {
+    name_len.saturating_add(STORE_OVERHEAD)
+}
+
+/// An in-process backend: stores live as long as the server does, so they hold at most
+/// `limit` bytes, keys, values and bookkeeping ([`ENTRY_OVERHEAD`], [`STORE_OVERHEAD`]) counted
+/// together. A write that would go beyond fails with [`KvError::Full`] and changes nothing;
+/// overwrites that do not grow always work and deletes free their bytes (a store whose last
+/// key is deleted is gone). Operations never wait for anything but a short lock, so only a
+/// deadline that has already passed fails them.
+#[derive(Debug)]
 pub struct MemoryStore {
-    stores: RwLock<HashMap<String, BTreeMap<String, Vec<u8>>>>,
+    limit: usize,
+    state: RwLock<Stores>,
+}
+
+/// The stores and the bytes they are charged.
+#[derive(Debug, Default)]
+struct Stores {
+    maps: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    used: usize,
+}
+
+impl Default for MemoryStore {
+    /// [`MemoryStore::new`].
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryStore {
-    /// An empty backend.
+    /// An empty backend holding at most [`DEFAULT_MEMORY_LIMIT`] bytes.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limit(DEFAULT_MEMORY_LIMIT)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, BTreeMap<String, Vec<u8>>>> {
+    /// An empty backend holding at most `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            limit,
+            state: RwLock::new(Stores::default()),
+        }
+    }
+
+    /// Most bytes the stores may hold.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes the stores hold now (as counted against [`MemoryStore::limit`]).
+    pub fn used(&self) -> usize {
+        self.read().used
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Stores> {
         // A poisoned lock only means another thread panicked mid-operation; the maps stay valid.
-        self.stores.read().unwrap_or_else(|e| e.into_inner())
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, BTreeMap<String, Vec<u8>>>> {
-        self.stores.write().unwrap_or_else(|e| e.into_inner())
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Stores> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -197,8 +291,9 @@ impl KeyValue for MemoryStore {
         bounds.check_deadline("get")?;
         validate_name(store)?;
         validate_name(key)?;
-        let stores = self.read();
-        let value = stores
+        let state = self.read();
+        let value = state
+            .maps
             .get(store)
             .and_then(|s| s.get(key))
             .ok_or_else(|| KvError::KeyNotFound(key.to_string()))?;
@@ -210,18 +305,51 @@ impl KeyValue for MemoryStore {
         bounds.check_deadline("set")?;
         validate_name(store)?;
         validate_name(key)?;
-        self.write()
-            .entry(store.to_string())
-            .or_default()
-            .insert(key.to_string(), value.to_vec());
+        let mut state = self.write();
+        let Stores { maps, used } = &mut *state;
+        // What the write adds (a new store, a new key, a larger value) against what it replaces.
+        let (replaced, added) = match maps.get(store) {
+            Some(keys) => (
+                keys.get(key)
+                    .map_or(0, |old| entry_cost(key.len(), old.len())),
+                entry_cost(key.len(), value.len()),
+            ),
+            None => (
+                0,
+                store_cost(store.len()).saturating_add(entry_cost(key.len(), value.len())),
+            ),
+        };
+        if added > replaced {
+            let needed = added - replaced;
+            if needed > self.limit.saturating_sub(*used) {
+                return Err(KvError::Full {
+                    limit: self.limit,
+                    needed,
+                });
+            }
+        }
+        match maps.get_mut(store) {
+            Some(keys) => match keys.get_mut(key) {
+                // A fresh copy of exactly the new length: a shorter value frees the difference.
+                Some(old) => *old = value.to_vec(),
+                None => {
+                    keys.insert(key.to_string(), value.to_vec());
+                }
+            },
+            None => {
+                let keys = BTreeMap::from([(key.to_string(), value.to_vec())]);
+                maps.insert(store.to_string(), keys);
+            }
+        }
+        *used = used.saturating_sub(replaced).saturating_add(added);
         Ok(())
     }
 
     fn keys(&self, store: &str, bounds: &Bounds) -> Result<Vec<String>, KvError> {
         bounds.check_deadline("keys")?;
         validate_name(store)?;
-        let stores = self.read();
-        let Some(keys) = stores.get(store) else {
+        let state = self.read();
+        let Some(keys) = state.maps.get(store) else {
             return Ok(Vec::new());
         };
         // Names are at most MAX_NAME_LEN bytes each, so this sum cannot overflow in practice.
@@ -236,10 +364,31 @@ impl KeyValue for MemoryStore {
         bounds.check_deadline("delete")?;
         validate_name(store)?;
         validate_name(key)?;
-        if let Some(s) = self.write().get_mut(store) {
-            s.remove(key);
+        let mut state = self.write();
+        let Stores { maps, used } = &mut *state;
+        let Some(keys) = maps.get_mut(store) else {
+            return Ok(());
+        };
+        if let Some(old) = keys.remove(key) {
+            *used = used.saturating_sub(entry_cost(key.len(), old.len()));
+        }
+        if keys.is_empty() {
+            maps.remove(store);
+            *used = used.saturating_sub(store_cost(store.len()));
+            // The table of stores keeps its capacity; give most of it back once it is mostly
+            // empty, so that what it holds stays near what its stores are charged.
+            if maps.capacity() > 64 && maps.len() < maps.capacity() / 4 {
+                maps.shrink_to(maps.len() * 2);
+            }
         }
         Ok(())
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        Some(Usage {
+            used: self.used(),
+            limit: self.limit,
+        })
     }
 }
 
@@ -374,6 +523,127 @@ mod tests {
         assert_eq!(kv.get("s", "k", &later).unwrap(), b"v");
     }
 
+    /// Sets `store`/`key` to a value of `len` bytes.
+    fn set_len(kv: &MemoryStore, store: &str, key: &str, len: usize) -> Result<(), KvError> {
+        kv.set(store, key, &vec![7; len], &Bounds::UNBOUNDED)
+    }
+
+    #[test]
+    fn memory_store_refuses_writes_beyond_its_limit() {
+        // Room for the store and three entries of 10 000 bytes, not four.
+        let entry = entry_cost(2, 10_000);
+        let limit = store_cost(1) + 3 * entry + entry / 2;
+        let kv = MemoryStore::with_limit(limit);
+        assert_eq!(kv.usage(), Some(Usage { used: 0, limit }));
+        for key in ["k0", "k1", "k2"] {
+            set_len(&kv, "s", key, 10_000).unwrap();
+        }
+        assert_eq!(kv.used(), store_cost(1) + 3 * entry);
+        assert_eq!(
+            set_len(&kv, "s", "k3", 10_000),
+            Err(KvError::Full {
+                limit,
+                needed: entry
+            })
+        );
+        // Nothing was written, and the stores hold no more than before.
+        assert!(matches!(
+            kv.get("s", "k3", &Bounds::UNBOUNDED),
+            Err(KvError::KeyNotFound(_))
+        ));
+        assert_eq!(kv.used(), store_cost(1) + 3 * entry);
+        // A new store is charged its name and bookkeeping too.
+        assert!(matches!(
+            set_len(
+                &kv,
+                &"t".repeat(MAX_NAME_LEN),
+                "k",
+                entry / 2 - 2 * ENTRY_OVERHEAD
+            ),
+            Err(KvError::Full { .. })
+        ));
+        // Overwrites that grow need room; those that stay equal or shrink always work.
+        assert!(matches!(
+            set_len(&kv, "s", "k0", 10_000 + entry / 2 + 1),
+            Err(KvError::Full { needed, .. }) if needed == entry / 2 + 1
+        ));
+        assert_eq!(kv.get("s", "k0", &Bounds::UNBOUNDED).unwrap().len(), 10_000);
+        set_len(&kv, "s", "k0", 10_000).unwrap();
+        set_len(&kv, "s", "k1", 10).unwrap();
+        assert_eq!(kv.used(), store_cost(1) + 2 * entry + entry_cost(2, 10));
+        // The room freed by shrinking (and by deleting) takes new keys.
+        set_len(&kv, "s", "k3", 10_000).unwrap();
+        kv.delete("s", "k0", &Bounds::UNBOUNDED).unwrap();
+        set_len(&kv, "s", "k4", 10_000).unwrap();
+        assert!(kv.used() <= limit);
+        // Deleting every key frees everything, the store's own bytes included.
+        for key in kv.keys("s", &Bounds::UNBOUNDED).unwrap() {
+            kv.delete("s", &key, &Bounds::UNBOUNDED).unwrap();
+        }
+        assert_eq!(kv.used(), 0);
+        // An entry larger than the whole limit never fits.
+        assert!(matches!(
+            set_len(&kv, "s", "huge", limit),
+            Err(KvError::Full { .. })
+        ));
+        assert_eq!(kv.used(), 0);
+    }
+
+    #[test]
+    fn many_stores_with_long_names_are_charged_their_names() {
+        // The attack: store names of 1 KiB with one empty value each. Counting only keys and
+        // values, each would cost a byte; counted honestly, a store costs over 1.8 KiB.
+        let limit = 1 << 20;
+        let kv = MemoryStore::with_limit(limit);
+        let mut stored = 0;
+        for i in 0.. {
+            let name = format!("{i:01024}");
+            match kv.set(&name, "k", b"", &Bounds::UNBOUNDED) {
+                Ok(()) => stored += 1,
+                Err(KvError::Full { .. }) => break,
+                Err(other) => panic!("{other}"),
+            }
+        }
+        let per_store = store_cost(1024) + entry_cost(1, 0);
+        assert_eq!(stored, limit / per_store);
+        assert_eq!(kv.used(), stored * per_store);
+        // Deleting a store's last key frees its name and bookkeeping.
+        kv.delete(&format!("{:01024}", 0), "k", &Bounds::UNBOUNDED)
+            .unwrap();
+        assert_eq!(kv.used(), (stored - 1) * per_store);
+        kv.set(&"x".repeat(1024), "k", b"", &Bounds::UNBOUNDED)
+            .unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_never_exceed_the_limit() {
+        let limit = 200_000;
+        let kv = MemoryStore::with_limit(limit);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let kv = &kv;
+                s.spawn(move || {
+                    for i in 0..500 {
+                        let key = format!("{t}-{}", i % 50);
+                        let _ = set_len(kv, "s", &key, (i * 37) % 3000);
+                        if i % 7 == 0 {
+                            kv.delete("s", &key, &Bounds::UNBOUNDED).unwrap();
+                        }
+                        assert!(kv.used() <= limit);
+                    }
+                });
+            }
+        });
+        // What is counted is what is held.
+        let keys = kv.keys("s", &Bounds::UNBOUNDED).unwrap();
+        let held: usize = keys
+            .iter()
+            .map(|k| entry_cost(k.len(), kv.get("s", k, &Bounds::UNBOUNDED).unwrap().len()))
+            .sum();
+        let store = if keys.is_empty() { 0 } else { store_cost(1) };
+        assert_eq!(kv.used(), held + store);
+    }
+
     #[test]
     fn errors_name_their_limits() {
         let error = KvError::TooLarge {
@@ -389,6 +659,15 @@ mod tests {
             size: None,
         };
         assert_eq!(error.to_string(), "reply exceeds the limit of 10 bytes");
+        let error = KvError::Full {
+            limit: 4096,
+            needed: 300,
+        };
+        assert_eq!(
+            error.to_string(),
+            "key-value store full: a write of 300 more bytes does not fit in its limit of 4096 \
+             bytes"
+        );
         let error = KvError::Timeout("get gave up after 200 ms".into());
         assert_eq!(error.to_string(), "timed out: get gave up after 200 ms");
         assert_eq!(error.clone(), error);

@@ -188,7 +188,8 @@ impl http_server::Host for State {
 }
 
 /// The key-value error a guest sees, or the fault that stops it: a deadline that passed
-/// while the backend waited, or a reply larger than the run's memory budget.
+/// while the backend waited, or a reply larger than the run's memory budget. A backend that is
+/// full ([`KvError::Full`]) is an error the guest sees: its write failed, the run goes on.
 fn kv_outcome<T>(
     state: &mut State,
     result: Result<T, KvError>,
@@ -214,6 +215,8 @@ fn kv_error(e: KvError) -> kv::KeyvalueError {
         KvError::InvalidKey(m) => kv::KeyvalueError::InvalidKey(m),
         KvError::Connection(m) => kv::KeyvalueError::ConnectionError(m),
         KvError::Io(m) => kv::KeyvalueError::IoError(m),
+        // The write failed and the guest may go on (delete keys, answer an error of its own).
+        full @ KvError::Full { .. } => kv::KeyvalueError::IoError(full.to_string()),
         other => kv::KeyvalueError::UnexpectedError(other.to_string()),
     }
 }

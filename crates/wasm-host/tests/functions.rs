@@ -577,3 +577,60 @@ fn route_errors_quote_a_clipped_pattern() {
     assert!(message.len() <= sandbox::GUEST_TEXT_MAX + 256, "{message}");
     assert!(message.contains(sandbox::CUT_MARK), "{message}");
 }
+
+/// A host whose runs may use `max_memory` bytes, over `kv`.
+fn host_over(kv: Arc<MemoryStore>, max_memory: usize) -> FunctionHost {
+    let mut config = HostConfig::default();
+    config.limits.max_memory = max_memory;
+    FunctionHost::new(kv, config)
+}
+
+#[test]
+fn a_full_memory_store_fails_the_write_not_the_server() {
+    // Room for three values of 60 000 bytes (with their keys, bookkeeping and the store), not
+    // four: the guest keeps writing new keys, sees the error and answers on its own.
+    let kv = Arc::new(MemoryStore::with_limit(200_000));
+    let host = host_over(kv.clone(), 4 << 20);
+    let imports = format!(
+        r#"(import "{KV}" "[static]store.open" (func $open (param i32 i32 i32)))
+           (import "{KV}" "[method]store.set" (func $set (param i32 i32 i32 i32 i32 i32)))"#
+    );
+    // Sets keys "A", "B", ... to the 60 000 bytes at 1024 until a write fails (or 50 worked);
+    // answers 507 if the last write failed with io-error, 500 for another error, 200 if none.
+    let fill = "(local $i i32)
+        (call $open (i32.const 48) (i32.const 4) (i32.const 800))
+        (if (i32.ne (i32.load8_u (i32.const 800)) (i32.const 0)) (then unreachable))
+        (loop $l
+          (i32.store8 (i32.const 40) (i32.add (i32.const 65) (local.get $i)))
+          (call $set (i32.load (i32.const 804)) (i32.const 40) (i32.const 1)
+                     (i32.const 1024) (i32.const 60000) (i32.const 808))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.and (i32.eqz (i32.load8_u (i32.const 808)))
+                             (i32.lt_u (local.get $i) (i32.const 50)))))
+        (i32.store8 (i32.const 600) (i32.const 0))
+        (i32.store16 (i32.const 604)
+          (if (result i32) (i32.eqz (i32.load8_u (i32.const 808)))
+            (then (i32.const 200))
+            (else (if (result i32) (i32.eq (i32.load8_u (i32.const 812)) (i32.const 3))
+              (then (i32.const 507)) (else (i32.const 500))))))
+        (i32.store8 (i32.const 608) (i32.const 0)) (i32.store8 (i32.const 620) (i32.const 0))
+        (i32.const 600)";
+    let f = host
+        .load("fill", &wat_guest_with_imports(&imports, "", SERVE, fill))
+        .unwrap();
+    for _ in 0..3 {
+        // Overwriting "A" to "C" with values of the same size works; "D" never fits.
+        let answered = f.handle(request(Method::Get, "/x", b"")).result.unwrap();
+        assert_eq!(answered.status, 507);
+        assert_eq!(
+            sorted(kv.keys("addr", &Bounds::UNBOUNDED).unwrap()),
+            ["A", "B", "C"]
+        );
+        assert!(kv.used() <= kv.limit(), "{} > {}", kv.used(), kv.limit());
+    }
+}
+
+fn sorted(mut keys: Vec<String>) -> Vec<String> {
+    keys.sort();
+    keys
+}
