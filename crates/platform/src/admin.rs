@@ -45,12 +45,17 @@ impl App {
         }
     }
 
-    /// The answer when [`FUNCTION_STORE`] cannot be written: 503, nothing changed.
+    /// The answer when [`FUNCTION_STORE`] cannot be written: 503 (507 when the key-value store
+    /// is full), nothing changed.
     fn store_unavailable(name: &str, error: &keyvalue::KvError) -> PlatformError {
         log::warn!("admin change of {name} refused: store {FUNCTION_STORE} unavailable: {error}");
+        let (status, what) = match error {
+            keyvalue::KvError::Full { .. } => (507, "full"),
+            _ => (503, "unavailable"),
+        };
         PlatformError::Function {
-            status: 503,
-            message: format!("function store unavailable, {name} left unchanged: {error}"),
+            status,
+            message: format!("function store {what}, {name} left unchanged: {error}"),
         }
     }
 

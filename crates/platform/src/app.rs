@@ -148,6 +148,9 @@ impl App {
             self.memory.total(),
             self.memory.reserved(),
         ));
+        if let Some(usage) = self.kv.usage() {
+            text.push_str(&crate::stats::kv_memory_gauges(usage.used, usage.limit));
+        }
         if let Some(stats) = &self.server_stats {
             text.push_str(&crate::stats::http_server_metrics(stats));
         }

@@ -42,7 +42,9 @@ pub fn decode_stored(
     Ok((defaults.with_overrides(Some(query))?, source))
 }
 
-/// The key-value backend as guests see it: [`FUNCTION_STORE`] is off limits.
+/// The key-value backend as guests see it: [`FUNCTION_STORE`] is off limits. Other stores are
+/// named globally, as in Spiderlightning: every function can open, read, overwrite and delete
+/// any of them (and fill a bounded backend for all).
 pub(crate) struct GuestKeyValue(pub(crate) Arc<dyn KeyValue>);
 
 impl GuestKeyValue {
@@ -80,6 +82,10 @@ impl KeyValue for GuestKeyValue {
     fn delete(&self, store: &str, key: &str, bounds: &Bounds) -> Result<(), KvError> {
         Self::check(store)?;
         self.0.delete(store, key, bounds)
+    }
+
+    fn usage(&self) -> Option<keyvalue::Usage> {
+        self.0.usage()
     }
 }
 

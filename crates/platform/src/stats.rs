@@ -245,6 +245,21 @@ pub fn server_gauges(in_use: Option<u64>, budget: usize, reserved: usize) -> Str
     out
 }
 
+/// The gauges of a key-value backend that keeps its data in this process (`kv=memory`): bytes
+/// held now (keys, values and bookkeeping) and its limit (`kv-memory=`).
+pub fn kv_memory_gauges(used: usize, limit: usize) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP kv_memory_used_bytes Bytes the in-memory key-value store holds.\n");
+    out.push_str("# TYPE kv_memory_used_bytes gauge\n");
+    let _ = writeln!(out, "kv_memory_used_bytes {used}");
+    out.push_str(
+        "# HELP kv_memory_limit_bytes Bytes the in-memory key-value store may hold (kv-memory).\n",
+    );
+    out.push_str("# TYPE kv_memory_limit_bytes gauge\n");
+    let _ = writeln!(out, "kv_memory_limit_bytes {limit}");
+    out
+}
+
 /// The HTTP server's counters and gauges for `/metrics`.
 pub fn http_server_metrics(stats: &ServerStats) -> String {
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
