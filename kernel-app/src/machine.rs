@@ -10,6 +10,10 @@ const NATIVE_BUDGET: usize = 1 << 30;
 #[cfg(not(target_os = "hermit"))]
 const NATIVE_BUFFER_BUDGET: usize = 256 << 20;
 
+/// What the in-memory key-value store may hold natively when `kv-memory=` is not given.
+#[cfg(not(target_os = "hermit"))]
+const NATIVE_KV_MEMORY: usize = keyvalue::DEFAULT_MEMORY_LIMIT;
+
 /// Kernel memory per open connection under hermit: the listener slot that replaces an accepted
 /// socket (16 KiB each way, kernel patch 0012), smoltcp's bookkeeping, our own buffers.
 #[cfg(target_os = "hermit")]
@@ -59,9 +63,10 @@ pub fn in_use() -> Option<u64> {
 
 /// The function memory budget when `memory-budget=` is not given. Under hermit: the heap still
 /// available once the listener exists, minus the kernel buffers of `max_connections`
-/// connections, the request and response buffer budget and a reserve for the server itself.
+/// connections, the request and response buffer budget, what the in-memory key-value store may
+/// hold (`kv_memory`, 0 with Redis) and a reserve for the server itself.
 /// Natively: [`NATIVE_BUDGET`].
-pub fn default_budget(max_connections: usize, buffer_budget: usize) -> usize {
+pub fn default_budget(max_connections: usize, buffer_budget: usize, kv_memory: usize) -> usize {
     #[cfg(target_os = "hermit")]
     {
         let Some((allocated, available)) = heap_usage() else {
@@ -71,12 +76,13 @@ pub fn default_budget(max_connections: usize, buffer_budget: usize) -> usize {
         available
             .saturating_sub(max_connections.saturating_mul(CONNECTION_BYTES))
             .saturating_sub(buffer_budget)
+            .saturating_sub(kv_memory)
             .saturating_sub(SERVER_RESERVE)
             .max(min_budget())
     }
     #[cfg(not(target_os = "hermit"))]
     {
-        let _ = (max_connections, buffer_budget);
+        let _ = (max_connections, buffer_budget, kv_memory);
         NATIVE_BUDGET
     }
 }
@@ -94,6 +100,19 @@ pub fn default_buffer_budget(max_body: usize) -> usize {
     {
         let _ = max_body;
         NATIVE_BUFFER_BUDGET
+    }
+}
+
+/// What the in-memory key-value store may hold when `kv-memory=` is not given: under hermit an
+/// eighth of the heap still available once the listener exists, natively [`NATIVE_KV_MEMORY`].
+pub fn default_kv_memory() -> usize {
+    #[cfg(target_os = "hermit")]
+    {
+        heap_usage().map_or(0, |(_, available)| available) / 8
+    }
+    #[cfg(not(target_os = "hermit"))]
+    {
+        NATIVE_KV_MEMORY
     }
 }
 

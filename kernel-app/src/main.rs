@@ -17,9 +17,13 @@ mod machine;
 /// Stack of HTTP worker threads: wasm interpretation runs on them.
 const WORKER_STACK_BYTES: usize = 1 << 20;
 
-fn key_value(config: &Config) -> Arc<dyn KeyValue> {
+/// The key-value backend; `kv_memory` bounds what the in-memory one holds.
+fn key_value(config: &Config, kv_memory: usize) -> Arc<dyn KeyValue> {
     match &config.kv {
-        KvBackend::Memory => Arc::new(keyvalue::MemoryStore::new()),
+        KvBackend::Memory => {
+            log::info!("key-value store in memory, at most {kv_memory} bytes");
+            Arc::new(keyvalue::MemoryStore::with_limit(kv_memory))
+        }
         KvBackend::Redis(info) => Arc::new(kv_redis::RedisStore::with_config(
             kv_redis::RedisConfig::new(info.clone()),
         )),
@@ -96,14 +100,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Data kept in memory outlives requests: its bound comes out of the functions' budget.
+    let kv_memory = match config.kv {
+        KvBackend::Memory => config.kv_memory.unwrap_or_else(machine::default_kv_memory),
+        KvBackend::Redis(_) => 0,
+    };
     let memory_budget = config
         .memory_budget
-        .unwrap_or_else(|| machine::default_budget(max_connections, buffer_budget));
+        .unwrap_or_else(|| machine::default_budget(max_connections, buffer_budget, kv_memory));
     let app = Arc::new(
         App::new(AppOptions {
             root: config.root.clone(),
             admin_token: config.admin_token.clone(),
-            kv: key_value(&config),
+            kv: key_value(&config, kv_memory),
             default_limits: FunctionLimits {
                 max_body: config.max_body,
                 ..FunctionLimits::default()

@@ -81,6 +81,10 @@ pub struct Config {
     /// `buffer-budget=`: bytes that request and response buffers may hold, all connections
     /// together, beyond 16 KiB each (default: from the RAM under hermit, 256 MiB natively).
     pub buffer_budget: Option<usize>,
+    /// `kv-memory=`: bytes the in-memory key-value store (`kv=memory`) may hold, keys, values
+    /// and bookkeeping together; a write beyond fails (default: from the RAM under hermit,
+    /// 256 MiB natively).
+    pub kv_memory: Option<usize>,
 }
 
 impl Default for Config {
@@ -105,6 +109,7 @@ impl Default for Config {
             keepalive_ms: 5_000,
             memory_budget: None,
             buffer_budget: None,
+            kv_memory: None,
         }
     }
 }
@@ -130,6 +135,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "keepalive-ms",
     "memory-budget",
     "buffer-budget",
+    "kv-memory",
 ];
 
 /// Why the configuration could not be read.
@@ -251,6 +257,7 @@ impl Config {
                 self.memory_budget = Some(parse_size(value).map_err(invalid)?.max(1 << 20));
             }
             "buffer-budget" => self.buffer_budget = Some(parse_size(value).map_err(invalid)?),
+            "kv-memory" => self.kv_memory = Some(parse_size(value).map_err(invalid)?),
             _ => unreachable!("every known key is handled"),
         }
         Ok(())
@@ -264,7 +271,8 @@ impl Config {
             "bind={} port={} log={} io-threads={} workers={} queue={} queue-timeout-ms={} \
              max-connections={} root={} \
              admin-token={} kv={} max-body={} header-timeout-ms={} body-timeout-ms={} \
-             send-timeout-ms={} min-rate={} keepalive-ms={} memory-budget={} buffer-budget={}",
+             send-timeout-ms={} min-rate={} keepalive-ms={} memory-budget={} buffer-budget={} \
+             kv-memory={}",
             self.bind,
             self.port,
             self.log.as_str().to_ascii_lowercase(),
@@ -288,6 +296,7 @@ impl Config {
             self.keepalive_ms,
             auto(self.memory_budget),
             auto(self.buffer_budget),
+            auto(self.kv_memory),
         )
     }
 }
@@ -513,6 +522,7 @@ mod tests {
             ("keepalive-ms=x", "keepalive-ms"),
             ("max-connections=0", "max-connections"),
             ("memory-budget=lots", "memory-budget"),
+            ("kv-memory=1t", "kv-memory"),
         ] {
             match Config::parse(line) {
                 Err(ConfigError::InvalidValue { key: got, .. }) => assert_eq!(got, key, "{line}"),
@@ -527,6 +537,19 @@ mod tests {
                 word: "port".into()
             })
         );
+    }
+
+    #[test]
+    fn kv_memory_is_a_size() {
+        assert_eq!(Config::default().kv_memory, None);
+        assert_eq!(
+            Config::parse("kv-memory=16m").unwrap().kv_memory,
+            Some(16 << 20)
+        );
+        assert_eq!(Config::parse("kv_memory=0").unwrap().kv_memory, Some(0));
+        let summary = Config::parse("kv-memory=4k").unwrap().summary();
+        assert!(summary.ends_with(" kv-memory=4096"), "{summary}");
+        assert!(Config::default().summary().ends_with(" kv-memory=auto"));
     }
 
     #[test]
