@@ -73,9 +73,28 @@ fn too_large_message(limit: usize, size: Option<usize>) -> String {
 pub struct Bounds {
     /// When the caller gives up; a backend must not block past it (fails with KvError::Timeout).
     pub deadline: Option<Instant>,
-    /// Largest reply the caller can take in bytes: a value for `get`, all key names together
-    /// for `keys`. Larger replies fail with KvError::TooLarge before the host allocates them.
+    /// Largest reply the caller can take in bytes: a value for `get`; for `keys`, the names
+    /// together with what each costs the host besides ([`listed_key_cost`]), and whatever the
+    /// backend holds while it collects them. Larger replies fail with KvError::TooLarge before
+    /// the host allocates them.
     pub max_reply_bytes: usize,
+}
+
+/// Host bytes one listed key costs besides its name: its `String` in the returned `Vec`
+/// (24 bytes) and the header and rounding of its own allocation (up to 32 bytes with glibc).
+pub const LISTED_KEY_OVERHEAD: usize = 64;
+
+/// Host bytes a key named with `name_len` bytes costs in a listing ([`KeyValue::keys`]).
+pub const fn listed_key_cost(name_len: usize) -> usize {
+    name_len.saturating_add(LISTED_KEY_OVERHEAD)
+}
+
+/// Host bytes `names` cost as a listing: what [`KeyValue::keys`] checks against
+/// [`Bounds::max_reply_bytes`] and what a caller charges for the listing it got.
+pub fn listing_cost<S: AsRef<str>>(names: &[S]) -> usize {
+    names.iter().fold(0usize, |sum, name| {
+        sum.saturating_add(listed_key_cost(name.as_ref().len()))
+    })
 }
 
 impl Bounds {
@@ -156,8 +175,10 @@ pub trait KeyValue: Send + Sync {
     fn get(&self, store: &str, key: &str, bounds: &Bounds) -> Result<Vec<u8>, KvError>;
     /// Sets `key` in `store` to `value`, replacing any previous value.
     fn set(&self, store: &str, key: &str, value: &[u8], bounds: &Bounds) -> Result<(), KvError>;
-    /// Lists the keys of `store` (in no particular order); `bounds.max_reply_bytes` bounds the
-    /// key names' lengths added up.
+    /// Lists the keys of `store` (in no particular order). `bounds.max_reply_bytes` bounds the
+    /// listing's [`listing_cost`] (names and per-key overhead), and what the backend holds
+    /// while collecting them: a listing that would take more fails with [`KvError::TooLarge`]
+    /// before the host allocates it.
     fn keys(&self, store: &str, bounds: &Bounds) -> Result<Vec<String>, KvError>;
     /// Deletes `key` from `store`; deleting a missing key is not an error.
     fn delete(&self, store: &str, key: &str, bounds: &Bounds) -> Result<(), KvError>;
@@ -352,10 +373,10 @@ impl KeyValue for MemoryStore {
         let Some(keys) = state.maps.get(store) else {
             return Ok(Vec::new());
         };
-        // Names are at most MAX_NAME_LEN bytes each, so this sum cannot overflow in practice.
-        let size = keys
-            .keys()
-            .fold(0usize, |sum, k| sum.saturating_add(k.len()));
+        // Counted before anything is copied: the names and each one's `String` in the reply.
+        let size = keys.keys().fold(0usize, |sum, k| {
+            sum.saturating_add(listed_key_cost(k.len()))
+        });
         bounds.check_reply_size(size)?;
         Ok(keys.keys().cloned().collect())
     }
@@ -488,15 +509,16 @@ mod tests {
             kv.get("s", "nope", &Bounds::new(None, 0)),
             Err(KvError::KeyNotFound("nope".into()))
         );
-        // Key names add up: "big" + "k2" = 5 bytes.
+        // Key names add up, each with its overhead: "big" + "k2" = 5 bytes + 2 × 64.
         assert_eq!(
-            kv.keys("s", &Bounds::new(None, 4)),
+            kv.keys("s", &Bounds::new(None, 132)),
             Err(KvError::TooLarge {
-                limit: 4,
-                size: Some(5)
+                limit: 132,
+                size: Some(133)
             })
         );
-        assert_eq!(kv.keys("s", &Bounds::new(None, 5)).unwrap().len(), 2);
+        let keys = kv.keys("s", &Bounds::new(None, 133)).unwrap();
+        assert_eq!(listing_cost(&keys), 133);
         // Writes and deletes return nothing, so the limit does not apply to them.
         kv.set("s", "k3", &[0; 1000], &Bounds::new(None, 0))
             .unwrap();
@@ -521,6 +543,30 @@ mod tests {
         assert_eq!(kv.get("s", "k", &Bounds::UNBOUNDED).unwrap(), b"v");
         let later = Bounds::within(Duration::from_secs(60), usize::MAX);
         assert_eq!(kv.get("s", "k", &later).unwrap(), b"v");
+    }
+
+    #[test]
+    fn listing_many_short_keys_counts_what_each_costs_the_host() {
+        // The attack: names short enough that they fit the caller's budget, while the host
+        // structures of the listing (a `String` each) are many times larger.
+        let kv = MemoryStore::new();
+        for i in 0..1000 {
+            kv.set("s", &format!("{i:04}"), b"", &Bounds::UNBOUNDED)
+                .unwrap();
+        }
+        let names = 1000 * 4;
+        let budget = Bounds::new(None, 10 * names);
+        assert_eq!(
+            kv.keys("s", &budget),
+            Err(KvError::TooLarge {
+                limit: 10 * names,
+                size: Some(1000 * listed_key_cost(4))
+            })
+        );
+        let enough = Bounds::new(None, 1000 * listed_key_cost(4));
+        assert_eq!(kv.keys("s", &enough).unwrap().len(), 1000);
+        // Each listed key costs at least its `String` besides its name.
+        assert!(LISTED_KEY_OVERHEAD >= std::mem::size_of::<String>());
     }
 
     /// Sets `store`/`key` to a value of `len` bytes.

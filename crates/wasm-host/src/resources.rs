@@ -285,8 +285,8 @@ impl kv::Host for State {
         let keys = self.host.kv.keys(&store, &bounds(self));
         let keys = kv_outcome(self, keys)?;
         if let Ok(keys) = &keys {
-            let bytes = keys.iter().map(|k| k.len() + 24).sum();
-            self.quota.charge_transient(bytes)?;
+            // What the backend checked against the budget before it listed them.
+            self.quota.charge_transient(keyvalue::listing_cost(keys))?;
         }
         Ok(keys)
     }

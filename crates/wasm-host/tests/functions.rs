@@ -634,3 +634,54 @@ fn sorted(mut keys: Vec<String>) -> Vec<String> {
     keys.sort();
     keys
 }
+
+#[test]
+fn listing_many_short_keys_is_refused_within_the_run_budget() {
+    // 70 000 keys of 4 bytes: 280 KB of names, but each listed key costs the host its `String`
+    // besides (over 4 MB in all), more than the run's 4 MiB. The listing is a memory fault,
+    // refused before the host builds it.
+    let kv = Arc::new(MemoryStore::new());
+    let alphabet = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    for i in 0..70_000usize {
+        let name: String = (0..4)
+            .map(|d| alphabet[(i / alphabet.len().pow(d)) % alphabet.len()] as char)
+            .collect();
+        kv.set("addr", &name, b"", &Bounds::UNBOUNDED).unwrap();
+    }
+    let host = host_over(kv.clone(), 4 << 20);
+    let imports = format!(
+        r#"(import "{KV}" "[static]store.open" (func $open (param i32 i32 i32)))
+           (import "{KV}" "[method]store.keys" (func $keys (param i32 i32)))"#
+    );
+    let list = "(call $open (i32.const 48) (i32.const 4) (i32.const 800))
+        (if (i32.ne (i32.load8_u (i32.const 800)) (i32.const 0)) (then unreachable))
+        (call $keys (i32.load (i32.const 804)) (i32.const 808))
+        (i32.store8 (i32.const 600) (i32.const 0))
+        (i32.store16 (i32.const 604) (i32.const 200))
+        (i32.store8 (i32.const 608) (i32.const 0)) (i32.store8 (i32.const 620) (i32.const 0))
+        (i32.const 600)";
+    let f = host
+        .load("list", &wat_guest_with_imports(&imports, "", SERVE, list))
+        .unwrap();
+    let err = invoke_err(&f);
+    assert!(
+        matches!(
+            fault_of(&err),
+            Fault::Memory { spent: Spend::HostAllocation, needed, limit, .. }
+                if *needed == 70_000 * keyvalue::listed_key_cost(4) && *limit == 4 << 20
+        ),
+        "{err}"
+    );
+    // With room for the listing, the same guest lists them all.
+    let roomy = host_over(kv, 16 << 20);
+    let f = roomy
+        .load("list", &wat_guest_with_imports(&imports, "", SERVE, list))
+        .unwrap();
+    assert_eq!(
+        f.handle(request(Method::Get, "/x", b""))
+            .result
+            .unwrap()
+            .status,
+        200
+    );
+}
