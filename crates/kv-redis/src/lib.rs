@@ -34,7 +34,6 @@ pub mod connection;
 pub mod resp;
 pub mod url;
 
-use std::collections::HashSet;
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -327,15 +326,17 @@ impl RedisStore {
         self.returned.notify_all();
     }
 
-    /// The key names of `store`, or `None` once they add up to more than
+    /// The key names of `store`, or `None` once what they cost the host adds up to more than
     /// `bounds.max_reply_bytes`.
     ///
-    /// Each `SCAN` reply may carry at most the limit in key names (their store prefix is free),
-    /// so one round never buffers much more than the caller can take, and the walk stops as soon
-    /// as the distinct names collected exceed the limit. Stopping that way leaves the connection
-    /// in step (SCAN keeps no state on the server), so it is not an error here. A round refused
-    /// mid-reply is an error ([`RedisError::TooLarge`]): that connection is out of step and
-    /// dropped.
+    /// Everything the walk holds is counted against that limit before it is allocated: each
+    /// name collected costs [`COLLECTED_KEY_OVERHEAD`] besides its bytes, and each `SCAN` round
+    /// may cost at most what the names collected so far leave, its keys
+    /// [`ROUND_KEY_OVERHEAD`] and twice their length each (store prefix included), plus a
+    /// constant for the cursor. A round that would cost more is refused on the length header of
+    /// the first key that does not fit ([`RedisError::TooLarge`]); that connection is out of
+    /// step and dropped. SCAN may return a key more than once; the copies are counted until
+    /// the walk ends, then dropped.
     fn keys_of(&self, store: &str, bounds: &Bounds) -> Result<Option<Vec<String>>, RedisError> {
         /// Room for the cursor, which is charged like a key: at most 20 digits.
         const CURSOR_LEN: usize = 20;
@@ -343,15 +344,19 @@ impl RedisStore {
         let pattern = format!("{}*", glob_escape(&prefix));
         let scan_count = self.config.scan_count;
         let limit = bounds.max_reply_bytes;
-        let budget = ReplyBudget {
-            max_bytes: limit.saturating_add(CURSOR_LEN),
-            free_per_bulk: prefix.len(),
-        };
         self.run(bounds, |connection| {
-            let mut keys = HashSet::new();
+            let mut names: Vec<String> = Vec::new();
             let mut size = 0usize;
             let mut cursor = 0;
             loop {
+                // Each payload byte of the round is held twice, so the parser is given half of
+                // what is left, and half of each key's overhead.
+                let per_bulk = ROUND_KEY_OVERHEAD / 2;
+                let budget = ReplyBudget {
+                    max_bytes: (limit.saturating_sub(size) / 2)
+                        .saturating_add(CURSOR_LEN + per_bulk),
+                    per_bulk,
+                };
                 let (next, batch) = connection
                     .scan(
                         cursor,
@@ -368,24 +373,44 @@ impl RedisStore {
                 for key in batch {
                     // Keys not written through this API (not UTF-8) cannot be named by callers.
                     if let Some(name) = key.strip_prefix(prefix.as_bytes())
-                        && let Ok(name) = String::from_utf8(name.to_vec())
-                        && !keys.contains(&name)
+                        && let Ok(name) = std::str::from_utf8(name)
                     {
-                        size = size.saturating_add(name.len());
+                        size =
+                            size.saturating_add(name.len().saturating_add(COLLECTED_KEY_OVERHEAD));
                         if size > limit {
                             return Ok(None);
                         }
-                        keys.insert(name);
+                        names.push(name.to_string());
                     }
                 }
                 if next == 0 {
-                    return Ok(Some(keys.into_iter().collect()));
+                    names.sort_unstable();
+                    names.dedup();
+                    // Without the spare capacity, the listing costs what callers charge for it
+                    // (at most `keyvalue::listing_cost`).
+                    names.shrink_to_fit();
+                    return Ok(Some(names));
                 }
                 cursor = next;
             }
         })
     }
 }
+
+/// Host bytes a collected name costs during a key listing besides its bytes: its `String` in
+/// the growing list (24 bytes, up to 72 while the list doubles: the old and the new buffer) and
+/// its allocation's header and rounding (up to 32 with glibc).
+const COLLECTED_KEY_OVERHEAD: usize = 72 + 32;
+
+/// Host bytes a key of a `SCAN` reply costs besides twice its length (the read buffer and
+/// the parsed reply both hold it) until its round is collected: its RESP framing in the buffer
+/// (up to 16), its `Value` in the parsed array (32, up to 64 with spare capacity), its
+/// allocation's header and rounding (32), its slot in the batch (24, up to 32 when
+/// converted in place), and its name's copy once collected ([`COLLECTED_KEY_OVERHEAD`]).
+const ROUND_KEY_OVERHEAD: usize = 16 + 64 + 32 + 32 + COLLECTED_KEY_OVERHEAD;
+
+// A finished listing costs callers no more than the walk counted for it.
+const _: () = assert!(COLLECTED_KEY_OVERHEAD >= keyvalue::LISTED_KEY_OVERHEAD);
 
 /// A checked-out connection; goes back to the pool on drop unless it broke.
 struct Lease<'a> {

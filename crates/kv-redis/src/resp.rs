@@ -119,15 +119,16 @@ pub enum ProtocolError {
     ReplyTooLarge(usize),
 }
 
-/// How many payload bytes one reply may carry: the share of memory the caller of one command can
-/// take. Checked as each bulk string's length header arrives, before its payload is buffered.
+/// What one reply may cost: the share of memory the caller of one command can take, counted as
+/// each bulk string's payload plus [`ReplyBudget::per_bulk`]. Checked as each bulk string's
+/// length header arrives, before its payload is buffered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyBudget {
-    /// Most bytes all bulk strings of the reply may carry together.
+    /// Most bytes all bulk strings of the reply may cost together.
     pub max_bytes: usize,
-    /// Bytes of each bulk string that are not charged, such as a key prefix that is stripped
-    /// before the caller sees the name.
-    pub free_per_bulk: usize,
+    /// Bytes charged for each bulk string besides its payload, such as what its parsed form
+    /// and the caller's copy of it cost the host.
+    pub per_bulk: usize,
 }
 
 impl ReplyBudget {
@@ -138,7 +139,7 @@ impl ReplyBudget {
     pub const fn bytes(max_bytes: usize) -> Self {
         Self {
             max_bytes,
-            free_per_bulk: 0,
+            per_bulk: 0,
         }
     }
 }
@@ -317,7 +318,7 @@ impl Parser<'_> {
 
     /// Charges a bulk string of `len` bytes to the budget, refusing it if the budget is spent.
     fn charge(&mut self, len: usize) -> Result<(), ParseError> {
-        let cost = len.saturating_sub(self.budget.free_per_bulk);
+        let cost = len.saturating_add(self.budget.per_bulk);
         match self.charged.checked_add(cost) {
             Some(total) if total <= self.budget.max_bytes => {
                 self.charged = total;
@@ -833,22 +834,47 @@ mod tests {
             ),
             Ok(Parsed::Complete(..))
         ));
-        // Free bytes per bulk string: three names with a 2-byte prefix each fit 3 bytes.
-        let prefixed = ReplyBudget {
-            max_bytes: 3,
-            free_per_bulk: 2,
+        // A cost per bulk string besides its payload: three names of 3 bytes with 10 bytes
+        // each besides fit 39 bytes, not 38, and an empty one still costs its 10.
+        let per_name = ReplyBudget {
+            max_bytes: 39,
+            per_bulk: 10,
         };
         assert!(matches!(
             parse_within(
-                b"*3\r\n$3\r\ns:a\r\n$3\r\ns:b\r\n$2\r\ns:\r\n",
+                b"*3\r\n$3\r\ns:a\r\n$3\r\ns:b\r\n$3\r\ns:c\r\n",
                 &limits,
-                &prefixed
+                &per_name
             ),
             Ok(Parsed::Complete(..))
         ));
+        let tighter = ReplyBudget {
+            max_bytes: 38,
+            ..per_name
+        };
+        assert_eq!(
+            parse_within(b"*3\r\n$3\r\ns:a\r\n$3\r\ns:b\r\n$3\r\n", &limits, &tighter),
+            Err(ParseError::OverBudget { limit: 38, len: 3 })
+        );
+        assert_eq!(
+            parse_within(
+                b"*4\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n",
+                &limits,
+                &per_name
+            ),
+            Err(ParseError::OverBudget { limit: 39, len: 0 })
+        );
+        // Nils and integers are not bulk strings: they cost nothing.
         assert!(matches!(
-            parse_within(b"*2\r\n$4\r\ns:ab\r\n$4\r\n", &limits, &prefixed),
-            Err(ParseError::OverBudget { limit: 3, len: 4 })
+            parse_within(
+                b"*2\r\n$-1\r\n:5\r\n",
+                &limits,
+                &ReplyBudget {
+                    max_bytes: 0,
+                    per_bulk: 10
+                }
+            ),
+            Ok(Parsed::Complete(..))
         ));
         // A huge announced length does not overflow the accounting.
         assert!(matches!(

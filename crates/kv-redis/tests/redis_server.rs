@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use keyvalue::{Bounds, KeyValue, KvError};
+use keyvalue::{Bounds, KeyValue, KvError, listed_key_cost, listing_cost};
 use kv_redis::{RedisConfig, RedisError, RedisStore, TimeoutEnforcement, TimeoutStrategy};
 use redis_test_server::RedisServer;
 
@@ -652,7 +652,7 @@ fn oversized_value_is_refused_and_the_store_recovers() {
 }
 
 #[test]
-fn listing_more_key_bytes_than_allowed_is_refused() {
+fn listing_more_than_the_callers_budget_is_refused() {
     let server = RedisServer::start();
     let mut config = RedisConfig::from_url(&server.url()).expect("valid url");
     // Several SCAN rounds.
@@ -662,51 +662,45 @@ fn listing_more_key_bytes_than_allowed_is_refused() {
         kv.set("many", &format!("key-{i:04}"), b"", &Bounds::UNBOUNDED)
             .expect("set");
     }
-    // 2000 names of 8 bytes: 16000 bytes; the store prefix does not count.
+    let too_large = |limit| Err(KvError::TooLarge { limit, size: None });
+    // The attack: 2000 names of 8 bytes are 16 000 bytes, but each costs the host its `String`
+    // and more while the walk collects it. The names alone fitting is not enough.
     assert_eq!(
-        kv.keys("many", &Bounds::new(None, 1000)),
-        Err(KvError::TooLarge {
-            limit: 1000,
-            size: None
-        })
+        kv.keys("many", &Bounds::new(None, 16_000)),
+        too_large(16_000)
     );
+    // Nor is the cost of the finished listing: the walk holds more while it collects.
+    let listing = 2000 * listed_key_cost(8);
     assert_eq!(
-        kv.keys("many", &Bounds::new(None, 15_999)),
-        Err(KvError::TooLarge {
-            limit: 15_999,
-            size: None
-        })
-    );
-    assert_eq!(
-        kv.keys("many", &Bounds::new(None, 16_000))
-            .expect("exactly at the limit")
-            .len(),
-        2000
-    );
-    assert_eq!(
-        kv.open_connections(),
-        1,
-        "stopping between rounds keeps the connection"
-    );
-
-    // One round holding all keys is refused on the header of the first name that does not fit.
-    let mut config = RedisConfig::from_url(&server.url()).expect("valid url");
-    config.scan_count = 10_000;
-    let kv = RedisStore::with_config(config);
-    assert_eq!(
-        kv.keys("many", &Bounds::new(None, 1000)),
-        Err(KvError::TooLarge {
-            limit: 1000,
-            size: None
-        })
+        kv.keys("many", &Bounds::new(None, listing)),
+        too_large(listing)
     );
     assert_eq!(
         kv.open_connections(),
         0,
         "a reply refused midway drops its connection"
     );
+    // With room for the walk, every key is listed once, and the next call works.
+    let listed = kv
+        .keys("many", &Bounds::new(None, 1 << 20))
+        .expect("keys within 1 MiB");
+    assert_eq!(listed.len(), 2000);
+    assert_eq!(listing_cost(&listed), listing);
+    assert_eq!(kv.open_connections(), 1);
+
+    // One round holding all keys is refused on the header of the first name that does not fit.
+    let mut config = RedisConfig::from_url(&server.url()).expect("valid url");
+    config.scan_count = 10_000;
+    let kv = RedisStore::with_config(config);
+    assert_eq!(
+        kv.keys("many", &Bounds::new(None, 16_000)),
+        too_large(16_000)
+    );
+    assert_eq!(kv.open_connections(), 0);
     assert_eq!(
         kv.keys("many", &Bounds::UNBOUNDED).expect("keys").len(),
         2000
     );
+    // An empty store lists within any budget.
+    assert_eq!(kv.keys("none", &Bounds::new(None, 0)), Ok(Vec::new()));
 }
