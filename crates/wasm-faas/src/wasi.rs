@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sandbox::{Fault, Guest, Quota};
-use wasmi::{Caller, Engine, Error, Extern, FuncType, Linker, Memory, Module, Val, ValType};
+use sandbox::{Fault, Guest, Module, Quota};
+use wasmi::{Caller, Engine, Error, Extern, FuncType, Linker, Memory, Val, ValType};
 
 use crate::error::RunError;
 use crate::kind::{ENTRY, Kind, WASI_MODULE, classify};

@@ -152,7 +152,7 @@ impl std::fmt::Debug for FunctionHost {
 #[derive(Clone)]
 pub struct Function {
     name: String,
-    module: Module,
+    module: sandbox::Module,
     routes: Arc<Vec<Route>>,
     shared: Arc<Shared>,
 }
@@ -188,11 +188,12 @@ impl FunctionHost {
     /// limits as a request) to learn its routes.
     pub fn load(&self, name: &str, wasm: &[u8]) -> Result<Function, LoadError> {
         let function = name.to_string();
-        let module =
-            Module::new(&self.shared.engine, wasm).map_err(|e| LoadError::InvalidModule {
+        let module = sandbox::Module::new(&self.shared.engine, wasm).map_err(|e| {
+            LoadError::InvalidModule {
                 function: function.clone(),
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         check_imports(&function, &module)?;
         check_exports(&function, &module)?;
         let init_name = format!("{function}::on-server-init");
@@ -266,7 +267,7 @@ fn fault(store: &mut GuestStore, function: &str, error: crate::glue::CallError) 
 fn instantiate(
     shared: &Shared,
     store: &mut GuestStore,
-    module: &Module,
+    module: &sandbox::Module,
     function: &str,
 ) -> Result<bindings::Exports, InvokeError> {
     let as_error = |fault: Fault| InvokeError::Fault {
