@@ -6,7 +6,10 @@
 //! the run's budget before instantiating, so a module whose instances are large fails its own
 //! run with a memory fault instead of the host running out of memory.
 
+use std::any::{Any, TypeId};
+use std::fmt;
 use std::ops::Deref;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use wasmparser::{ElementItems, Parser, Payload, TypeRef};
 
@@ -185,11 +188,24 @@ pub enum CompileError {
     },
 }
 
-/// A compiled module and its instance [`Footprint`]. Dereferences to the [`wasmi::Module`].
-#[derive(Debug, Clone)]
+/// Things built once per module on its engine (linkers), by type.
+type Attachments = Vec<(TypeId, Arc<dyn Any + Send + Sync>)>;
+
+/// A compiled module, its instance [`Footprint`], and what the host built for it (see
+/// [`Module::attachment`]). Dereferences to the [`wasmi::Module`].
+#[derive(Clone)]
 pub struct Module {
     module: wasmi::Module,
     footprint: Footprint,
+    attachments: Arc<Mutex<Attachments>>,
+}
+
+impl fmt::Debug for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Module")
+            .field("footprint", &self.footprint)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Deref for Module {
@@ -218,12 +234,44 @@ impl Module {
         footprint.check()?;
         let module = wasmi::Module::new(engine, &binary)
             .map_err(|error| CompileError::Invalid(error.to_string()))?;
-        Ok(Module { module, footprint })
+        Ok(Module {
+            module,
+            footprint,
+            attachments: Arc::default(),
+        })
     }
 
     /// The host memory one instance takes (charged by [`crate::instantiate`]).
     pub fn footprint(&self) -> &Footprint {
         &self.footprint
+    }
+
+    /// The attachment of type `T` (say, the linker a kind of guest uses), built by `build` on
+    /// the module's engine the first time and kept, shared, for as long as the module lives.
+    pub fn attachment<T, E>(
+        &self,
+        build: impl FnOnce(&wasmi::Engine) -> Result<T, E>,
+    ) -> Result<Arc<T>, E>
+    where
+        T: Any + Send + Sync,
+    {
+        let mut attachments = self
+            .attachments
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let found = attachments
+            .iter()
+            .find(|(id, _)| *id == TypeId::of::<T>())
+            .and_then(|(_, value)| Arc::clone(value).downcast::<T>().ok());
+        if let Some(value) = found {
+            return Ok(value);
+        }
+        let value = Arc::new(build(self.module.engine())?);
+        attachments.push((
+            TypeId::of::<T>(),
+            Arc::clone(&value) as Arc<dyn Any + Send + Sync>,
+        ));
+        Ok(value)
     }
 }
 

@@ -295,3 +295,20 @@ fn the_instance_is_charged_and_one_beyond_max_memory_is_a_memory_fault() {
     );
     assert!(fault.to_string().contains("module instance"), "{fault}");
 }
+
+#[test]
+fn attachments_are_built_once_and_the_engine_dies_with_the_module() {
+    let module = compile(b"(module)").expect("valid module");
+    let builds = std::cell::Cell::new(0);
+    let build = |engine: &wasmi::Engine| {
+        builds.set(builds.get() + 1);
+        Ok::<_, wasmi::Error>(Linker::<Guest<()>>::new(engine))
+    };
+    let first = module.attachment(build).expect("built");
+    let again = module.clone().attachment(build).expect("kept");
+    assert!(std::sync::Arc::ptr_eq(&first, &again));
+    assert_eq!(builds.get(), 1);
+    let engine = module.engine().weak();
+    drop((first, again, module));
+    assert!(engine.upgrade().is_none(), "nothing else keeps the code");
+}
