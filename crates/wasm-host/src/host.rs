@@ -383,13 +383,26 @@ impl Function {
             Some((p, q)) => (p, q),
             None => (request.uri.as_str(), ""),
         };
-        let Some(matched) = self.route(request.method, path) else {
+        // The run's clock starts before the routes are matched: the host's time on them counts
+        // toward the request's deadline and shows in its report, whatever the outcome.
+        let mut store = self.shared.store(self.module.engine());
+        let matched = self.route(request.method, path);
+        if let Err(fault) = store.data_mut().quota.check_deadline() {
+            return Invocation {
+                result: Err(InvokeError::Fault {
+                    function: self.name.clone(),
+                    fault,
+                }),
+                report: sandbox::report(&store),
+            };
+        }
+        let Some(matched) = matched else {
             return Invocation {
                 result: Err(InvokeError::NoRoute {
                     method: request.method.as_str(),
                     path: clip(path, GUEST_TEXT_MAX),
                 }),
-                report: Report::default(),
+                report: sandbox::report(&store),
             };
         };
         let mut params = matched.params;
@@ -410,7 +423,6 @@ impl Function {
             },
         };
         let function = format!("{}::handle-http({})", self.name, Clipped(&matched.handler));
-        let mut store = self.shared.store(self.module.engine());
         let result = self.run(&mut store, &function, &matched.handler, &wit_request);
         Invocation {
             result,
