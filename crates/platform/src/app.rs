@@ -366,6 +366,64 @@ mod tests {
         );
     }
 
+    /// The engine holding the code of the function deployed as `name`.
+    fn engine_of(app: &App, name: &str) -> wasm_faas::Engine {
+        match &app.registry.get(name).expect("deployed").program {
+            crate::functions::Program::Http(function) => function.engine().clone(),
+            crate::functions::Program::Wasi(module)
+            | crate::functions::Program::Nanoprocess(module) => module.engine().clone(),
+        }
+    }
+
+    #[test]
+    fn replaced_and_deleted_functions_free_their_code() {
+        let app = app_with(Arc::new(keyvalue::MemoryStore::new()));
+        let http = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../guests/hostile/good_http.wat"),
+        )
+        .expect("good_http.wat");
+        const WASI: &[u8] =
+            br#"(module (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+            (memory (export "memory") 1) (func (export "_start")))"#;
+        let call = |path: &str| {
+            let mut request = admin_request("GET", "x", None, b"");
+            request.path = path.into();
+            app.handle(&request).status
+        };
+        for (name, first, second, path) in [
+            ("nano", ANSWER_7, ANSWER_8, "/exec/nano"),
+            ("http", http.as_slice(), http.as_slice(), "/http/hello"),
+            ("wasi", WASI, WASI, "/api/wasi/x"),
+        ] {
+            assert_eq!(
+                app.handle(&admin_request("PUT", name, None, first)).status,
+                201
+            );
+            assert_eq!(call(path), 200, "{name}");
+            let replaced = engine_of(&app, name).weak();
+            assert_eq!(
+                app.handle(&admin_request("PUT", name, None, second)).status,
+                200
+            );
+            assert!(
+                replaced.upgrade().is_none(),
+                "{name}: the replaced version's engine lives on"
+            );
+            assert_eq!(call(path), 200, "{name}");
+            let deleted = engine_of(&app, name).weak();
+            assert!(deleted.upgrade().is_some());
+            assert_eq!(
+                app.handle(&admin_request("DELETE", name, None, b"")).status,
+                204
+            );
+            assert!(
+                deleted.upgrade().is_none(),
+                "{name}: the deleted function's engine lives on"
+            );
+        }
+    }
+
     /// A store whose writes always fail, as Redis does while it is down.
     struct DownStore;
 

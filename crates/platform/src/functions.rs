@@ -73,10 +73,11 @@ impl Deployed {
     }
 }
 
-/// Compiles deployable code: one engine for WASI and `_start` modules, and the key-value
+/// Compiles deployable code, each module once and on an engine of its own (wasmi keeps the
+/// code of every module compiled on an engine until the engine is dropped, so a shared engine
+/// would keep the code of every replaced, deleted or refused deploy), and holds the key-value
 /// backend that HTTP guests get.
 pub struct Compiler {
-    faas_engine: wasm_faas::Engine,
     kv: Arc<dyn KeyValue>,
 }
 
@@ -88,7 +89,6 @@ impl Compiler {
     /// [`crate::function_store::FUNCTION_STORE`].
     pub fn new(kv: Arc<dyn KeyValue>) -> Self {
         Compiler {
-            faas_engine: wasm_faas::engine(),
             kv: Arc::new(GuestKeyValue(kv)),
         }
     }
@@ -114,8 +114,10 @@ impl Compiler {
                 .map_err(|e| format!("neither a wasm binary nor valid WAT text: {e}"))?
                 .into_owned()
         };
+        // Compiled once: the kind is read from the compiled module's imports and exports, and
+        // an HTTP guest keeps this module (and its engine).
         let module =
-            wasm_faas::load_module(&self.faas_engine, &binary).map_err(|e| e.to_string())?;
+            wasm_faas::load_module(&wasm_faas::engine(), &binary).map_err(|e| e.to_string())?;
         let program = match wasm_faas::classify(&module) {
             wasm_faas::Kind::WasiCommand => Program::Wasi(module),
             wasm_faas::Kind::Nanoprocess { .. } => Program::Nanoprocess(module),
@@ -128,7 +130,7 @@ impl Compiler {
                     },
                 );
                 let is_http = module.get_export("handle-http").is_some();
-                match host.load(name, &binary) {
+                match host.load_module(name, module) {
                     Ok(function) => Program::Http(function),
                     Err(err) if is_http => return Err(err.to_string()),
                     Err(err) => {

@@ -13,6 +13,8 @@ pub enum Spend {
     LinearMemory,
     /// Growing a table (function references).
     Table,
+    /// The host side of a module instance: its functions, globals, segments and exports.
+    Instance,
     /// Memory the host allocates for the guest: values lifted out of guest memory, replies of
     /// host calls, route tables, captured output.
     HostAllocation,
@@ -23,6 +25,7 @@ impl fmt::Display for Spend {
         f.write_str(match self {
             Spend::LinearMemory => "linear memory",
             Spend::Table => "table",
+            Spend::Instance => "module instance",
             Spend::HostAllocation => "host allocations",
         })
     }

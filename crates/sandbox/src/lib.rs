@@ -1,15 +1,17 @@
 //! The one place that runs guest WebAssembly, for every kind of function.
 //!
 //! - [`engine`] configures wasmi: fuel metering, bounded stacks, no start functions (so no guest
-//!   code runs outside a deadline).
+//!   code runs outside a deadline), and wasmi's strict caps on what a module may declare.
+//! - [`compile`] compiles a [`Module`] on an engine of its own (dropping it frees its code) and
+//!   measures its instances' host memory, its [`Footprint`].
 //! - [`store`] creates a store for one run with its [`Limits`]; its data is a [`Guest`]: the
 //!   run's [`Quota`] plus the kind's host state.
 //! - [`call`] runs an export a fuel slice at a time, checking the wall-clock deadline between
 //!   slices; [`callback`] does the same for calls the host makes on its own behalf from inside a
 //!   host function (`cabi_realloc`, post-return), during which the guest may not call host
 //!   imports ([`enter_host`] refuses), so host and guest never nest more than one level.
-//! - [`Budget`] counts linear memory, tables and host allocations made for the guest against one
-//!   limit; host code charges what it allocates before allocating it.
+//! - [`Budget`] counts linear memory, tables, the instance's host memory and host allocations made
+//!   for the guest against one limit; host code charges what it allocates before allocating it.
 //! - [`Fault`] says why a run stopped (the first limit hit wins); [`report`] gives fuel and peak
 //!   memory for every outcome.
 
@@ -30,12 +32,18 @@
 
 mod budget;
 mod fault;
+mod module;
 mod quota;
 mod run;
 mod text;
 
 pub use budget::{Budget, TABLE_ELEMENT_BYTES};
 pub use fault::{Fault, HostFault, Spend};
+pub use module::{
+    CompileError, DATA_SEGMENT_BYTES, ELEMENT_ITEM_BYTES, ELEMENT_SEGMENT_BYTES, EXPORT_BYTES,
+    FUNCTION_BYTES, Footprint, GLOBAL_BYTES, INSTANCE_BYTES, MAX_ELEMENT_ITEMS, MAX_EXPORTS,
+    MAX_IMPORTS, Module, TABLE_OR_MEMORY_BYTES, compile,
+};
 pub use quota::{Limits, Quota};
 pub use run::{FUEL_SLICE, Report, call, callback, enter_host, instantiate, report, store};
 pub use text::{CUT_MARK, CUT_START_MARK, Clipped, GUEST_TEXT_MAX, clip, clip_display, clip_end};
@@ -46,14 +54,20 @@ pub const MAX_RECURSION_DEPTH: usize = 1000;
 /// Largest value stack of one run, in bytes (wasmi keeps it outside linear memory).
 pub const MAX_STACK_BYTES: usize = 1 << 20;
 
-/// The engine every function is compiled on.
+/// An engine configured for guests. wasmi keeps the code of every module compiled on an engine
+/// for as long as the engine lives: give each long-lived module its own (see [`compile`]).
+///
+/// Modules are held to [`wasmi::EnforcedLimits::strict`] (the only caps wasmi 2 lets a user
+/// set): at most 10,000 defined functions averaging 40 bytes of code or more, 1,000 globals,
+/// 100 tables, 1 memory, 1,000 element and 1,000 data segments, 32 parameters and results.
 pub fn engine() -> wasmi::Engine {
     let mut config = wasmi::Config::default();
     config
         .consume_fuel(true)
         .allow_start_fn(false)
         .set_max_recursion_depth(MAX_RECURSION_DEPTH)
-        .set_max_stack_height(MAX_STACK_BYTES);
+        .set_max_stack_height(MAX_STACK_BYTES)
+        .enforced_limits(wasmi::EnforcedLimits::strict());
     wasmi::Engine::new(&config)
 }
 

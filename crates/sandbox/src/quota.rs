@@ -118,7 +118,12 @@ impl Quota {
 
     /// Charges host memory kept for the rest of the run; records a failure.
     pub fn charge(&mut self, bytes: usize) -> Result<(), Fault> {
-        match self.budget.charge(bytes, Spend::HostAllocation) {
+        self.charge_for(bytes, Spend::HostAllocation)
+    }
+
+    /// Charges memory spent on `spent`, kept for the rest of the run; records a failure.
+    pub fn charge_for(&mut self, bytes: usize, spent: Spend) -> Result<(), Fault> {
+        match self.budget.charge(bytes, spent) {
             Ok(()) => Ok(()),
             Err(fault) => Err(self.fail(fault)),
         }

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use wasmi::{AsContextMut, Caller, Func, Instance, Linker, Module, ResumableCall, Store, Val};
+use wasmi::{AsContextMut, Caller, Func, Instance, Linker, ResumableCall, Store, Val};
 
-use crate::fault::Fault;
+use crate::fault::{Fault, Spend};
+use crate::module::Module;
 use crate::quota::Quota;
 use crate::{Guest, HasQuota, Limits};
 
@@ -43,13 +44,16 @@ pub fn store<T>(engine: &wasmi::Engine, limits: Limits, host: T) -> Store<Guest<
 }
 
 /// Instantiates `module` (engines from [`crate::engine`] refuse start functions, so no guest
-/// code runs here; memories and tables are charged to the budget).
+/// code runs here). The instance's host memory ([`Module::footprint`]) is charged first, then
+/// memories and tables as they are created.
 pub fn instantiate<D: HasQuota>(
     store: &mut Store<D>,
     linker: &Linker<D>,
     module: &Module,
 ) -> Result<Instance, Fault> {
-    store.data_mut().quota_mut().check_deadline()?;
+    let quota = store.data_mut().quota_mut();
+    quota.check_deadline()?;
+    quota.charge_for(module.footprint().host_bytes(), Spend::Instance)?;
     linker
         .instantiate_and_start(&mut *store, module)
         .map_err(|error| settle(store.data_mut().quota_mut(), &error))

@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use wasmi::{Caller, Linker, Module, Val};
+use wasmi::{Caller, Linker, Val};
 
 use super::*;
 
@@ -12,11 +12,19 @@ fn limits() -> Limits {
     }
 }
 
+/// The host bytes an instance of `wat` is charged.
+fn instance_bytes(wat: &str) -> usize {
+    compile(wat.as_bytes())
+        .expect("valid module")
+        .footprint()
+        .host_bytes()
+}
+
 /// Compiles `wat` and runs its export `run` with `limits`; host import `host.reenter` calls the
 /// export `callback` on the host's behalf.
 fn run(wat: &str, limits: Limits) -> (Result<Vec<Val>, Fault>, Report) {
     let engine = engine();
-    let module = Module::new(&engine, wat).expect("valid module");
+    let module = Module::new(&engine, wat.as_bytes()).expect("valid module");
     let mut store = store(&engine, limits, ());
     let mut linker = Linker::new(&engine);
     linker
@@ -40,16 +48,14 @@ fn run(wat: &str, limits: Limits) -> (Result<Vec<Val>, Fault>, Report) {
 
 #[test]
 fn a_result_and_its_cost() {
-    let (outcome, report) = run(
-        r#"(module (memory 2) (func (export "run") (result i32) i32.const 7))"#,
-        limits(),
-    );
+    let wat = r#"(module (memory 2) (func (export "run") (result i32) i32.const 7))"#;
+    let (outcome, report) = run(wat, limits());
     assert_eq!(outcome.expect("runs").first().and_then(Val::i32), Some(7));
     assert!(report.fuel_used > 0 && report.fuel_used < 100, "{report:?}");
     assert_eq!(
         report.peak_memory,
-        2 * 65536,
-        "the initial memory is charged"
+        2 * 65536 + instance_bytes(wat),
+        "the instance and its initial memory are charged"
     );
 }
 
@@ -95,12 +101,10 @@ fn fuel_runs_out_and_is_reported() {
 
 #[test]
 fn memory_growth_beyond_the_budget_fails_and_explains_the_trap() {
-    let (outcome, report) = run(
-        r#"(module (memory 1)
+    let wat = r#"(module (memory 1)
             (func (export "run")
-              (if (i32.eq (memory.grow (i32.const 100)) (i32.const -1)) (then unreachable))))"#,
-        limits(),
-    );
+              (if (i32.eq (memory.grow (i32.const 100)) (i32.const -1)) (then unreachable))))"#;
+    let (outcome, report) = run(wat, limits());
     match outcome.expect_err("stopped") {
         Fault::Memory {
             spent: Spend::LinearMemory,
@@ -109,7 +113,7 @@ fn memory_growth_beyond_the_budget_fails_and_explains_the_trap() {
         } => assert_eq!(limit, 1 << 20),
         other => panic!("{other:?}"),
     }
-    assert_eq!(report.peak_memory, 65536);
+    assert_eq!(report.peak_memory, 65536 + instance_bytes(wat));
 }
 
 #[test]
@@ -172,7 +176,7 @@ fn a_looping_callback_stops_at_the_deadline_too() {
 #[test]
 fn start_functions_are_refused_at_compile_time() {
     let engine = engine();
-    let error = Module::new(&engine, r#"(module (func $s (loop br 0)) (start $s))"#)
+    let error = Module::new(&engine, br#"(module (func $s (loop br 0)) (start $s))"#)
         .expect_err("start refused");
     assert!(error.to_string().contains("start"), "{error}");
 }
@@ -190,4 +194,121 @@ fn an_initial_memory_beyond_the_budget_fails_instantiation() {
         ),
         "{outcome:?}"
     );
+}
+
+/// Appends `value` as unsigned LEB128.
+fn leb(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Appends section `id` holding `count` copies of `item`.
+fn section(out: &mut Vec<u8>, id: u8, count: usize, item: &[u8]) {
+    let mut body = Vec::new();
+    leb(&mut body, count);
+    for _ in 0..count {
+        body.extend_from_slice(item);
+    }
+    out.push(id);
+    leb(out, body.len());
+    out.extend_from_slice(&body);
+}
+
+/// The module of the finding: `functions` empty functions and `globals` globals (400,000 of
+/// each made 3.5 MiB of wasm and 58 MiB of host memory per instance, none of it charged).
+fn empty_functions_and_globals(functions: usize, globals: usize) -> Vec<u8> {
+    let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+    section(&mut wasm, 1, 1, &[0x60, 0, 0]); // type 0: () -> ()
+    section(&mut wasm, 3, functions, &[0]);
+    section(&mut wasm, 6, globals, &[0x7f, 1, 0x41, 0, 0x0b]); // (mut i32) (i32.const 0)
+    section(&mut wasm, 10, functions, &[2, 0, 0x0b]); // no locals, end
+    wasm
+}
+
+#[test]
+fn modules_declaring_too_much_are_refused_at_compile_time() {
+    let refused = |wasm: &[u8]| match compile(wasm) {
+        Err(CompileError::Invalid(message)) => message,
+        other => panic!("{other:?}"),
+    };
+    let started = Instant::now();
+    let big = empty_functions_and_globals(400_000, 400_000);
+    assert!(big.len() > 3 << 20, "{}", big.len());
+    assert!(refused(&big).contains("limit of 10000 functions"));
+    assert!(refused(&empty_functions_and_globals(1, 400_000)).contains("1000 global variables"));
+    assert!(
+        refused(&empty_functions_and_globals(1_000, 0)).contains("average bytes per function"),
+        "empty functions are refused long before the function limit"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Within the caps, the module compiles.
+    assert!(compile(&empty_functions_and_globals(300, 1_000)).is_ok());
+
+    let imports: String = (0..=MAX_IMPORTS)
+        .map(|_| r#"(import "host" "f" (func))"#)
+        .collect();
+    assert_eq!(
+        compile(format!("(module {imports})").as_bytes()).map(|_| ()),
+        Err(CompileError::TooMany {
+            what: "imports",
+            count: MAX_IMPORTS + 1,
+            limit: MAX_IMPORTS
+        })
+    );
+}
+
+#[test]
+fn the_instance_is_charged_and_one_beyond_max_memory_is_a_memory_fault() {
+    let wasm = empty_functions_and_globals(300, 1_000);
+    let module = compile(&wasm).expect("within the caps");
+    let bytes = module.footprint().host_bytes();
+    assert!(
+        bytes >= 300 * FUNCTION_BYTES + 1_000 * GLOBAL_BYTES,
+        "{bytes}"
+    );
+    let linker = Linker::<Guest<()>>::new(module.engine());
+    let mut fits = store(module.engine(), limits(), ());
+    instantiate(&mut fits, &linker, &module).expect("fits in 1 MiB");
+    assert_eq!(report(&fits).peak_memory, bytes);
+
+    let small = Limits {
+        max_memory: bytes - 1,
+        ..limits()
+    };
+    let mut too_small = store(module.engine(), small, ());
+    let fault = instantiate(&mut too_small, &linker, &module).expect_err("does not fit");
+    assert_eq!(
+        fault,
+        Fault::Memory {
+            spent: Spend::Instance,
+            needed: bytes,
+            used: 0,
+            limit: bytes - 1
+        }
+    );
+    assert!(fault.to_string().contains("module instance"), "{fault}");
+}
+
+#[test]
+fn attachments_are_built_once_and_the_engine_dies_with_the_module() {
+    let module = compile(b"(module)").expect("valid module");
+    let builds = std::cell::Cell::new(0);
+    let build = |engine: &wasmi::Engine| {
+        builds.set(builds.get() + 1);
+        Ok::<_, wasmi::Error>(Linker::<Guest<()>>::new(engine))
+    };
+    let first = module.attachment(build).expect("built");
+    let again = module.clone().attachment(build).expect("kept");
+    assert!(std::sync::Arc::ptr_eq(&first, &again));
+    assert_eq!(builds.get(), 1);
+    let engine = module.engine().weak();
+    drop((first, again, module));
+    assert!(engine.upgrade().is_none(), "nothing else keeps the code");
 }

@@ -9,7 +9,8 @@
 //!
 //! Every invocation gets a fresh store and instance bounded by [`Limits`] (fuel, wall-clock
 //! deadline, memory budget, output size) and returns a [`Report`] of what it cost, whatever the
-//! outcome. Compile modules once with [`load_module`] on [`engine`] and cache them.
+//! outcome. Compile modules once with [`load_module`] (on an [`engine`] of their own when they
+//! live long: an engine keeps the code of every module compiled on it) and cache them.
 
 // Guest- or client-controlled data passes through this crate: nothing here may panic on it (the
 // image aborts on panic), so indexing, unwrap and friends are refused outside tests.
@@ -36,9 +37,9 @@ use std::time::Duration;
 pub use error::RunError;
 pub use kind::{ENTRY, Kind, PLATFORM_MODULE, PLATFORM_NOW, WASI_MODULE, classify};
 pub use nanoprocess::{NanoOutput, format_value, parse_args, run_nanoprocess, run_nanoprocess_str};
-pub use sandbox::{Fault, Report, Spend, engine};
+pub use sandbox::{Fault, Module, Report, Spend, engine};
 pub use wasi::{GuestRandom, STDERR_CAPTURE, WasiInput, WasiOutput, run_wasi};
-pub use wasmi::{Engine, Module, Val, ValType};
+pub use wasmi::{Engine, Val, ValType};
 
 /// Limits of one invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +95,9 @@ impl<T> Run<T> {
     }
 }
 
-/// Compiles a module from binary wasm (`\0asm...`) or WAT text.
+/// Compiles a module from binary wasm (`\0asm...`) or WAT text on `engine`, which keeps its
+/// code as long as the engine lives: a long-lived module wants an engine of its own
+/// ([`sandbox::compile`]).
 pub fn load_module(engine: &Engine, source: &[u8]) -> Result<Module, RunError> {
     Module::new(engine, source).map_err(|error| RunError::Invalid(error.to_string()))
 }

@@ -2,8 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sandbox::Guest;
-use wasmi::{F32, F64, Linker, Module, Val, ValType};
+use sandbox::{Guest, Module};
+use wasmi::{F32, F64, Linker, Val, ValType};
 
 use crate::error::RunError;
 use crate::kind::{ENTRY, Kind, PLATFORM_MODULE, PLATFORM_NOW, classify, type_list};

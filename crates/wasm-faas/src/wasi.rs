@@ -13,12 +13,12 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::ops::Range;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sandbox::{Fault, Guest, Quota};
-use wasmi::{Caller, Engine, Error, Extern, FuncType, Linker, Memory, Module, Val, ValType};
+use sandbox::{Fault, Guest, Module, Quota};
+use wasmi::{Caller, Engine, Error, Extern, FuncType, Linker, Memory, Val, ValType};
 
 use crate::error::RunError;
 use crate::kind::{ENTRY, Kind, WASI_MODULE, classify};
@@ -868,27 +868,6 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiGuest>, Error> {
     Ok(linker)
 }
 
-/// Engines whose WASI linker was built already (few: normally one per process).
-const CACHED_LINKERS: usize = 4;
-
-/// The WASI linker of `engine`, built once per engine (building it costs ~20 µs).
-fn wasi_linker(engine: &Engine) -> Result<Arc<Linker<WasiGuest>>, Error> {
-    static CACHE: Mutex<Vec<(Engine, Arc<Linker<WasiGuest>>)>> = Mutex::new(Vec::new());
-    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, linker)) = cache
-        .iter()
-        .find(|(cached, _)| Engine::same(cached, engine))
-    {
-        return Ok(Arc::clone(linker));
-    }
-    let linker = Arc::new(build_wasi_linker(engine)?);
-    if cache.len() == CACHED_LINKERS {
-        cache.remove(0);
-    }
-    cache.push((engine.clone(), Arc::clone(&linker)));
-    Ok(linker)
-}
-
 /// Runs the WASI command `module` once, in a fresh store and instance.
 pub fn run_wasi(module: &Module, input: &WasiInput, limits: &Limits) -> Run<WasiOutput> {
     let prepared = match classify(module) {
@@ -899,7 +878,11 @@ pub fn run_wasi(module: &Module, input: &WasiInput, limits: &Limits) -> Run<Wasi
         Kind::Unknown(reason) => Err(RunError::Invalid(format!("not a WASI command: {reason}"))),
     }
     .and_then(|state| {
-        let linker = wasi_linker(module.engine()).map_err(|e| RunError::Invalid(e.to_string()))?;
+        // Built once per module (it costs ~20 µs) and dropped with it: a cache outside the
+        // module would keep its engine, and so its code, alive.
+        let linker = module
+            .attachment(build_wasi_linker)
+            .map_err(|e| RunError::Invalid(e.to_string()))?;
         Ok((state, linker))
     });
     let (state, linker) = match prepared {

@@ -11,6 +11,8 @@ use crate::resources::HostState;
 use crate::routes::{self, Route, RouteMatch};
 use crate::{HttpError, Method};
 
+type GuestLinker = Linker<Guest<HostState>>;
+
 /// Limits applied to every guest run (`on-server-init` and each request).
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -72,6 +74,9 @@ pub enum LoadError {
     /// `on-server-init` returned without calling `serve`.
     #[error("function {function}: on-server-init never called serve")]
     NotServed { function: String },
+    /// The host's imports could not be defined for the guest's engine (a bug of the host).
+    #[error("function {function}: the host imports cannot be linked: {message}")]
+    Linker { function: String, message: String },
 }
 
 /// Why a request could not be answered by the guest.
@@ -128,13 +133,12 @@ pub struct Invocation {
 type GuestStore = Store<Guest<HostState>>;
 
 struct Shared {
-    engine: Engine,
-    linker: Linker<Guest<HostState>>,
     kv: Arc<dyn KeyValue>,
     config: HostConfig,
 }
 
-/// Compiles guests and shares the engine, linker and key-value backend between them.
+/// Compiles guests, each on an engine of its own, and shares the key-value backend and limits
+/// between them.
 #[derive(Clone)]
 pub struct FunctionHost {
     shared: Arc<Shared>,
@@ -148,11 +152,13 @@ impl std::fmt::Debug for FunctionHost {
     }
 }
 
-/// A loaded guest: compiled once, instantiated afresh for every request.
+/// A loaded guest: compiled once, instantiated afresh for every request. Its code lives on its
+/// own engine, freed when the last clone is dropped.
 #[derive(Clone)]
 pub struct Function {
     name: String,
-    module: Module,
+    module: sandbox::Module,
+    linker: Arc<GuestLinker>,
     routes: Arc<Vec<Route>>,
     shared: Arc<Shared>,
 }
@@ -169,40 +175,40 @@ impl std::fmt::Debug for Function {
 impl FunctionHost {
     /// A host whose guests reach `kv` through the `keyvalue` interface.
     pub fn new(kv: Arc<dyn KeyValue>, config: HostConfig) -> Self {
-        let engine = sandbox::engine();
-        let mut linker = Linker::new(&engine);
-        // The generated registration cannot fail on a fresh linker except by a bug in build.rs.
-        #[allow(clippy::expect_used)]
-        bindings::add_to_linker(&mut linker).expect("world imports are registered once");
         Self {
-            shared: Arc::new(Shared {
-                engine,
-                linker,
-                kv,
-                config,
-            }),
+            shared: Arc::new(Shared { kv, config }),
         }
     }
 
-    /// Compiles `wasm`, checks it against the world, and runs `on-server-init` (under the same
-    /// limits as a request) to learn its routes.
+    /// Compiles `wasm` (binary or WAT) on an engine of its own and loads it (see
+    /// [`FunctionHost::load_module`]).
     pub fn load(&self, name: &str, wasm: &[u8]) -> Result<Function, LoadError> {
+        let module = sandbox::compile(wasm).map_err(|e| LoadError::InvalidModule {
+            function: name.to_string(),
+            message: e.to_string(),
+        })?;
+        self.load_module(name, module)
+    }
+
+    /// Checks the compiled `module` against the world and runs `on-server-init` (under the same
+    /// limits as a request) to learn its routes.
+    pub fn load_module(&self, name: &str, module: sandbox::Module) -> Result<Function, LoadError> {
         let function = name.to_string();
-        let module =
-            Module::new(&self.shared.engine, wasm).map_err(|e| LoadError::InvalidModule {
+        check_imports(&function, &module)?;
+        check_exports(&function, &module)?;
+        let linker = module
+            .attachment(build_linker)
+            .map_err(|e| LoadError::Linker {
                 function: function.clone(),
                 message: e.to_string(),
             })?;
-        check_imports(&function, &module)?;
-        check_exports(&function, &module)?;
         let init_name = format!("{function}::on-server-init");
         let init_error = |error: InvokeError| LoadError::Init {
             function: function.clone(),
             error: Box::new(error),
         };
-        let mut store = self.shared.store();
-        let exports =
-            instantiate(&self.shared, &mut store, &module, &init_name).map_err(init_error)?;
+        let mut store = self.shared.store(module.engine());
+        let exports = instantiate(&mut store, &linker, &module, &init_name).map_err(init_error)?;
         match exports.call_on_server_init(&mut store) {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -219,16 +225,24 @@ impl FunctionHost {
         Ok(Function {
             name: function,
             module,
+            linker,
             routes: Arc::new(routes),
             shared: self.shared.clone(),
         })
     }
 }
 
+/// The world's imports, defined for `engine`.
+fn build_linker(engine: &Engine) -> Result<GuestLinker, wasmi::Error> {
+    let mut linker = Linker::new(engine);
+    bindings::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
 impl Shared {
-    fn store(&self) -> GuestStore {
+    fn store(&self, engine: &Engine) -> GuestStore {
         sandbox::store(
-            &self.engine,
+            engine,
             self.config.limits,
             HostState::new(self.kv.clone(), self.config.max_handles),
         )
@@ -264,16 +278,16 @@ fn fault(store: &mut GuestStore, function: &str, error: crate::glue::CallError) 
 }
 
 fn instantiate(
-    shared: &Shared,
     store: &mut GuestStore,
-    module: &Module,
+    linker: &GuestLinker,
+    module: &sandbox::Module,
     function: &str,
 ) -> Result<bindings::Exports, InvokeError> {
     let as_error = |fault: Fault| InvokeError::Fault {
         function: function.into(),
         fault,
     };
-    let instance = sandbox::instantiate(store, &shared.linker, module).map_err(as_error)?;
+    let instance = sandbox::instantiate(store, linker, module).map_err(as_error)?;
     bindings::Exports::new(&*store, &instance)
         .map_err(|e| as_error(Fault::Instantiate(e.to_string())))
 }
@@ -348,6 +362,11 @@ impl Function {
         &self.name
     }
 
+    /// The engine holding the function's code: its own, dropped with the last clone.
+    pub fn engine(&self) -> &Engine {
+        self.module.engine()
+    }
+
     /// The routes registered by `on-server-init`, in registration order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
@@ -364,13 +383,26 @@ impl Function {
             Some((p, q)) => (p, q),
             None => (request.uri.as_str(), ""),
         };
-        let Some(matched) = self.route(request.method, path) else {
+        // The run's clock starts before the routes are matched: the host's time on them counts
+        // toward the request's deadline and shows in its report, whatever the outcome.
+        let mut store = self.shared.store(self.module.engine());
+        let matched = self.route(request.method, path);
+        if let Err(fault) = store.data_mut().quota.check_deadline() {
+            return Invocation {
+                result: Err(InvokeError::Fault {
+                    function: self.name.clone(),
+                    fault,
+                }),
+                report: sandbox::report(&store),
+            };
+        }
+        let Some(matched) = matched else {
             return Invocation {
                 result: Err(InvokeError::NoRoute {
                     method: request.method.as_str(),
                     path: clip(path, GUEST_TEXT_MAX),
                 }),
-                report: Report::default(),
+                report: sandbox::report(&store),
             };
         };
         let mut params = matched.params;
@@ -391,7 +423,6 @@ impl Function {
             },
         };
         let function = format!("{}::handle-http({})", self.name, Clipped(&matched.handler));
-        let mut store = self.shared.store();
         let result = self.run(&mut store, &function, &matched.handler, &wit_request);
         Invocation {
             result,
@@ -406,7 +437,7 @@ impl Function {
         handler: &str,
         request: &http_types::Request,
     ) -> Result<GuestResponse, InvokeError> {
-        let exports = instantiate(&self.shared, store, &self.module, function)?;
+        let exports = instantiate(store, &self.linker, &self.module, function)?;
         let response = exports
             .call_handle_http(store, &handler.to_string(), request)
             .map_err(|e| fault(store, function, e))?

@@ -49,7 +49,9 @@ pub use host::{
     LoadError,
 };
 pub use resources::MAX_ROUTES;
-pub use routes::{Route, RouteError, RouteMatch};
+pub use routes::{
+    MAX_HANDLER_BYTES, MAX_PATTERN_BYTES, MAX_SEGMENTS, Route, RouteError, RouteMatch,
+};
 
 impl Method {
     /// Parses an HTTP method name (case-sensitive, as on the wire).

@@ -1,6 +1,20 @@
 //! Route patterns registered by guests (`/items/:id`) and matching request paths against them.
+//!
+//! Every request is matched against every route of its function on the host, before the guest
+//! runs: patterns are capped in size at registration ([`MAX_PATTERN_BYTES`], [`MAX_SEGMENTS`]),
+//! a route is only compared with paths of as many segments as it has, and the comparison
+//! allocates nothing; parameters are collected only for the route that matches.
 
 use crate::bindings::http_types::Method;
+
+/// Longest route pattern a guest may register, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 1024;
+
+/// Most segments (`/`-separated parts) a route pattern may have.
+pub const MAX_SEGMENTS: usize = 32;
+
+/// Longest handler name a guest may register, in bytes (copied for every request it answers).
+pub const MAX_HANDLER_BYTES: usize = 256;
 
 /// One registered route: method, pattern and the name of the handler that answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +25,8 @@ pub struct Route {
     pub pattern: String,
     /// The handler name passed to the guest's `handle-http`.
     pub handler: String,
+    /// How many segments the pattern has: only paths with as many can match.
+    segments: usize,
 }
 
 /// Why a route pattern was rejected.
@@ -25,6 +41,24 @@ pub enum RouteError {
     /// Handler names are not empty.
     #[error("route \"{}\" has an empty handler name", sandbox::Clipped(.0))]
     EmptyHandler(String),
+    /// The pattern is longer than [`MAX_PATTERN_BYTES`].
+    #[error("a route pattern of {bytes} bytes exceeds the limit of {MAX_PATTERN_BYTES}")]
+    PatternTooLong {
+        /// Its length.
+        bytes: usize,
+    },
+    /// The pattern has more than [`MAX_SEGMENTS`] segments.
+    #[error("a route pattern of {segments} segments exceeds the limit of {MAX_SEGMENTS}")]
+    TooManySegments {
+        /// How many it has.
+        segments: usize,
+    },
+    /// The handler name is longer than [`MAX_HANDLER_BYTES`].
+    #[error("a handler name of {bytes} bytes exceeds the limit of {MAX_HANDLER_BYTES}")]
+    HandlerTooLong {
+        /// Its length.
+        bytes: usize,
+    },
 }
 
 /// A successful match: which handler answers and the route parameters it captured.
@@ -46,6 +80,20 @@ impl Route {
         if !pattern.starts_with('/') {
             return Err(RouteError::NoLeadingSlash(pattern.into()));
         }
+        if pattern.len() > MAX_PATTERN_BYTES {
+            return Err(RouteError::PatternTooLong {
+                bytes: pattern.len(),
+            });
+        }
+        if handler.len() > MAX_HANDLER_BYTES {
+            return Err(RouteError::HandlerTooLong {
+                bytes: handler.len(),
+            });
+        }
+        let count = segments(pattern).count();
+        if count > MAX_SEGMENTS {
+            return Err(RouteError::TooManySegments { segments: count });
+        }
         if segments(pattern).any(|s| s == ":") {
             return Err(RouteError::UnnamedParam(pattern.into()));
         }
@@ -56,41 +104,66 @@ impl Route {
             method,
             pattern: pattern.into(),
             handler: handler.into(),
+            segments: count,
         })
+    }
+
+    /// Whether the segments of a path match, comparing without allocating.
+    fn fits(&self, method: Method, path: &[&str]) -> bool {
+        method == self.method
+            && path.len() == self.segments
+            && segments(&self.pattern)
+                .zip(path)
+                .all(|(p, a)| p.starts_with(':') || p == *a)
+    }
+
+    /// The parameters captured from the segments of a path that [`Route::fits`].
+    fn params(&self, path: &[&str]) -> Vec<(String, String)> {
+        segments(&self.pattern)
+            .zip(path)
+            .filter_map(|(p, a)| {
+                p.strip_prefix(':')
+                    .map(|name| (name.to_string(), percent_decode(a)))
+            })
+            .collect()
     }
 
     /// Matches `path` (without query), returning the captured parameters.
     pub fn matches(&self, method: Method, path: &str) -> Option<Vec<(String, String)>> {
-        if method != self.method {
-            return None;
-        }
-        let mut params = Vec::new();
-        let mut pattern = segments(&self.pattern);
-        let mut actual = segments(path);
-        loop {
-            match (pattern.next(), actual.next()) {
-                (None, None) => return Some(params),
-                (Some(p), Some(a)) => {
-                    if let Some(name) = p.strip_prefix(':') {
-                        params.push((name.to_string(), percent_decode(a)));
-                    } else if p != a {
-                        return None;
-                    }
-                }
-                _ => return None,
-            }
-        }
+        with_segments(path, |path| {
+            self.fits(method, path).then(|| self.params(path))
+        })
+        .flatten()
     }
 }
 
-/// Finds the first route answering `method path`.
+/// Calls `f` with the segments of `path`, split once on the stack; `None` when the path has
+/// more segments than any route may have.
+fn with_segments<T>(path: &str, f: impl FnOnce(&[&str]) -> T) -> Option<T> {
+    let mut parts = [""; MAX_SEGMENTS];
+    let mut all = segments(path);
+    let mut count = 0;
+    for (slot, segment) in parts.iter_mut().zip(&mut all) {
+        *slot = segment;
+        count += 1;
+    }
+    if all.next().is_some() {
+        return None;
+    }
+    parts.get(..count).map(f)
+}
+
+/// Finds the first route answering `method path`: the path is split once, each route with as
+/// many segments is compared without allocating, and only the route found collects parameters.
 pub fn find(routes: &[Route], method: Method, path: &str) -> Option<RouteMatch> {
-    routes.iter().find_map(|r| {
-        r.matches(method, path).map(|params| RouteMatch {
-            handler: r.handler.clone(),
-            params,
+    with_segments(path, |path| {
+        let route = routes.iter().find(|route| route.fits(method, path))?;
+        Some(RouteMatch {
+            handler: route.handler.clone(),
+            params: route.params(path),
         })
     })
+    .flatten()
 }
 
 /// Decodes `%XX` escapes and `+` (as space); invalid escapes stay as they are.
@@ -156,6 +229,67 @@ mod tests {
         assert!(Route::new(Method::Get, "items", "h").is_err());
         assert!(Route::new(Method::Get, "/a/:", "h").is_err());
         assert!(Route::new(Method::Get, "/a", "").is_err());
+    }
+
+    #[test]
+    fn patterns_and_handlers_are_capped() {
+        // The measured attack: 1,000 routes of 1,100 `/:a` segments each, matched against a
+        // path of 1,101 segments, collected 1,100 parameters per route and took 96 ms.
+        let attack = "/:a".repeat(1_100);
+        assert_eq!(
+            Route::new(Method::Get, &attack, "h"),
+            Err(RouteError::PatternTooLong { bytes: 3_300 })
+        );
+        let many = "/a".repeat(MAX_SEGMENTS + 1);
+        assert_eq!(
+            Route::new(Method::Get, &many, "h"),
+            Err(RouteError::TooManySegments {
+                segments: MAX_SEGMENTS + 1
+            })
+        );
+        assert!(
+            Route::new(Method::Get, &"/:a".repeat(MAX_SEGMENTS), "h").is_ok(),
+            "the most segments allowed"
+        );
+        let message = Route::new(Method::Get, &many, "h").unwrap_err().to_string();
+        assert!(
+            message.contains("33 segments exceeds the limit of 32"),
+            "{message}"
+        );
+        assert_eq!(
+            Route::new(Method::Get, "/a", &"h".repeat(MAX_HANDLER_BYTES + 1)),
+            Err(RouteError::HandlerTooLong {
+                bytes: MAX_HANDLER_BYTES + 1
+            })
+        );
+        // Long, but few segments and few bytes: still fine.
+        let long = format!("/{}", "x".repeat(MAX_PATTERN_BYTES - 1));
+        assert!(Route::new(Method::Get, &long, "h").is_ok());
+    }
+
+    #[test]
+    fn only_paths_of_as_many_segments_match_and_empty_segments_do_not_count() {
+        let routes = vec![
+            Route::new(Method::Get, "/:a/:b", "two").unwrap(),
+            Route::new(Method::Get, "/:a/:b/:c", "three").unwrap(),
+        ];
+        let three = find(&routes, Method::Get, "//x/y//z/").unwrap();
+        assert_eq!(three.handler, "three");
+        assert_eq!(
+            three.params,
+            vec![
+                ("a".into(), "x".into()),
+                ("b".into(), "y".into()),
+                ("c".into(), "z".into())
+            ]
+        );
+        assert_eq!(find(&routes, Method::Get, "/x/y").unwrap().handler, "two");
+        assert!(find(&routes, Method::Get, "/x").is_none());
+        assert!(find(&routes, Method::Get, "/w/x/y/z").is_none());
+        assert!(find(&routes, Method::Post, "/x/y").is_none());
+        let root = Route::new(Method::Get, "/", "root").unwrap();
+        assert_eq!(root.matches(Method::Get, "/"), Some(Vec::new()));
+        assert_eq!(root.matches(Method::Get, "/x"), None);
     }
 
     #[test]

@@ -685,3 +685,79 @@ fn listing_many_short_keys_is_refused_within_the_run_budget() {
         200
     );
 }
+
+/// on-server-init registering `count` GET routes of `pattern` (placed at 8192) for handler "h".
+fn routes_guest(pattern: &str, count: u32) -> Vec<u8> {
+    let init = format!(
+        "(local $router i32) (local $i i32)
+    (local.set $router (call $new))
+    (loop $more
+      (local.set $router (call $get (local.get $router)
+        (i32.const 8192) (i32.const {len}) (i32.const 32) (i32.const 1)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $more (i32.lt_u (local.get $i) (i32.const {count}))))
+    (call $serve (i32.const 48) (i32.const 4) (local.get $router) (i32.const 512))
+    (i32.const 512)",
+        len = pattern.len()
+    );
+    wat_guest(
+        &format!(r#"(data (i32.const 8192) "{pattern}")"#),
+        &init,
+        OK_200,
+    )
+}
+
+#[test]
+fn route_patterns_beyond_the_caps_fail_the_load_naming_the_limit() {
+    let (host, _) = host();
+    // The measured attack: routes of 1,100 `/:a` segments, each matched against a path of
+    // 1,101 segments on every request, outside the sandbox (96 ms per request for 1,000 routes).
+    let err = host
+        .load("long", &routes_guest(&"/:a".repeat(1_100), 1_000))
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("route pattern of 3300 bytes exceeds the limit of 1024"),
+        "{err}"
+    );
+    let many = "/a".repeat(wasm_host::MAX_SEGMENTS + 1);
+    let err = host
+        .load("many", &routes_guest(&many, 1))
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("route pattern of 33 segments exceeds the limit of 32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn matching_the_most_routes_allowed_counts_toward_the_request() {
+    let (host, _) = host();
+    // As many routes as allowed, each with as many segments as allowed: a path that differs from
+    // all of them only in its last segment is compared with every segment of every route.
+    let pattern = format!("{}/x", "/:a".repeat(wasm_host::MAX_SEGMENTS - 1));
+    let count = u32::try_from(wasm_host::MAX_ROUTES).unwrap();
+    let f = host
+        .load("maze", &routes_guest(&pattern, count))
+        .expect("within the caps");
+    assert_eq!(f.routes().len(), wasm_host::MAX_ROUTES);
+    let near_miss = format!("{}/y", "/v".repeat(wasm_host::MAX_SEGMENTS - 1));
+    let missed = f.handle(request(Method::Get, &near_miss, b""));
+    assert!(
+        matches!(missed.result, Err(InvokeError::NoRoute { .. })),
+        "{:?}",
+        missed.result
+    );
+    assert!(
+        missed.report.elapsed > std::time::Duration::ZERO,
+        "the time spent matching is the request's: {:?}",
+        missed.report
+    );
+    let too_long = "/v".repeat(10_000);
+    assert!(f.route(Method::Get, &too_long).is_none());
+    let hit = format!("{}/x", "/v".repeat(wasm_host::MAX_SEGMENTS - 1));
+    let matched = f.route(Method::Get, &hit).expect("matches");
+    assert_eq!(matched.params.len(), wasm_host::MAX_SEGMENTS - 1);
+    assert_eq!(call(&f, Method::Get, &hit, b"").0, 200);
+}
