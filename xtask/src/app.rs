@@ -40,6 +40,16 @@ pub fn build_app(release: bool) -> Result<PathBuf> {
     copy_image(&built, &util::target_dir().join("image"), release)
 }
 
+/// The linked application ELF of [`build_app`] before stripping (with its symbols), in the
+/// target directory; `target/image/kernel-app` is its stripped copy in release builds.
+pub fn linked_app_path(release: bool) -> PathBuf {
+    let profile = if release { "release" } else { "debug" };
+    util::target_dir()
+        .join(APP_TARGET)
+        .join(profile)
+        .join("kernel-app")
+}
+
 /// Builds the application against the [`kernel::MMIO_STATIC_FEATURES`] kernel (for `-M microvm`
 /// and tap devices) in its own cargo target directory, so that the default image is not relinked,
 /// and writes `target/image-microvm/kernel-app` (release, stripped).

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: figures, never pass/fail. Boot time and image size; request rates and
 //! latencies of the native server and the image side by side; connection handling (keep-alive
-//! load with wrk, a hyper baseline, idle connections); the image next to a Linux guest.
+//! load with wrk, a hyper baseline, idle connections); the image next to a Linux guest; and
+//! `profile`, a sampling profile of the guest under load (where its time goes).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -34,7 +35,11 @@ pub enum Suite {
     /// The native server (then the image) under a long mix of good and hostile requests
     /// (`guests/hostile/`): answers by status, memory over time.
     Soak,
-    /// Everything.
+    /// Where the guest spends its time under load: wrk on `--route` while the guest's
+    /// instruction pointer is sampled through the QEMU monitor; a table of functions.
+    /// Not part of `all`.
+    Profile,
+    /// Everything (but `profile`).
     All,
 }
 
@@ -71,6 +76,13 @@ pub struct BenchArgs {
     /// Guest RAM in MiB of the image the soak suite runs.
     #[arg(long, default_value_t = 64)]
     pub image_memory: u32,
+    /// Route the profile suite loads.
+    #[arg(long, default_value = "/healthz")]
+    pub route: String,
+    /// Profile suite: use the image of an earlier build and its unstripped app ELF
+    /// (target/x86_64-unknown-hermit/release/kernel-app) instead of building them.
+    #[arg(long)]
+    pub no_build: bool,
     #[command(flatten)]
     pub vm: VmArgs,
 }
@@ -83,6 +95,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if args.suite == Suite::Soak {
         return bench_soak::bench_soak(args);
+    }
+    if args.suite == Suite::Profile {
+        return bench_profile::bench_profile(args);
     }
     let image = crate::image::build()?;
     if let Err(reason) = crate::qemu::kvm_status() {
@@ -122,6 +137,8 @@ mod bench_connections;
 mod bench_kv;
 #[path = "bench_linux_guest.rs"]
 mod bench_linux_guest;
+#[path = "bench_profile.rs"]
+mod bench_profile;
 #[path = "bench_server.rs"]
 mod bench_server;
 #[path = "bench_soak.rs"]

@@ -71,7 +71,24 @@ impl Wrk {
 /// `seconds`; threads = min(connections, available cores).
 pub(crate) fn run(port: u16, path: &str, connections: usize, seconds: u64) -> Result<Wrk> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let threads = connections.clamp(1, cores);
+    run_with_threads(
+        port,
+        path,
+        connections,
+        connections.clamp(1, cores),
+        seconds,
+    )
+}
+
+/// [`run`] with `threads` wrk threads (`-t`).
+pub(crate) fn run_with_threads(
+    port: u16,
+    path: &str,
+    connections: usize,
+    threads: usize,
+    seconds: u64,
+) -> Result<Wrk> {
+    let threads = threads.clamp(1, connections.max(1));
     let url = format!("http://127.0.0.1:{port}{path}");
     let mut cmd = Command::new(wrk_binary());
     cmd.args([

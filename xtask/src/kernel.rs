@@ -92,6 +92,11 @@ pub fn llvm_objcopy() -> Result<PathBuf> {
     find_tool("LLVM_OBJCOPY", &["llvm-objcopy-22", "llvm-objcopy"])
 }
 
+/// `llvm-nm`, for the symbols of the linked application (`bench profile`).
+pub fn llvm_nm() -> Result<PathBuf> {
+    find_tool("LLVM_NM", &["llvm-nm-22", "llvm-nm"])
+}
+
 /// The `ld.lld` linker, for the application link (`app.rs`).
 pub fn ld_lld() -> Result<PathBuf> {
     find_tool("LD_LLD", &["ld.lld-22", "ld.lld"])
