@@ -176,6 +176,26 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failing test shows what the server said last: a hang or a crash leaves its
+            // trace there, and nothing else records it.
+            let output = self.output();
+            let lines: Vec<&str> = output.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("--- last {} lines of the server's output ---", tail.len());
+            for line in tail {
+                eprintln!("[server] {line}");
+            }
+            // E2E_HOLD_SECONDS=N keeps a failed test's server running for N seconds, for a
+            // debugger or QEMU's monitor to look at it.
+            if let Some(hold) = std::env::var("E2E_HOLD_SECONDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
+                eprintln!("holding the server (pid {}) for {hold} s", self.child.id());
+                std::thread::sleep(Duration::from_secs(hold));
+            }
+        }
         if matches!(self.child.try_wait(), Ok(None)) {
             self.terminate();
         } else {
