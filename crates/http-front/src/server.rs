@@ -178,6 +178,7 @@ impl Server {
             stats,
         } = self;
         listener.set_nonblocking(true)?;
+        deepen_accept_queue(&listener);
         let listener = mio::net::TcpListener::from_std(listener);
         let io_threads = config.io_threads.max(1);
         let mut polls = Vec::with_capacity(io_threads);
@@ -304,3 +305,26 @@ impl Drop for ServerHandle {
         }
     }
 }
+
+/// Connections the kernel may hold completed for us before we accept them (natively).
+#[cfg(all(unix, not(target_os = "hermit")))]
+const ACCEPT_QUEUE: libc::c_int = 1024;
+
+/// std listens with a backlog of 128, which a burst of new connections overflows while the I/O
+/// thread is busy: the kernel then drops SYNs and each client waits a second to retransmit.
+/// Linux takes a second `listen` on a listening socket as its new backlog (capped by
+/// `net.core.somaxconn`). Under hermit the kernel keeps its own bound (kernel/patches/0021).
+#[cfg(all(unix, not(target_os = "hermit")))]
+fn deepen_accept_queue(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket this server owns; no memory is passed.
+    if unsafe { libc::listen(listener.as_raw_fd(), ACCEPT_QUEUE) } != 0 {
+        log::debug!(
+            "http: keeping the default accept queue: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(not(all(unix, not(target_os = "hermit"))))]
+fn deepen_accept_queue(_listener: &TcpListener) {}
