@@ -322,14 +322,25 @@ struct Load {
     p99_us: u64,
 }
 
+/// A response read by [`read_response`].
+struct Answer {
+    status: u16,
+    /// The server said `Connection: close` (it does after `max_requests_per_connection`).
+    closes: bool,
+}
+
 /// Reads one response with a `Content-Length` body from a keep-alive connection.
-fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Answer> {
     buf.clear();
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
             let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let closes = head.lines().any(|l| {
+                l.strip_prefix("connection:")
+                    .is_some_and(|v| v.trim() == "close")
+            });
             let len: usize = head
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
@@ -342,7 +353,7 @@ fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u
                 }
                 buf.extend_from_slice(&chunk[..n]);
             }
-            return Ok(status);
+            return Ok(Answer { status, closes });
         }
         let n = stream.read(&mut chunk)?;
         if n == 0 {
@@ -373,13 +384,24 @@ fn load(port: u16, path: &str, clients: usize, seconds: u64) -> Load {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
                     while !stop.load(Ordering::Relaxed) {
                         let t = Instant::now();
-                        let ok = stream.write_all(request.as_bytes()).is_ok()
-                            && matches!(read_response(&mut stream, &mut buf), Ok(200));
-                        if !ok {
-                            errors += 1;
-                            break;
+                        let answer = stream
+                            .write_all(request.as_bytes())
+                            .and_then(|()| read_response(&mut stream, &mut buf));
+                        match answer {
+                            Ok(Answer {
+                                status: 200,
+                                closes,
+                            }) => {
+                                latencies.push(t.elapsed().as_micros() as u64);
+                                if closes {
+                                    break;
+                                }
+                            }
+                            _ => {
+                                errors += 1;
+                                break;
+                            }
                         }
-                        latencies.push(t.elapsed().as_micros() as u64);
                     }
                 }
                 (latencies, errors)
