@@ -95,6 +95,36 @@ impl Case {
     pub fn deploys(&self) -> bool {
         (200..300).contains(&self.deploy_status)
     }
+
+    /// What is wrong with the time a call took, given the case's deadline: a call that ends
+    /// before it was stopped did not run into its deadline.
+    pub fn deadline_problem(&self, elapsed: std::time::Duration) -> Option<String> {
+        let deadline = self.deadline_ms?;
+        (elapsed < std::time::Duration::from_millis(deadline))
+            .then(|| format!("stopped after {elapsed:?}, before its {deadline} ms deadline"))
+    }
+
+    /// What is wrong with `GET /stats/{name}` after the one call: it counts one invocation,
+    /// one error of the expected outcome, and fuel exactly when the guest ran.
+    pub fn stats_problems(&self, stats: &Value) -> Vec<String> {
+        let mut problems = Vec::new();
+        if stats["invocations"].as_u64() != Some(1) {
+            problems.push(format!("stats: {stats}"));
+        }
+        if let Some(outcome) = &self.outcome
+            && stats["errors"][outcome.as_str()].as_u64() != Some(1)
+        {
+            problems.push(format!("stats do not count one {outcome:?}: {stats}"));
+        }
+        let fuel = stats["fuel_used"].as_u64().unwrap_or(0);
+        if self.ran != (fuel > 0) {
+            problems.push(format!(
+                "stats: fuel_used {fuel}, but the guest {} run",
+                if self.ran { "did" } else { "did not" }
+            ));
+        }
+        problems
+    }
 }
 
 /// The whole corpus.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use http_front::{Request, Response};
 use sandbox::{Fault, GUEST_TEXT_MAX, Report, clip_display, clip_end};
+use wasm_host::percent_decode_bytes;
 
 use crate::app::{Answer, App};
 use crate::error::PlatformError;
@@ -92,30 +93,6 @@ fn body_too_large(what: &str, size: usize, function: &Deployed) -> PlatformError
     ))
 }
 
-/// Decodes `%XX` escapes (and `+` as space when `plus_is_space`); invalid escapes stay as is.
-pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> Vec<u8> {
-    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
-    let mut out = Vec::with_capacity(text.len());
-    let mut bytes = text.as_bytes().iter();
-    while let Some(&b) = bytes.next() {
-        match b {
-            b'%' => {
-                let mut ahead = bytes.clone();
-                match (hex(ahead.next()), hex(ahead.next())) {
-                    (Some(high), Some(low)) => {
-                        out.push((high * 16 + low) as u8);
-                        bytes = ahead;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-    }
-    out
-}
-
 /// Why a `POST /exec/{function}` body is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum JsonArgsError {
@@ -198,7 +175,7 @@ pub(crate) fn json_numbers(body: &[u8], wanted: usize) -> Result<Vec<String>, Js
 pub(crate) fn query_value(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| String::from_utf8_lossy(&percent_decode(v, true)).into_owned())
+        (k == key).then(|| String::from_utf8_lossy(&percent_decode_bytes(v, true)).into_owned())
     })
 }
 
@@ -312,7 +289,7 @@ impl App {
         let stdin: &[u8] = if request.method == "POST" {
             &request.body
         } else {
-            decoded = percent_decode(input, false);
+            decoded = percent_decode_bytes(input, false);
             &decoded
         };
         if stdin.len() > function.limits.max_body {
@@ -497,10 +474,6 @@ mod tests {
 
     #[test]
     fn decoding() {
-        assert_eq!(percent_decode("a%20b+c", false), b"a b+c");
-        assert_eq!(percent_decode("a%20b+c", true), b"a b c");
-        assert_eq!(percent_decode("100%", false), b"100%");
-        assert_eq!(percent_decode("%zz%4", false), b"%zz%4");
         assert_eq!(
             query_value(Some("x=1&args=5%2C2"), "args").as_deref(),
             Some("5,2")

@@ -8,10 +8,12 @@ use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use http_front::{Handler, Request, Response, Version};
+use http_front::{Handler, Request, Response};
 use platform::app::{App, AppOptions};
 use platform::limits::FunctionLimits;
 use platform::memory::reservation_for;
+
+mod support;
 
 const TOKEN: &str = "bounded-test-token";
 
@@ -141,23 +143,7 @@ fn app() -> Arc<App> {
 }
 
 fn request(method: &str, target: &str, body: Vec<u8>, admin: bool) -> Request {
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path, Some(query.to_string())),
-        None => (target, None),
-    };
-    let mut headers = vec![("host".to_string(), "bounded.test".to_string())];
-    if admin {
-        headers.push(("authorization".into(), format!("Bearer {TOKEN}")));
-    }
-    Request {
-        method: method.into(),
-        path: path.into(),
-        query,
-        version: Version::Http11,
-        headers,
-        trailers: Vec::new(),
-        body,
-    }
+    support::request(method, target, body, "bounded.test", admin.then_some(TOKEN))
 }
 
 fn deploy(app: &App, name: &str, query: &str, source: &[u8]) {

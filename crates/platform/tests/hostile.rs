@@ -14,6 +14,7 @@ use platform::limits::FunctionLimits;
 
 #[path = "../../../guests/hostile/manifest.rs"]
 mod manifest;
+mod support;
 
 use manifest::{CallSpec, Case, Corpus};
 
@@ -37,23 +38,13 @@ fn app(memory_budget: usize) -> App {
 
 /// A request as the HTTP front hands it over; `target` may carry a query.
 fn request(method: &str, target: &str, body: &[u8], admin: bool) -> Request {
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path, Some(query.to_string())),
-        None => (target, None),
-    };
-    let mut headers = vec![("host".to_string(), "hostile.test".to_string())];
-    if admin {
-        headers.push(("authorization".into(), format!("Bearer {TOKEN}")));
-    }
-    Request {
-        method: method.into(),
-        path: path.into(),
-        query,
-        version: Version::Http11,
-        headers,
-        trailers: Vec::new(),
-        body: body.to_vec(),
-    }
+    support::request(
+        method,
+        target,
+        body.to_vec(),
+        "hostile.test",
+        admin.then_some(TOKEN),
+    )
 }
 
 fn send(app: &App, method: &str, target: &str, body: &[u8], admin: bool) -> (Response, Duration) {
@@ -228,30 +219,9 @@ fn run_case(app: &App, corpus: &Corpus, case: &Case) -> Observed {
     if elapsed > max {
         problems.push(format!("took {elapsed:?} (max {max:?})"));
     }
-    if let Some(deadline) = case.deadline_ms
-        && elapsed < Duration::from_millis(deadline)
-    {
-        problems.push(format!(
-            "stopped after {elapsed:?}, before its {deadline} ms deadline"
-        ));
-    }
+    problems.extend(case.deadline_problem(elapsed));
     let (stats, _) = send(app, "GET", &format!("/stats/{}", case.name), b"", false);
-    let stats = json(&stats);
-    if stats["invocations"].as_u64() != Some(1) {
-        problems.push(format!("stats: {stats}"));
-    }
-    if let Some(outcome) = &case.outcome
-        && stats["errors"][outcome.as_str()].as_u64() != Some(1)
-    {
-        problems.push(format!("stats do not count one {outcome:?}: {stats}"));
-    }
-    let fuel = stats["fuel_used"].as_u64().unwrap_or(0);
-    if case.ran != (fuel > 0) {
-        problems.push(format!(
-            "stats: fuel_used {fuel}, but the guest {} run",
-            if case.ran { "did" } else { "did not" }
-        ));
-    }
+    problems.extend(case.stats_problems(&json(&stats)));
     problems.extend(check_still_serving(app, corpus));
     observed.problems = problems;
     observed

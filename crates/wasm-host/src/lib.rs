@@ -51,6 +51,7 @@ pub use host::{
 pub use resources::MAX_ROUTES;
 pub use routes::{
     MAX_HANDLER_BYTES, MAX_PATTERN_BYTES, MAX_SEGMENTS, Route, RouteError, RouteMatch,
+    percent_decode_bytes,
 };
 
 impl Method {

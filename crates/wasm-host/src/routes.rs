@@ -168,26 +168,33 @@ pub fn find(routes: &[Route], method: Method, path: &str) -> Option<RouteMatch> 
 
 /// Decodes `%XX` escapes and `+` (as space); invalid escapes stay as they are.
 pub fn percent_decode(s: &str) -> String {
+    String::from_utf8_lossy(&percent_decode_bytes(s, true)).into_owned()
+}
+
+/// Decodes `%XX` escapes (and `+` as space when `plus_is_space`) into bytes; invalid escapes
+/// stay as they are.
+pub fn percent_decode_bytes(text: &str, plus_is_space: bool) -> Vec<u8> {
     let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.as_bytes().iter().peekable();
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.as_bytes().iter();
     while let Some(&b) = bytes.next() {
         match b {
             b'%' => {
                 let mut ahead = bytes.clone();
                 match (hex(ahead.next()), hex(ahead.next())) {
                     (Some(high), Some(low)) => {
-                        out.push((high * 16 + low) as u8);
+                        // Two hex digits are at most 255.
+                        out.push(u8::try_from(high * 16 + low).unwrap_or(u8::MAX));
                         bytes = ahead;
                     }
                     _ => out.push(b'%'),
                 }
             }
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b => out.push(b),
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// Splits a query string into decoded `(name, value)` pairs.
@@ -311,5 +318,9 @@ mod tests {
         );
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode_bytes("a%20b+c", false), b"a b+c");
+        assert_eq!(percent_decode_bytes("a%20b+c", true), b"a b c");
+        assert_eq!(percent_decode_bytes("%zz%4", false), b"%zz%4");
+        assert_eq!(percent_decode_bytes("%ff", false), [255]);
     }
 }

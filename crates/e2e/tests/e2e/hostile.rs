@@ -239,26 +239,9 @@ fn run_case(inst: &Instance, mode: Mode, corpus: &Corpus, case: &Case) -> (Vec<S
     if elapsed > bound {
         problems.push(format!("took {elapsed:?} (max {bound:?})"));
     }
-    if let Some(deadline) = case.deadline_ms
-        && elapsed < Duration::from_millis(deadline)
-    {
-        problems.push(format!(
-            "stopped after {elapsed:?}, before its {deadline} ms deadline"
-        ));
-    }
+    problems.extend(case.deadline_problem(elapsed));
     let stats = call(port, "GET", &format!("/stats/{}", case.name)).json();
-    if stats["invocations"].as_u64() != Some(1) {
-        problems.push(format!("stats: {stats}"));
-    }
-    if let Some(outcome) = &case.outcome
-        && stats["errors"][outcome.as_str()].as_u64() != Some(1)
-    {
-        problems.push(format!("stats do not count one {outcome:?}: {stats}"));
-    }
-    let fuel = stats["fuel_used"].as_u64().unwrap_or(0);
-    if case.ran != (fuel > 0) {
-        problems.push(format!("stats: fuel_used {fuel} (guest ran: {})", case.ran));
-    }
+    problems.extend(case.stats_problems(&stats));
     problems.extend(check_good(port, corpus));
     (problems, line)
 }
