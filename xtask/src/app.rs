@@ -170,9 +170,15 @@ pub fn kernel_selftest() -> Result<()> {
     // host's accept queue, and the host drops SYNs and handshake ACKs (clients that think they
     // are connected wait for up to a minute, or give up). One forwarded port per connection of
     // a burst keeps that out of the test.
-    let serve_ports = (0..SELFTEST_FORWARDS)
-        .map(|_| crate::bench::free_port())
-        .collect::<Result<Vec<u16>>>()?;
+    // free_port releases each port it finds, so it can hand out the same one twice: keep
+    // asking until the ports are distinct (QEMU refuses a second forward of one port).
+    let mut serve_ports: Vec<u16> = Vec::with_capacity(SELFTEST_FORWARDS);
+    while serve_ports.len() < SELFTEST_FORWARDS {
+        let port = crate::bench::free_port()?;
+        if !serve_ports.contains(&port) {
+            serve_ports.push(port);
+        }
+    }
     // Long enough after the last connection for the kernel's linger timer to reset any
     // connection that did not finish closing (it would log that).
     let wait_after = selftest_net::KERNEL_LINGER.as_secs() + 5;
