@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use http_front::{Handler, Request, Response};
-use platform::app::{App, AppOptions};
-use platform::limits::FunctionLimits;
+use platform::app::App;
 use platform::memory::reservation_for;
 
 mod support;
@@ -132,14 +131,7 @@ fn logged_here(target: &str) -> Vec<String> {
 
 fn app() -> Arc<App> {
     logged_here("");
-    Arc::new(App::new(AppOptions {
-        root: None,
-        admin_token: Some(TOKEN.into()),
-        kv: Arc::new(keyvalue::MemoryStore::new()),
-        default_limits: FunctionLimits::default(),
-        memory_budget: 1 << 30,
-        memory_in_use: || None,
-    }))
+    Arc::new(App::new(support::options(TOKEN)))
 }
 
 fn request(method: &str, target: &str, body: Vec<u8>, admin: bool) -> Request {

@@ -8,11 +8,11 @@
 #![cfg(target_os = "linux")]
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
-use http_front::{Handler, Request, Version};
-use platform::app::{App, AppOptions};
-use platform::limits::FunctionLimits;
+use http_front::{Handler, Request};
+use platform::app::App;
+
+mod support;
 
 const TOKEN: &str = "deploy-memory-token";
 
@@ -28,15 +28,13 @@ fn resident() -> usize {
 }
 
 fn request(method: &str, path: &str, body: &[u8]) -> Request {
-    Request {
-        method: method.into(),
-        path: path.into(),
-        query: None,
-        version: Version::Http11,
-        headers: vec![("authorization".into(), format!("Bearer {TOKEN}"))],
-        trailers: Vec::new(),
-        body: body.to_vec(),
-    }
+    support::request(
+        method,
+        path,
+        body.to_vec(),
+        "deploy-memory.test",
+        Some(TOKEN),
+    )
 }
 
 /// `functions` functions of about 300 bytes of code each, as WAT.
@@ -58,14 +56,7 @@ fn filler(functions: usize) -> String {
 
 #[test]
 fn redeploying_does_not_grow_the_resident_set() {
-    let app = App::new(AppOptions {
-        root: None,
-        admin_token: Some(TOKEN.into()),
-        kv: Arc::new(keyvalue::MemoryStore::new()),
-        default_limits: FunctionLimits::default(),
-        memory_budget: 1 << 30,
-        memory_in_use: || None,
-    });
+    let app = App::new(support::options(TOKEN));
     let filler = filler(2_000);
     let nano = format!(r#"(module (func (export "_start") (result i32) (i32.const 7)) {filler})"#);
     let good_http = std::fs::read_to_string(

@@ -4,13 +4,11 @@
 //! deadline; health, the good functions and the stats must show that nothing else was hurt.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http_front::{Handler, Request, Response, Version};
 use platform::app::{App, AppOptions};
-use platform::limits::FunctionLimits;
 
 #[path = "../../../guests/hostile/manifest.rs"]
 mod manifest;
@@ -27,12 +25,8 @@ fn corpus() -> Corpus {
 
 fn app(memory_budget: usize) -> App {
     App::new(AppOptions {
-        root: None,
-        admin_token: Some(TOKEN.into()),
-        kv: Arc::new(keyvalue::MemoryStore::new()),
-        default_limits: FunctionLimits::default(),
         memory_budget,
-        memory_in_use: || None,
+        ..support::options(TOKEN)
     })
 }
 

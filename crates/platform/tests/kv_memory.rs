@@ -5,10 +5,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use http_front::{Handler, Request, Response, Version};
+use http_front::{Handler, Response};
 use keyvalue::{KeyValue, MemoryStore};
 use platform::app::{App, AppOptions};
-use platform::limits::FunctionLimits;
+
+mod support;
 
 const TOKEN: &str = "kv-memory-test-token";
 
@@ -29,15 +30,13 @@ fn guest(name: &str) -> Vec<u8> {
 }
 
 fn send(app: &App, method: &str, path: &str, body: &[u8]) -> Response {
-    app.handle(&Request {
-        method: method.into(),
-        path: path.into(),
-        query: None,
-        version: Version::Http11,
-        headers: vec![("authorization".into(), format!("Bearer {TOKEN}"))],
-        trailers: Vec::new(),
-        body: body.to_vec(),
-    })
+    app.handle(&support::request(
+        method,
+        path,
+        body.to_vec(),
+        "kv-memory.test",
+        Some(TOKEN),
+    ))
 }
 
 fn text(response: &Response) -> String {
@@ -49,12 +48,8 @@ fn a_guest_filling_the_memory_store_fails_only_its_own_writes() {
     let limit = 640 << 10;
     let kv = Arc::new(MemoryStore::with_limit(limit));
     let app = App::new(AppOptions {
-        root: None,
-        admin_token: Some(TOKEN.into()),
         kv: kv.clone(),
-        default_limits: FunctionLimits::default(),
-        memory_budget: 1 << 30,
-        memory_in_use: || None,
+        ..support::options(TOKEN)
     });
     app.deploy("todo-demo", &guest("todo-demo"))
         .expect("todo-demo deploys");
