@@ -141,6 +141,21 @@ pub fn tap_nic_args(machine: Machine) -> Vec<String> {
     ]
 }
 
+/// Why tap devices in a network namespace cannot be used here, or `None` when they can.
+pub fn unusable_reason() -> Option<String> {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces, tap devices)".into());
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun does not exist".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("`ip` (iproute2) is not installed".into());
+    }
+    None
+}
+
 /// `cargo xtask tap`: creates the namespace, boots QEMU in it in the foreground, removes it.
 pub fn run(args: &TapArgs) -> Result<()> {
     // SAFETY: geteuid(2) has no preconditions.

@@ -29,18 +29,15 @@ fn target_dir() -> PathBuf {
     }
 }
 
-/// The microvm variant's app ELF, or `None` (with the reason printed) when it was not built.
-fn microvm_app(test: &str) -> Option<PathBuf> {
+/// The microvm variant's app ELF (`cargo xtask test` builds it; missing, the test fails).
+fn microvm_app() -> PathBuf {
     let app = target_dir().join("image-microvm/kernel-app");
-    if app.exists() {
-        Some(app)
-    } else {
-        eprintln!(
-            "SKIPPED {test}: {} missing (build it: cargo xtask microvm-app)",
-            app.display()
-        );
-        None
-    }
+    assert!(
+        app.exists(),
+        "{} missing (build it: cargo xtask microvm-app)",
+        app.display()
+    );
+    app
 }
 
 /// An xtask child in its own process group, with its output collected; the group is killed on
@@ -152,9 +149,7 @@ fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
 
 #[test]
 fn microvm_serves_http_through_hostfwd() {
-    let Some(app) = microvm_app("microvm_serves_http_through_hostfwd") else {
-        return;
-    };
+    let app = microvm_app();
     let port = e2e::free_port();
     let forward = format!("{port}:8080");
     let append = format!("{USER_NET_STATIC} -- log=info");
@@ -229,29 +224,10 @@ fn in_namespace<T: Send + 'static>(
     .flatten()
 }
 
-fn tap_unusable_reason() -> Option<String> {
-    // SAFETY: geteuid(2) has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (network namespaces, tap devices)".into());
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        return Some("/dev/net/tun does not exist".into());
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("`ip` (iproute2) is not installed".into());
-    }
-    None
-}
-
 #[test]
+#[ignore = "needs root, /dev/net/tun and iproute2; `cargo xtask test` includes it where they are"]
 fn tap_device_in_a_network_namespace() {
-    if let Some(reason) = tap_unusable_reason() {
-        eprintln!("SKIPPED tap_device_in_a_network_namespace: {reason}");
-        return;
-    }
-    if microvm_app("tap_device_in_a_network_namespace").is_none() {
-        return;
-    }
+    microvm_app();
     let name = namespace_name();
     let guard = NamespaceGuard(name.clone());
     let mut server = Server::start(&[
@@ -306,9 +282,7 @@ fn tap_device_in_a_network_namespace() {
 
 #[test]
 fn image_directory_has_everything_to_boot() {
-    if microvm_app("image_directory_has_everything_to_boot").is_none() {
-        return;
-    }
+    microvm_app();
     let out = target_dir().join(format!("tmp/e2e-image-{}", std::process::id()));
     let status = Command::new(xtask_bin())
         .args([
