@@ -136,6 +136,7 @@ fn qemu_args(args: &ImageArgs, machine: Machine, app: &str, append: &str) -> Vec
         // The TSC frequency `command` would add is this host's: leave it out of the file.
         append: format!("-freq 0 {append}"),
         extra_args: Vec::new(),
+        tcg_cache_mib: None,
     };
     let cmd = qemu::command(&config, Path::new(LOADER_FILE), Path::new(app));
     let mut words: Vec<String> = std::iter::once(cmd.get_program())

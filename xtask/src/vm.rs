@@ -29,6 +29,10 @@ pub struct VmArgs {
     /// Guest network card.
     #[arg(long, value_enum, default_value_t = NicModel::VirtioNetPci)]
     pub nic: NicModel,
+    /// TCG translation cache in MiB (default: QEMU's, up to 1 GiB as needed); a small one
+    /// saves host memory per VM and costs retranslation.
+    #[arg(long = "tcg-cache", value_name = "MIB")]
+    pub tcg_cache_mib: Option<u32>,
 }
 
 impl VmArgs {
@@ -60,6 +64,7 @@ impl VmArgs {
             network: true,
             append: kernel_command_line(append),
             extra_args: Vec::new(),
+            tcg_cache_mib: self.tcg_cache_mib,
         }
     }
 }
