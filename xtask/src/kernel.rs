@@ -314,10 +314,6 @@ fn build_kernel_crate(
             .arg(target_dir)
             // The kernel's own xtask sets this: hermit-os/kernel#200.
             .env("CARGO_ENCODED_RUSTFLAGS", "-Zmutable-noalias=no")
-            // Size-oriented like the application's `[profile.image]` (the crate has no profile
-            // of its own; LTO would merge core and alloc into the archive's kernel object).
-            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
-            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
             // Read by the patched build.rs (kernel/patches/0002) for the SMP boot blob.
             .env("HERMIT_LLVM_AS", &tools.llvm_as)
             .env("HERMIT_LD_LLD", &tools.ld_lld),
