@@ -32,6 +32,18 @@ impl Program {
             Program::Nanoprocess(_) => "nanoprocess",
         }
     }
+
+    /// The module `/exec` runs: a nanoprocess, or a WASI command that imports nothing (its
+    /// `_start` takes and returns nothing, so it runs either way).
+    pub fn as_nanoprocess(&self) -> Option<&wasm_faas::Module> {
+        match self {
+            Program::Nanoprocess(module) => Some(module),
+            Program::Wasi(module) if wasm_faas::nanoprocess_signature(module).is_some() => {
+                Some(module)
+            }
+            Program::Wasi(_) | Program::Http(_) => None,
+        }
+    }
 }
 
 /// A deployed function.
@@ -81,6 +93,9 @@ pub struct Compiler {
     kv: Arc<dyn KeyValue>,
 }
 
+/// The export that makes a module an HTTP guest.
+const HANDLE_HTTP: &str = "handle-http";
+
 /// A `.wat` body is text; a `.wasm` body starts with this magic.
 const WASM_MAGIC: &[u8] = b"\0asm";
 
@@ -114,14 +129,23 @@ impl Compiler {
                 .map_err(|e| format!("neither a wasm binary nor valid WAT text: {e}"))?
                 .into_owned()
         };
-        // Compiled once: the kind is read from the compiled module's imports and exports, and
-        // an HTTP guest keeps this module (and its engine).
-        let module =
-            wasm_faas::load_module(&wasm_faas::engine(), &binary).map_err(|e| e.to_string())?;
-        let program = match wasm_faas::classify(&module) {
+        // The kind is read from the module's imports and exports before anything is compiled:
+        // a module of no kind is refused uncompiled, every other one is compiled once, on an
+        // engine of its own, and keeps it.
+        let inspected = sandbox::inspect(&binary).map_err(|e| e.to_string())?;
+        let kind = wasm_faas::classify(inspected.interface());
+        let is_http = inspected.interface().export(HANDLE_HTTP).is_some();
+        if let (wasm_faas::Kind::Unknown(faas_reason), false) = (&kind, is_http) {
+            return Err(format!(
+                "not an http function (it exports no `{HANDLE_HTTP}`); not a WASI or _start \
+                 module either ({faas_reason})"
+            ));
+        }
+        let module = inspected.compile().map_err(|e| e.to_string())?;
+        let program = match kind {
             wasm_faas::Kind::WasiCommand => Program::Wasi(module),
             wasm_faas::Kind::Nanoprocess { .. } => Program::Nanoprocess(module),
-            wasm_faas::Kind::Unknown(faas_reason) => {
+            wasm_faas::Kind::Unknown(_) => {
                 let host = wasm_host::FunctionHost::new(
                     Arc::clone(&self.kv),
                     wasm_host::HostConfig {
@@ -129,16 +153,7 @@ impl Compiler {
                         max_handles: MAX_HANDLES,
                     },
                 );
-                let is_http = module.get_export("handle-http").is_some();
-                match host.load_module(name, module) {
-                    Ok(function) => Program::Http(function),
-                    Err(err) if is_http => return Err(err.to_string()),
-                    Err(err) => {
-                        return Err(format!(
-                            "not an http function ({err}); not a WASI or _start module either ({faas_reason})"
-                        ));
-                    }
-                }
+                Program::Http(host.load_module(name, module).map_err(|e| e.to_string())?)
             }
         };
         let sha256 = Sha256::digest(&binary)
