@@ -10,6 +10,8 @@ mod http_front;
 mod monitors;
 mod mutants;
 mod redis;
+mod replace_memory;
+mod seeds;
 
 use e2e::http;
 
