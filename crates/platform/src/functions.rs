@@ -132,7 +132,7 @@ impl Compiler {
         // The kind is read from the module's imports and exports before anything is compiled:
         // a module of no kind is refused uncompiled, every other one is compiled once, on an
         // engine of its own, and keeps it.
-        let inspected = sandbox::inspect(&binary).map_err(|e| e.to_string())?;
+        let inspected = sandbox::inspect(&binary).map_err(|e| format!("invalid module: {e}"))?;
         let kind = wasm_faas::classify(inspected.interface());
         let is_http = inspected.interface().export(HANDLE_HTTP).is_some();
         if let (wasm_faas::Kind::Unknown(faas_reason), false) = (&kind, is_http) {
@@ -141,7 +141,9 @@ impl Compiler {
                  module either ({faas_reason})"
             ));
         }
-        let module = inspected.compile().map_err(|e| e.to_string())?;
+        let module = inspected
+            .compile()
+            .map_err(|e| format!("invalid module: {e}"))?;
         let program = match kind {
             wasm_faas::Kind::WasiCommand => Program::Wasi(module),
             wasm_faas::Kind::Nanoprocess { .. } => Program::Nanoprocess(module),
