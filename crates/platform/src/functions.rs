@@ -17,7 +17,8 @@ const MAX_HANDLES: usize = 10_000;
 pub enum Program {
     /// A Spiderlightning-style guest serving its own routes.
     Http(wasm_host::Function),
-    /// A WASI preview1 command: stdin → stdout.
+    /// A WASI preview1 command: stdin → stdout (one that imports nothing also runs at `/exec`,
+    /// see [`Program::as_nanoprocess`]).
     Wasi(wasm_faas::Module),
     /// A module whose `_start` takes and returns numbers.
     Nanoprocess(wasm_faas::Module),
@@ -224,6 +225,26 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("not an http function"), "{err}");
+        // Refused by its interface before compiling: its invalid body is never looked at.
+        let err = c
+            .compile(
+                "x",
+                br#"(module (func (export "other") (result i32)))"#,
+                FunctionLimits::default(),
+            )
+            .err()
+            .unwrap();
+        assert!(err.contains("not an http function"), "{err}");
+        // With a kind, it is compiled, and refused for its body.
+        let err = c
+            .compile(
+                "x",
+                br#"(module (func (export "_start") (result i32)))"#,
+                FunctionLimits::default(),
+            )
+            .err()
+            .unwrap();
+        assert!(err.starts_with("invalid module: "), "{err}");
         assert!(
             c.compile("metrics", b"(module)", FunctionLimits::default())
                 .is_err()
