@@ -378,18 +378,18 @@ fn password_authentication() {
     let wrong = store_for(&format!("redis://:nope@127.0.0.1:{port}"));
     let result = wrong.get("s", "k", &Bounds::UNBOUNDED);
     assert!(
-        matches!(result, Err(KvError::Connection(ref m)) if m.contains("authentication")),
+        matches!(result, Err(KvError::Authentication(ref m)) if m.contains("authentication")),
         "{result:?}"
     );
     let missing = store_for(&format!("redis://127.0.0.1:{port}"));
     let result = missing.get("s", "k", &Bounds::UNBOUNDED);
     assert!(
-        matches!(result, Err(KvError::Connection(ref m)) if m.contains("NOAUTH")),
+        matches!(result, Err(KvError::Authentication(ref m)) if m.contains("NOAUTH")),
         "{result:?}"
     );
     assert!(matches!(
         missing.open("s", &Bounds::UNBOUNDED),
-        Err(KvError::Connection(_))
+        Err(KvError::Authentication(_))
     ));
 }
 
@@ -404,7 +404,7 @@ fn acl_user_authentication() {
         .expect("set as alice");
     let mallory = store_for(&format!("redis://alice:guess@127.0.0.1:{port}"));
     assert!(
-        matches!(mallory.get("s", "k", &Bounds::UNBOUNDED), Err(KvError::Connection(m)) if m.contains("WRONGPASS"))
+        matches!(mallory.get("s", "k", &Bounds::UNBOUNDED), Err(KvError::Authentication(m)) if m.contains("WRONGPASS"))
     );
 }
 

@@ -37,7 +37,10 @@ fn request(method: Method, uri: &str, body: &[u8]) -> GuestRequest {
     GuestRequest {
         method,
         uri: uri.into(),
-        headers: vec![("content-type".into(), "text/plain".into())],
+        headers: vec![
+            ("content-type".into(), "text/plain".into()),
+            ("X-Echo".into(), "me".into()),
+        ],
         body: body.to_vec(),
     }
 }
@@ -93,7 +96,25 @@ fn http_server_demo_answers_its_routes() {
         call(&f, Method::Post, "/upload", &binary),
         (200, binary.clone())
     );
-    assert_eq!(call(&f, Method::Delete, "/delete-file", b"").0, 200);
+    assert_eq!(
+        call(&f, Method::Delete, "/delete-file", b"file.txt"),
+        (200, b"file.txt".to_vec())
+    );
+    // Like Spiderlightning's demo, hello and the echoes send the request's headers back.
+    for (method, uri) in [
+        (Method::Get, "/hello"),
+        (Method::Post, "/upload"),
+        (Method::Delete, "/delete-file"),
+    ] {
+        let answer = f.handle(request(method, uri, b"")).result.unwrap();
+        assert!(
+            answer
+                .headers
+                .contains(&("x-echo".to_string(), "me".to_string())),
+            "{uri}: {:?}",
+            answer.headers
+        );
+    }
 
     let missing = f
         .handle(request(Method::Get, "/nope", b""))
@@ -138,16 +159,97 @@ fn large_bodies_round_trip() {
 #[test]
 fn keyvalue_demo_reports_two_separate_stores() {
     let (host, kv) = host();
+    kv.set("my-container2", "other", b"x", &Bounds::UNBOUNDED)
+        .unwrap();
     let f = host.load("keyvalue-demo", &guest("keyvalue-demo")).unwrap();
     let (status, body) = call(&f, Method::Get, "/", b"");
     let report = String::from_utf8(body).unwrap();
     assert_eq!(status, 200, "{report}");
     assert_eq!(
         report,
-        "a keys: [\"k1\", \"k2\"]\nb keys: [\"k1\"]\na k1 = one\nb k1 = other\n\
-         a k1 after delete: not found\na keys: [\"k2\"]\n"
+        "keyvalue1 keys: [\"key\"]\nkeyvalue2 keys: [\"key\", \"other\"]\n\
+         The value for keyvalue1 is: spiderlightning, keyvalue2 is spiderlightning\n\
+         keyvalue1 after delete: gone\nkeyvalue2 after delete: gone\n"
     );
-    assert!(kv.keys("kv-demo-a", &Bounds::UNBOUNDED).unwrap().is_empty());
+    assert!(
+        kv.keys("my-container", &Bounds::UNBOUNDED)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The Spiderlightning guests ported by changing their `use` lines (guests/slight-*).
+#[test]
+fn slight_http_server_demo_answers_like_slights() {
+    let (host, kv) = host();
+    let f = host
+        .load("slight-http-server-demo", &guest("slight-http-server-demo"))
+        .unwrap();
+    let names: Vec<&str> = f.routes().iter().map(|r| r.handler.as_str()).collect();
+    // The route names `delete-file-handler`; the host hands it over as the Rust name.
+    assert_eq!(
+        names,
+        [
+            "handle_hello",
+            "handle_get",
+            "handle_set",
+            "upload",
+            "delete_file_handler"
+        ]
+    );
+    let hello = f
+        .handle(request(Method::Get, "/hello", b""))
+        .result
+        .unwrap();
+    assert_eq!((hello.status, hello.body.as_slice()), (200, &b"hello"[..]));
+    assert!(hello.headers.contains(&("x-echo".into(), "me".into())));
+    assert_eq!(
+        call(&f, Method::Get, "/get", b""),
+        (404, b"Key not found".to_vec())
+    );
+    assert_eq!(
+        call(&f, Method::Put, "/set", b"slight value"),
+        (204, Vec::new())
+    );
+    assert_eq!(
+        kv.get("slight-container", "key", &Bounds::UNBOUNDED)
+            .unwrap(),
+        b"slight value"
+    );
+    assert_eq!(
+        call(&f, Method::Get, "/get", b""),
+        (200, b"slight value".to_vec())
+    );
+    for (method, uri) in [(Method::Post, "/upload"), (Method::Delete, "/delete-file")] {
+        let echo = f.handle(request(method, uri, b"body")).result.unwrap();
+        assert_eq!((echo.status, echo.body.as_slice()), (200, &b"body"[..]));
+        assert!(echo.headers.contains(&("x-echo".into(), "me".into())));
+        // An empty body arrives as an empty body (slight's `request.body` is `Some`).
+        assert_eq!(call(&f, method, uri, b""), (200, Vec::new()));
+    }
+}
+
+#[test]
+fn slight_keyvalue_demo_reports_both_stores_and_the_delete() {
+    let (host, kv) = host();
+    let f = host
+        .load("slight-keyvalue-demo", &guest("slight-keyvalue-demo"))
+        .unwrap();
+    let (status, body) = call(&f, Method::Get, "/", b"");
+    let report = String::from_utf8(body).unwrap();
+    assert_eq!(
+        (status, report.as_str()),
+        (
+            200,
+            "The value for keyvalue1 is: spiderlightning, keyvalue2 is spiderlightning\n\
+             deleted from both: true\n"
+        )
+    );
+    assert!(
+        kv.keys("slight-container2", &Bounds::UNBOUNDED)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
