@@ -115,6 +115,10 @@ fn add_route(
     let previous = slot(&mut state.host.routers, this.handle(), "router")?
         .clone()
         .unwrap_or_default();
+    // The route itself must be a pattern: a base does not make "x" into "/basex".
+    if !route.starts_with('/') {
+        return Ok(Err(RouteError::NoLeadingSlash(route.into())));
+    }
     let pattern = format!("{}{route}", previous.base);
     // `-` and `_` name the same handler: guests written for Spiderlightning route to
     // `delete-file` what Rust calls `delete_file`.

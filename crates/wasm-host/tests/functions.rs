@@ -863,3 +863,64 @@ fn matching_the_most_routes_allowed_counts_toward_the_request() {
     assert_eq!(matched.params.len(), wasm_host::MAX_SEGMENTS - 1);
     assert_eq!(call(&f, Method::Get, &hit, b"").0, 200);
 }
+
+/// Spiderlightning's router and server calls (`new-with-base`, `add-route`, `server.serve`,
+/// `server.stop`) for WAT guests: `{init}` runs with `$base` (a router below `/api`), and the
+/// strings "x" (900), "my-handler" (910), "/x" (16), "addr" (48). Results land at 800 and 820.
+fn slight_wat_guest(init: &str) -> Vec<u8> {
+    let imports = format!(
+        r#"(import "{HTTP}" "[static]router.new-with-base" (func $new_with_base (param i32 i32 i32)))
+  (import "{HTTP}" "[method]router.add-route"
+    (func $add_route (param i32 i32 i32 i32 i32 i32 i32)))
+  (import "{HTTP}" "[static]server.serve" (func $server_serve (param i32 i32 i32 i32)))
+  (import "{HTTP}" "[method]server.stop" (func $server_stop (param i32 i32)))"#
+    );
+    let extra = r#"(data (i32.const 880) "/api/")
+  (data (i32.const 900) "x")
+  (data (i32.const 910) "my-handler")
+  (func $base (result i32)
+    (call $new_with_base (i32.const 880) (i32.const 5) (i32.const 800))
+    (if (i32.load8_u (i32.const 800)) (then unreachable))
+    (i32.load (i32.const 804)))"#;
+    wat_guest_with_imports(&imports, extra, init, OK_200)
+}
+
+#[test]
+fn slight_router_calls_return_errors_prefix_the_base_and_unify_handler_names() {
+    let (host, _) = host();
+    // add-route "x" (no leading '/') is an invalid-route error (result 1, variant 0), not a
+    // trap; then GET /x under base /api for "my-handler" is served through server.serve.
+    let init = "(local $router i32)
+    (local.set $router (call $base))
+    (call $add_route (local.get $router) (i32.const 0) (i32.const 900) (i32.const 1)
+      (i32.const 910) (i32.const 10) (i32.const 820))
+    (if (i32.ne (i32.load8_u (i32.const 820)) (i32.const 1)) (then unreachable))
+    (if (i32.ne (i32.load8_u (i32.const 824)) (i32.const 0)) (then unreachable))
+    (call $add_route (local.get $router) (i32.const 0) (i32.const 16) (i32.const 2)
+      (i32.const 910) (i32.const 10) (i32.const 820))
+    (if (i32.load8_u (i32.const 820)) (then unreachable))
+    (call $server_serve (i32.const 48) (i32.const 4) (i32.load (i32.const 824)) (i32.const 512))
+    (i32.const 512)";
+    let f = host.load("slight-wat", &slight_wat_guest(init)).unwrap();
+    let routes: Vec<(&str, &str)> = f
+        .routes()
+        .iter()
+        .map(|r| (r.pattern.as_str(), r.handler.as_str()))
+        .collect();
+    assert_eq!(routes, [("/api/x", "my_handler")]);
+    assert_eq!(call(&f, Method::Get, "/api/x", b"").0, 200);
+    assert_eq!(call(&f, Method::Get, "/x", b"").0, 404);
+
+    // The same bad route through the trapping `get` fails the load, naming the reason.
+    let trap = "(drop (call $get (call $base) (i32.const 900) (i32.const 1) (i32.const 32)
+      (i32.const 1))) (i32.const 512)";
+    let err = host.load("slight-trap", &slight_wat_guest(trap)).unwrap_err();
+    assert!(err.to_string().contains("does not start with '/'"), "{err}");
+
+    // server.stop after serve: the function serves nothing, so it does not load.
+    let stop = "(call $server_serve (i32.const 48) (i32.const 4) (call $base) (i32.const 512))
+    (call $server_stop (i32.load (i32.const 516)) (i32.const 800))
+    (i32.const 512)";
+    let err = host.load("slight-stop", &slight_wat_guest(stop)).unwrap_err();
+    assert!(matches!(err, LoadError::NotServed { .. }), "{err}");
+}
