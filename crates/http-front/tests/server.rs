@@ -92,7 +92,10 @@ fn protocol_errors_close_the_connection_and_the_server_goes_on() {
         b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n",
         413,
     );
-    let long = format!("GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n", "a".repeat(4000));
+    let long = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+        "a".repeat(4000)
+    );
     expect_error_and_close(addr, long.as_bytes(), 431);
     // A valid request before the broken one is still answered.
     let mut client = Client::connect(addr);
@@ -161,7 +164,8 @@ fn http_1_0_closes_unless_keep_alive() {
 fn expect_100_continue_is_answered() {
     let (_handle, addr) = start(test_config());
     let mut client = Client::connect(addr);
-    client.send(b"PUT /up HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    client
+        .send(b"PUT /up HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
     assert_eq!(client.line(), "HTTP/1.1 100 Continue\r\n");
     assert_eq!(client.line(), "\r\n");
     client.send(b"hello");
@@ -169,7 +173,9 @@ fn expect_100_continue_is_answered() {
 
     // Too large: rejected at once, no 100.
     let mut client = Client::connect(addr);
-    client.send(b"PUT /up HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 999999\r\n\r\n");
+    client.send(
+        b"PUT /up HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 999999\r\n\r\n",
+    );
     assert_eq!(client.read(false).status, 413);
 }
 

@@ -351,7 +351,7 @@ fn hung_server_times_out_then_recovers() {
         let elapsed = started.elapsed();
         signal("-CONT");
         assert!(
-            matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
+            matches!(result, Err(KvError::BackendTimeout(ref m)) if m.contains("did not answer")),
             "{strategy:?}: {result:?}"
         );
         assert!(
@@ -599,7 +599,7 @@ fn retry_after_a_restart_stays_within_the_deadline() {
 }
 
 #[test]
-fn redis_slower_than_io_timeout_is_still_a_connection_error() {
+fn redis_slower_than_io_timeout_is_a_backend_timeout() {
     let server = RedisServer::start();
     let kv = store_for(&server.url()); // io_timeout 500 ms
     kv.set("s", "k", b"v", &Bounds::UNBOUNDED).expect("set");
@@ -608,7 +608,7 @@ fn redis_slower_than_io_timeout_is_still_a_connection_error() {
     let started = Instant::now();
     let result = kv.get("s", "k", &bounds);
     assert!(
-        matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
+        matches!(result, Err(KvError::BackendTimeout(ref m)) if m.contains("did not answer")),
         "{result:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));

@@ -914,13 +914,17 @@ fn slight_router_calls_return_errors_prefix_the_base_and_unify_handler_names() {
     // The same bad route through the trapping `get` fails the load, naming the reason.
     let trap = "(drop (call $get (call $base) (i32.const 900) (i32.const 1) (i32.const 32)
       (i32.const 1))) (i32.const 512)";
-    let err = host.load("slight-trap", &slight_wat_guest(trap)).unwrap_err();
+    let err = host
+        .load("slight-trap", &slight_wat_guest(trap))
+        .unwrap_err();
     assert!(err.to_string().contains("does not start with '/'"), "{err}");
 
     // server.stop after serve: the function serves nothing, so it does not load.
     let stop = "(call $server_serve (i32.const 48) (i32.const 4) (call $base) (i32.const 512))
     (call $server_stop (i32.load (i32.const 516)) (i32.const 800))
     (i32.const 512)";
-    let err = host.load("slight-stop", &slight_wat_guest(stop)).unwrap_err();
+    let err = host
+        .load("slight-stop", &slight_wat_guest(stop))
+        .unwrap_err();
     assert!(matches!(err, LoadError::NotServed { .. }), "{err}");
 }

@@ -43,7 +43,11 @@ fn slight_guests(port: u16) {
         assert_eq!(echoed.header("x-echo"), Some("me"), "{method} {path}");
         // No body arrives as an empty body: slight guests may unwrap it.
         let empty = echo_call(port, method, path, b"");
-        assert_eq!((empty.status, empty.body.len()), (200, 0), "{method} {path}");
+        assert_eq!(
+            (empty.status, empty.body.len()),
+            (200, 0),
+            "{method} {path}"
+        );
     }
     let report = call(port, "GET", "/slight-keyvalue-demo/", b"");
     assert_eq!(

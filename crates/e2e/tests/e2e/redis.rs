@@ -108,7 +108,11 @@ fn demo_routes_suite(port: u16, redis: &RedisServer) {
 
     // keyvalue demo: two stores, keys, get, delete; it leaves both stores empty.
     crate::assert_keyvalue_demo(port);
-    assert_eq!(raw.get("my-container2:key"), None, "deleted through the guest");
+    assert_eq!(
+        raw.get("my-container2:key"),
+        None,
+        "deleted through the guest"
+    );
 
     // Listing a store of 10,000 keys (SCAN in rounds) through the guest.
     for batch in 0..BULK_KEYS / 1000 {

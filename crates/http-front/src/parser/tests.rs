@@ -120,7 +120,10 @@ fn targets_in_other_forms() {
     assert_eq!(request.path, "*");
     let request = one(b"GET /? HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(request.query.as_deref(), Some(""));
-    assert_eq!(error_of(b"GET foo HTTP/1.1\r\nHost: h\r\n\r\n").status(), 400);
+    assert_eq!(
+        error_of(b"GET foo HTTP/1.1\r\nHost: h\r\n\r\n").status(),
+        400
+    );
     assert_eq!(error_of(b"CONNECT host:443 HTTP/1.1\r\n\r\n").status(), 400);
 }
 
@@ -170,7 +173,10 @@ fn http_1_0_and_connection_tokens() {
 
 #[test]
 fn oversized_heads_get_431() {
-    let long = format!("GET / HTTP/1.1\r\nHost: h\r\nX-Long: {}\r\n\r\n", "a".repeat(2000));
+    let long = format!(
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(2000)
+    );
     assert_eq!(error_of(long.as_bytes()), HttpError::HeadersTooLarge);
     // Still incomplete but already over the limit.
     let unfinished = format!("GET / HTTP/1.1\r\nHost: h\r\nX-Long: {}", "a".repeat(2000));
@@ -182,7 +188,10 @@ fn oversized_heads_get_431() {
     );
     // Exactly at the limit is fine.
     let base = "GET / HTTP/1.1\r\nHost: h\r\nX: \r\n\r\n".len();
-    let exact = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "b".repeat(1024 - base));
+    let exact = format!(
+        "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+        "b".repeat(1024 - base)
+    );
     assert_eq!(exact.len(), 1024);
     assert_eq!(
         one(exact.as_bytes()).header("x").map(str::len),
@@ -222,7 +231,8 @@ fn content_length_bodies() {
     let request = one(b"POST /f HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
     assert!(request.body.is_empty());
     // Repeated identical values are accepted.
-    let request = one(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3, 3\r\n\r\nabc");
+    let request =
+        one(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3, 3\r\n\r\nabc");
     assert_eq!(request.body, b"abc");
     // Exactly the limit.
     let body = "x".repeat(64);
@@ -232,7 +242,8 @@ fn content_length_bodies() {
 
 #[test]
 fn truncated_bodies_wait_for_more() {
-    let (requests, error, idle) = parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc");
+    let (requests, error, idle) =
+        parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc");
     assert!(requests.is_empty());
     assert_eq!(error, None);
     assert!(!idle);
@@ -258,7 +269,8 @@ fn bad_content_lengths_are_rejected() {
         let input = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {value}\r\n\r\n");
         assert_eq!(error_of(input.as_bytes()).status(), 400, "{value:?}");
     }
-    let conflicting = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd";
+    let conflicting =
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd";
     assert_eq!(error_of(conflicting).status(), 400);
 }
 
@@ -270,7 +282,8 @@ fn large_bodies_get_413_before_they_arrive() {
 
 #[test]
 fn transfer_encoding_rules() {
-    let both = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+    let both =
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
     assert_eq!(error_of(both).status(), 400);
     let gzip = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n";
     assert_eq!(error_of(gzip).status(), 501);
@@ -285,8 +298,10 @@ fn transfer_encoding_rules() {
 
 #[test]
 fn chunked_bodies() {
-    let request = one(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n\
-          4\r\nWiki\r\n5;name=value\r\npedia\r\nD \r\n in\r\n\r\nchunks\r\n0\r\n\r\n");
+    let request = one(
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n\
+          4\r\nWiki\r\n5;name=value\r\npedia\r\nD \r\n in\r\n\r\nchunks\r\n0\r\n\r\n",
+    );
     assert_eq!(request.body, b"Wikipedia in\r\n\r\nchunks");
     assert!(request.trailers.is_empty());
     let request = one(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
@@ -295,8 +310,10 @@ fn chunked_bodies() {
 
 #[test]
 fn chunked_trailers() {
-    let request = one(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
-          3\r\nabc\r\n0\r\nX-Checksum: 42\r\nX-Other: y\r\n\r\n");
+    let request = one(
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n0\r\nX-Checksum: 42\r\nX-Other: y\r\n\r\n",
+    );
     assert_eq!(request.body, b"abc");
     assert_eq!(
         request.trailers,
@@ -305,7 +322,8 @@ fn chunked_trailers() {
             ("x-other".to_string(), "y".to_string())
         ]
     );
-    let mut many = String::from("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n");
+    let mut many =
+        String::from("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n");
     for i in 0..9 {
         many.push_str(&format!("T-{i}: v\r\n"));
     }
@@ -316,7 +334,8 @@ fn chunked_trailers() {
         "v".repeat(2000)
     );
     assert_eq!(error_of(long.as_bytes()), HttpError::HeadersTooLarge);
-    let bad = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nnot a field\r\n\r\n";
+    let bad =
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nnot a field\r\n\r\n";
     assert_eq!(error_of(bad).status(), 400);
 }
 
