@@ -423,3 +423,23 @@ impl kv::Host for State {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_errors_reach_the_guest_as_spiderlightnings_cases() {
+        let cases = [
+            (KvError::InvalidValue("v".into()), "InvalidValue"),
+            (KvError::Authentication("a".into()), "AuthenticationError"),
+            (KvError::BackendTimeout("t".into()), "TimeoutError"),
+            (KvError::Connection("c".into()), "ConnectionError"),
+            (KvError::KeyNotFound("k".into()), "KeyNotFound"),
+        ];
+        for (error, case) in cases {
+            let guest = format!("{:?}", kv_error(error));
+            assert!(guest.starts_with(case), "{guest} is not {case}");
+        }
+    }
+}
