@@ -29,12 +29,21 @@ pub mod bindings {
 }
 
 pub use bindings::uniwasm::platform::http_server::Router;
+pub use bindings::uniwasm::platform::http_server::{HttpRouterError, Server};
 pub use bindings::uniwasm::platform::http_types::{HttpError, Method, Request, Response};
 pub use bindings::uniwasm::platform::keyvalue::{KeyvalueError, Store};
 
+pub mod slight;
+
+/// A key-value store under Spiderlightning's name (`Keyvalue::open("name")`).
+pub type Keyvalue = Store;
+
 /// Everything a function usually needs.
 pub mod prelude {
-    pub use crate::{HttpError, KeyvalueError, Method, Request, Response, Router, Store};
+    pub use crate::{
+        HttpError, HttpRouterError, Keyvalue, KeyvalueError, Method, Request, Response, Router,
+        Store,
+    };
 }
 
 /// The address passed to `serve`; the host decides where functions are really reachable.
@@ -44,6 +53,21 @@ impl Router {
     /// Starts serving with this router's routes.
     pub fn serve(&self) -> Result<(), HttpError> {
         bindings::uniwasm::platform::http_server::serve(DEFAULT_ADDRESS, self)
+    }
+}
+
+impl std::fmt::Display for Method {
+    /// The method name as on the wire (`GET`, `POST`, ...).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+        })
     }
 }
 
@@ -105,6 +129,12 @@ impl Response {
         Self::bytes(status, body).with_header("content-type", "application/json")
     }
 
+    /// Adds `headers` (e.g. a request's, to echo them).
+    pub fn with_headers(mut self, headers: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.headers.get_or_insert_with(Vec::new).extend(headers);
+        self
+    }
+
     /// Adds a header.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers
@@ -132,12 +162,12 @@ macro_rules! http_function {
                 handler: ::std::string::String,
                 req: $crate::Request,
             ) -> ::core::result::Result<$crate::Response, $crate::HttpError> {
-                match handler.as_str() {
-                    $(stringify!($handler) => $handler(req),)*
-                    _ => ::core::result::Result::Err($crate::HttpError::UnexpectedError(
-                        ::std::format!("no handler named {handler:?}"),
-                    )),
-                }
+                $(if $crate::slight::same_handler_name(&handler, stringify!($handler)) {
+                    return $handler(req);
+                })*
+                ::core::result::Result::Err($crate::HttpError::UnexpectedError(
+                    ::std::format!("no handler named {handler:?}"),
+                ))
             }
         }
 
