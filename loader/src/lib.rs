@@ -189,9 +189,18 @@ fn read_handover(info_address: u64, magic: u32) -> Handover {
     handover
 }
 
-/// Where the kernel image goes: its fixed address, or the lowest free 2 MiB-aligned RAM.
+/// Where the kernel image goes: its fixed address, or the lowest free 2 MiB-aligned RAM at or above
+/// the loader's end plus the module's size.
+///
+/// That floor gives the kernel the same place under both entries: QEMU's multiboot puts the module
+/// right after the loader, PVH VMMs put it near the top of RAM. It matters because kernel 0.11
+/// sizes its heap from the image's end address (it subtracts the whole range below the image end
+/// from the RAM it counts above it): a lower image makes the heap bigger and leaves less memory for
+/// task stacks and device queues, and the microvm variant at 256 MiB then fails to allocate a
+/// task stack.
 fn place_kernel(handover: &Handover, kernel: &KernelObject<'_>, size: u64) -> u64 {
-    let floor = (&raw const __bss_end) as u64;
+    let module_len = handover.module.end - handover.module.start;
+    let floor = (&raw const __bss_end) as u64 + module_len;
     match kernel.start_addr() {
         Some(fixed) if handover.is_free(Span::with_len(fixed, size), IDENTITY_MAPPED_END) => fixed,
         Some(_) => fail("the non-relocatable ELF overlaps the loader, its modules or non-RAM"),

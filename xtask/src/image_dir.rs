@@ -33,15 +33,17 @@ pub fn microvm_image(build: bool) -> Result<Image> {
         crate::image::build_boot_functions()?;
         Image {
             loader: crate::loader::build_loader()?,
+            loader_pvh: crate::loader::pvh_loader_image_path(),
             app: crate::app::build_microvm_app()?,
         }
     } else {
         Image {
             loader: crate::loader::loader_image_path(),
+            loader_pvh: crate::loader::pvh_loader_image_path(),
             app: microvm_app_path(),
         }
     };
-    for part in [&image.loader, &image.app] {
+    for part in [&image.loader, &image.loader_pvh, &image.app] {
         ensure!(part.exists(), "{} is missing: build first", part.display());
     }
     Ok(image)

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
+use crate::qemu::BootEntry;
 use crate::util;
 
 /// `llvm-objcopy` turns the linked ELF into the flat image (multiboot a.out-kludge layout) and
@@ -22,6 +23,14 @@ pub fn loader_image_path() -> PathBuf {
 /// Where the PVH loader ELF ends up.
 pub fn pvh_loader_image_path() -> PathBuf {
     util::target_dir().join("image/hermit-loader-pvh")
+}
+
+/// The loader file QEMU enters through `entry`.
+pub fn loader_path(entry: BootEntry) -> PathBuf {
+    match entry {
+        BootEntry::Multiboot => loader_image_path(),
+        BootEntry::Pvh => pvh_loader_image_path(),
+    }
 }
 
 /// Builds both loaders (incrementally) and returns the path of `target/image/hermit-loader`
