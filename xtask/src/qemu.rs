@@ -55,13 +55,16 @@ pub enum NicModel {
 
 /// How QEMU enters our loader (QEMU's `-kernel` picks multiboot when the file has a multiboot
 /// header and the PVH note otherwise, so each entry has its own loader file).
+///
+/// PVH is the default: it reached the kernel sooner in `cargo xtask bench boot` (firmware +
+/// loader, q35 and microvm; see the README).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum BootEntry {
     /// Multiboot v1: the flat `hermit-loader`.
-    #[default]
     Multiboot,
     /// PVH (`XEN_ELFNOTE_PHYS32_ENTRY`, `hvm_start_info`): the ELF `hermit-loader-pvh`, the entry
     /// Firecracker and Cloud Hypervisor use too.
+    #[default]
     Pvh,
 }
 
