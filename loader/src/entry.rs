@@ -234,12 +234,12 @@ unsafe extern "C" {
 pub fn unmap_what_the_kernel_does_not_expect() {
     // SAFETY: the loader runs on one CPU; neither page 0 nor anything above 1 GiB is used after
     // this point (the kernel image, its stack, boot information and device tree lie elsewhere).
+    let (pdpt, pt) = (&raw mut boot_pdpt, &raw mut boot_pt);
     unsafe {
-        let pdpt = &mut *(&raw mut boot_pdpt);
-        for entry in pdpt.iter_mut().skip(1) {
+        for entry in (*pdpt).iter_mut().skip(1) {
             *entry = 0;
         }
-        (*(&raw mut boot_pt))[0] = 0;
+        (*pt)[0] = 0;
         core::arch::asm!("mov {0}, cr3", "mov cr3, {0}", out(reg) _, options(nostack));
     }
 }

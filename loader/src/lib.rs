@@ -114,8 +114,9 @@ fn print_command_line(command_line: &str) {
 
 /// Copies `command_line` below the kernel image; returns the copy.
 fn keep_command_line(command_line: &[u8]) -> &'static str {
+    let buffer = &raw mut COMMAND_LINE;
     // SAFETY: single-threaded; the buffer is only written here, once.
-    let buffer = unsafe { &mut *(&raw mut COMMAND_LINE) };
+    let buffer = unsafe { &mut *buffer };
     let Some(copy) = buffer.get_mut(..command_line.len()) else {
         fail("the command line is longer than 2048 bytes");
     };
@@ -163,8 +164,9 @@ fn build_device_tree(
         writer.end_node()?;
     }
     writer.end_node()?;
+    let blob = &raw mut FDT_BLOB;
     // SAFETY: single-threaded; the blob is only written here.
-    let blob = unsafe { &mut *(&raw mut FDT_BLOB) };
+    let blob = unsafe { &mut *blob };
     writer.finish(blob)?;
     Ok(blob.as_ptr() as u64)
 }
@@ -292,10 +294,10 @@ extern "C" fn loader_main(info_address: u32, magic: u32) -> ! {
         load_info: loaded.load_info,
         platform_info,
     };
+    let raw_boot_info = &raw mut RAW_BOOT_INFO;
     // SAFETY: single-threaded; written once right before the kernel starts.
-    let raw_boot_info = unsafe {
-        (*(&raw mut RAW_BOOT_INFO)).write(RawBootInfo::from(boot_info)) as *const RawBootInfo
-    };
+    let raw_boot_info =
+        unsafe { (*raw_boot_info).write(RawBootInfo::from(boot_info)) as *const RawBootInfo };
     let stack_bottom = entry::kernel_stack_bottom();
     entry::unmap_what_the_kernel_does_not_expect();
 

@@ -22,6 +22,8 @@ const BOOT_LIMIT: Duration = Duration::from_secs(180);
 
 /// What one boot took, from QEMU's start.
 struct BootTimes {
+    /// Until the loader's first serial line (firmware: QEMU loads the files, the entry runs).
+    loader_start: Duration,
     /// Until the loader's `loader: jumping to` line on the serial console (firmware + loader).
     kernel_start: Duration,
     /// Until the first 200 from `/healthz`.
@@ -42,22 +44,27 @@ fn boot_once(vm: &VmArgs, image: &Image, append: &str) -> Result<BootTimes> {
     let mut child = cmd.spawn().with_context(|| format!("start {cmd:?}"))?;
     let serial = child.stdout.take().context("QEMU's stdout")?;
     let _running = Running { child };
-    let (jumped, kernel_start) = mpsc::channel();
+    let (seen, serial_times) = mpsc::channel();
     std::thread::spawn(move || {
         let lines = BufReader::new(serial).lines().map_while(Result::ok);
         for line in lines {
-            if line.starts_with("loader: jumping to") {
-                let _ = jumped.send(start.elapsed());
+            if line.starts_with("loader: hermit-loader") || line.starts_with("loader: jumping to") {
+                let _ = seen.send(start.elapsed());
             }
         }
     });
     let healthz = wait_first_response(port, start, BOOT_LIMIT)?;
-    let kernel_start = kernel_start
-        .recv_timeout(Duration::from_secs(1))
-        .context("no `loader: jumping to` line on the serial console")?;
+    let serial_time = || {
+        serial_times
+            .recv_timeout(Duration::from_secs(1))
+            .context("the loader's first and last lines are missing on the serial console")
+    };
+    let loader_start = serial_time()?;
+    let kernel_start = serial_time()?;
     loop {
         if get_status(port, FUNCTION_PATH) == Some(200) {
             return Ok(BootTimes {
+                loader_start,
                 kernel_start,
                 healthz,
                 function: start.elapsed(),
@@ -90,10 +97,10 @@ pub fn bench_entries(args: &VmArgs, boots: usize, image: &Image, microvm: &Image
         args.smp
     );
     println!(
-        "| machine | entry | → kernel starts (firmware + loader) | → `/healthz` 200 | \
+        "| machine | entry | → loader starts | → kernel starts | → `/healthz` 200 | \
          → `{FUNCTION_PATH}` 200 | boots |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for machine in [Machine::Q35, Machine::Microvm] {
         let (image, append, memory) = match machine {
             Machine::Microvm => (
@@ -104,7 +111,7 @@ pub fn bench_entries(args: &VmArgs, boots: usize, image: &Image, microvm: &Image
             _ => (image, "log=warn".to_string(), args.memory),
         };
         let entries = [BootEntry::Multiboot, BootEntry::Pvh];
-        let mut times: [[Vec<Duration>; 3]; 2] = Default::default();
+        let mut times: [[Vec<Duration>; 4]; 2] = Default::default();
         let mut failures: [Option<String>; 2] = Default::default();
         for _ in 0..boots.max(1) {
             for (index, entry) in entries.iter().enumerate() {
@@ -116,24 +123,26 @@ pub fn bench_entries(args: &VmArgs, boots: usize, image: &Image, microvm: &Image
                 };
                 match boot_once(&vm, image, &append) {
                     Ok(boot) => {
-                        times[index][0].push(boot.kernel_start);
-                        times[index][1].push(boot.healthz);
-                        times[index][2].push(boot.function);
+                        times[index][0].push(boot.loader_start);
+                        times[index][1].push(boot.kernel_start);
+                        times[index][2].push(boot.healthz);
+                        times[index][3].push(boot.function);
                     }
                     Err(err) => failures[index] = Some(err.to_string()),
                 }
             }
         }
         for (index, entry) in entries.iter().enumerate() {
-            let [kernel_start, healthz, function] = &times[index];
+            let [loader_start, kernel_start, healthz, function] = &times[index];
             let name = crate::qemu::machine_name(machine);
             if healthz.is_empty() {
                 let reason = failures[index].clone().unwrap_or_default();
-                println!("| {name} | {entry:?} | failed: {reason} | | | 0 |");
+                println!("| {name} | {entry:?} | failed: {reason} | | | | 0 |");
                 continue;
             }
             println!(
-                "| {name} | {entry:?} | {} | {} | {} | {} |",
+                "| {name} | {entry:?} | {} | {} | {} | {} | {} |",
+                spread(loader_start),
                 spread(kernel_start),
                 spread(healthz),
                 spread(function),
