@@ -104,6 +104,27 @@ impl Handover {
         }
     }
 
+    /// Reserves an array of `count` entries of `size` bytes at `address`; the entries' addresses.
+    pub fn reserve_array(
+        &mut self,
+        address: u64,
+        count: u64,
+        size: u64,
+    ) -> Result<impl Iterator<Item = u64> + use<>, &'static str> {
+        self.reserved
+            .push(Span::with_len(address, count.saturating_mul(size)))?;
+        Ok((0..count).map(move |index| address + index * size))
+    }
+
+    /// Reserves a boot module; the first non-empty one is the application ELF.
+    pub fn add_module(&mut self, module: Span) -> Result<(), &'static str> {
+        self.reserved.push(module)?;
+        if self.module.end <= self.module.start {
+            self.module = module;
+        }
+        Ok(())
+    }
+
     /// End of RAM (highest end of a RAM region).
     pub fn ram_end(&self) -> u64 {
         self.ram.as_slice().iter().map(|r| r.end).max().unwrap_or(0)

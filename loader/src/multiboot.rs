@@ -48,19 +48,11 @@ pub fn handover(address: u64) -> Result<Handover, &'static str> {
     if flags & FLAG_MODULES != 0 {
         let count = u64::from(read_u32(address + 20));
         let array = u64::from(read_u32(address + 24));
-        handover
-            .reserved
-            .push(Span::with_len(array, count * MODULE_ENTRY_SIZE))?;
-        for index in 0..count {
-            let entry = array + index * MODULE_ENTRY_SIZE;
-            let module = Span {
+        for entry in handover.reserve_array(array, count, MODULE_ENTRY_SIZE)? {
+            handover.add_module(Span {
                 start: u64::from(read_u32(entry)),
                 end: u64::from(read_u32(entry + 4)),
-            };
-            handover.reserved.push(module)?;
-            if index == 0 {
-                handover.module = module;
-            }
+            })?;
         }
     }
     if handover.module.end <= handover.module.start {

@@ -37,12 +37,8 @@ pub fn handover(address: u64) -> Result<Handover, &'static str> {
     }
     let memory_map = read_u64(address + 40);
     let memory_map_entries = u64::from(read_u32(address + 48));
-    handover.reserved.push(Span::with_len(
-        memory_map,
-        memory_map_entries * MEMORY_MAP_ENTRY_SIZE,
-    ))?;
-    for index in 0..memory_map_entries {
-        let entry = memory_map + index * MEMORY_MAP_ENTRY_SIZE;
+    let entries = handover.reserve_array(memory_map, memory_map_entries, MEMORY_MAP_ENTRY_SIZE)?;
+    for entry in entries {
         if read_u32(entry + 16) == MEMORY_RAM {
             handover
                 .ram
@@ -53,17 +49,9 @@ pub fn handover(address: u64) -> Result<Handover, &'static str> {
     if module_count == 0 {
         return Err("no boot module: pass the application ELF as the initrd");
     }
-    handover.reserved.push(Span::with_len(
-        module_list,
-        module_count * MODULE_ENTRY_SIZE,
-    ))?;
-    for index in 0..module_count {
-        let entry = module_list + index * MODULE_ENTRY_SIZE;
-        let module = Span::with_len(read_u64(entry), read_u64(entry + 8));
-        handover.reserved.push(module)?;
-        if index == 0 {
-            handover.module = module;
-        }
+    let entries = handover.reserve_array(module_list, module_count, MODULE_ENTRY_SIZE)?;
+    for entry in entries {
+        handover.add_module(Span::with_len(read_u64(entry), read_u64(entry + 8)))?;
     }
 
     if command_line_address != 0 {
