@@ -282,7 +282,7 @@ fn bench_boot(args: &BenchArgs, image: &Image) -> Result<()> {
     }
     let min = times.iter().min().copied().unwrap_or_default();
     let max = times.iter().max().copied().unwrap_or_default();
-    let loader = size_of(&image.loader);
+    let loader = size_of(image.loader_for(vm.entry));
     let app = size_of(&image.app);
     println!("\n## boot ({})", vm.describe());
     println!("| figure | value |");
