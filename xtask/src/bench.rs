@@ -107,6 +107,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bench_boot(args, &image)?;
         let microvm = crate::image_dir::microvm_image(true)?;
         crate::density::bench_machines(&args.vm, args.boots, &image, &microvm)?;
+        bench_entry::bench_entries(&args.vm, args.boots, &image, &microvm)?;
     }
     if matches!(args.suite, Suite::Http | Suite::All) {
         bench_http(args, &image)?;
@@ -133,6 +134,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 #[path = "bench_connections.rs"]
 mod bench_connections;
+#[path = "bench_entry.rs"]
+mod bench_entry;
 #[path = "bench_kv.rs"]
 mod bench_kv;
 #[path = "bench_linux_guest.rs"]
@@ -279,7 +282,7 @@ fn bench_boot(args: &BenchArgs, image: &Image) -> Result<()> {
     }
     let min = times.iter().min().copied().unwrap_or_default();
     let max = times.iter().max().copied().unwrap_or_default();
-    let loader = size_of(&image.loader);
+    let loader = size_of(image.loader_for(vm.entry));
     let app = size_of(&image.app);
     println!("\n## boot ({})", vm.describe());
     println!("| figure | value |");

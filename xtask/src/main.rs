@@ -59,7 +59,7 @@ enum Cmd {
     Guests,
     // --- end guests helper ---
     // --- loader helper: commands ---
-    /// Build our multiboot loader into target/image/hermit-loader.
+    /// Build our loader: target/image/hermit-loader (multiboot) and hermit-loader-pvh (PVH).
     Loader,
     /// Boot an application ELF in QEMU with our loader (foreground; serial on stdio).
     Boot(qemu::BootArgs),

@@ -301,9 +301,11 @@ fn image_directory_has_everything_to_boot() {
     assert!(status.success(), "xtask image failed: {status}");
     for file in [
         "hermit-loader",
+        "hermit-loader-pvh",
         "kernel-app",
         "kernel-app-microvm",
         "vm.json",
+        "firecracker.json",
         "BOOTING.md",
     ] {
         assert!(
@@ -341,6 +343,13 @@ fn image_directory_has_everything_to_boot() {
         .collect();
     assert!(qemu.contains(&"virtio-net-device,netdev=net0"), "{qemu:?}");
     assert!(qemu.contains(&"kernel-app-microvm"), "{qemu:?}");
+    let firecracker: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("firecracker.json")).expect("firecracker.json"),
+    )
+    .expect("json");
+    let boot_source = &firecracker["boot-source"];
+    assert_eq!(boot_source["kernel_image_path"], "hermit-loader-pvh");
+    assert_eq!(boot_source["initrd_path"], "kernel-app-microvm");
     let booting = std::fs::read_to_string(out.join("BOOTING.md")).expect("BOOTING.md");
     assert!(
         booting.contains("Firecracker") && booting.contains("uhyve"),

@@ -2,6 +2,7 @@
 //! Run through `cargo xtask test`, which builds everything first and sets `XTASK_BIN`.
 //! One test binary; one module per area.
 
+mod boot_entry;
 mod connections;
 mod deploy_forms;
 mod functions;
