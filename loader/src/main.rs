@@ -92,6 +92,40 @@ fn kernel_command_line(raw: &[u8]) -> &[u8] {
     rest.trim_ascii()
 }
 
+/// Prints the command line with its secrets as `<redacted>` (the serial console ends up in log
+/// files): the value of `admin-token=` and the credentials of `kv=scheme://user:password@host`.
+/// Words are split at blanks outside quotes, as the kernel splits them.
+fn print_redacted_command_line(line: &str) {
+    let mut quote = None;
+    let mut start = 0;
+    for (index, byte) in line.bytes().chain(Some(b' ')).enumerate() {
+        match quote {
+            Some(open) if byte == open => quote = None,
+            None if byte == b'"' || byte == b'\'' => quote = Some(byte),
+            None if byte.is_ascii_whitespace() => {
+                let word = line.get(start..index).unwrap_or("");
+                let bare = word.trim_start_matches(['"', '\'']);
+                let userinfo = bare.strip_prefix("kv=").and_then(|url| {
+                    Some((url.split_once("://")?.0, url.rsplit_once('@')?.1))
+                });
+                if bare.starts_with("admin-token=") {
+                    print("admin-token=<redacted>");
+                } else if let Some((scheme, host)) = userinfo {
+                    print("kv=");
+                    print(scheme);
+                    print("://<redacted>@");
+                    print(host);
+                } else {
+                    print(word);
+                }
+                print(if index < line.len() { " " } else { "" });
+                start = index + 1;
+            }
+            _ => {}
+        }
+    }
+}
+
 fn print_range(label: &str, start: u64, end: u64) {
     print(label);
     print_hex(start);
@@ -227,7 +261,7 @@ extern "C" fn loader_main(multiboot_info: u32, magic: u32) -> ! {
         Err(_) => fail("the command line is not UTF-8"),
     };
     print("loader: command line: ");
-    print(command_line_str);
+    print_redacted_command_line(command_line_str);
     print("\n");
 
     let device_tree = build_device_tree(&info, command_line, rsdp)

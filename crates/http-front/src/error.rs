@@ -15,7 +15,10 @@ pub enum HttpError {
     #[error("request timeout")]
     RequestTimeout,
     /// The body is larger than the configured limit (413).
-    #[error("request body larger than {limit} bytes")]
+    #[error(
+        "request body larger than the server's max-body={limit} bytes; boot the server with a \
+         larger max-body= (e.g. max-body=16m)"
+    )]
     PayloadTooLarge {
         /// The limit in bytes.
         limit: usize,

@@ -19,7 +19,7 @@ pub enum Program {
     Http(wasm_host::Function),
     /// A WASI preview1 command: stdin → stdout.
     Wasi(wasm_faas::Module),
-    /// A module whose `_start` takes and returns numbers.
+    /// A nanoprocess: a module whose `_start` takes and returns numbers.
     Nanoprocess(wasm_faas::Module),
 }
 
@@ -81,9 +81,6 @@ pub struct Compiler {
     kv: Arc<dyn KeyValue>,
 }
 
-/// A `.wat` body is text; a `.wasm` body starts with this magic.
-const WASM_MAGIC: &[u8] = b"\0asm";
-
 impl Compiler {
     /// A compiler whose HTTP guests use `kv`, except the platform's own
     /// [`crate::function_store::FUNCTION_STORE`].
@@ -107,13 +104,9 @@ impl Compiler {
                 "{name:?} is not a valid function name (1-64 of A-Z a-z 0-9 _ -, not a reserved word)"
             ));
         }
-        let binary = if source.starts_with(WASM_MAGIC) {
-            source.to_vec()
-        } else {
-            wat::parse_bytes(source)
-                .map_err(|e| format!("neither a wasm binary nor valid WAT text: {e}"))?
-                .into_owned()
-        };
+        let binary = sandbox::wasm_binary(source)
+            .map_err(|e| e.to_string())?
+            .into_owned();
         // Compiled once: the kind is read from the compiled module's imports and exports, and
         // an HTTP guest keeps this module (and its engine).
         let module =
@@ -135,7 +128,7 @@ impl Compiler {
                     Err(err) if is_http => return Err(err.to_string()),
                     Err(err) => {
                         return Err(format!(
-                            "not an http function ({err}); not a WASI or _start module either ({faas_reason})"
+                            "not an http function ({err}); not a WASI command or nanoprocess either ({faas_reason})"
                         ));
                     }
                 }

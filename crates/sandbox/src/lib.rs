@@ -42,7 +42,7 @@ pub use fault::{Fault, HostFault, Spend};
 pub use module::{
     CompileError, DATA_SEGMENT_BYTES, ELEMENT_ITEM_BYTES, ELEMENT_SEGMENT_BYTES, EXPORT_BYTES,
     FUNCTION_BYTES, Footprint, GLOBAL_BYTES, INSTANCE_BYTES, MAX_ELEMENT_ITEMS, MAX_EXPORTS,
-    MAX_IMPORTS, Module, TABLE_OR_MEMORY_BYTES, compile,
+    MAX_IMPORTS, Module, TABLE_OR_MEMORY_BYTES, compile, wasm_binary,
 };
 pub use quota::{Limits, Quota};
 pub use run::{FUEL_SLICE, Report, call, callback, enter_host, instantiate, report, store};

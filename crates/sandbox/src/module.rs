@@ -176,6 +176,15 @@ pub enum CompileError {
     /// Not valid wasm (or WAT), or beyond one of wasmi's enforced limits.
     #[error("{0}")]
     Invalid(String),
+    /// Neither a wasm binary nor text.
+    #[error(
+        "neither a wasm binary (it does not start with \\0asm) nor WAT text (it is not UTF-8): \
+         upload a .wasm or .wat file"
+    )]
+    NotWasm,
+    /// Text that is not valid WAT.
+    #[error("not a wasm binary (no \\0asm header) and not valid WAT text: {0}")]
+    Wat(String),
     /// The module declares more of something than the host allows.
     #[error("the module declares {count} {what}, more than the {limit} allowed")]
     TooMany {
@@ -219,16 +228,24 @@ impl Deref for Module {
 /// A `.wasm` binary starts with this magic; anything else is read as WAT text.
 const WASM_MAGIC: &[u8] = b"\0asm";
 
+/// The wasm binary of `source`: itself when it starts with the wasm magic, else its WAT text
+/// compiled; an upload that is neither says so.
+pub fn wasm_binary(source: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, CompileError> {
+    if source.starts_with(WASM_MAGIC) {
+        return Ok(std::borrow::Cow::Borrowed(source));
+    }
+    if std::str::from_utf8(source).is_err() {
+        return Err(CompileError::NotWasm);
+    }
+    wat::parse_bytes(source).map_err(|error| CompileError::Wat(error.to_string()))
+}
+
 impl Module {
     /// Validates and compiles `source` (wasm binary or WAT text) on `engine`, refusing modules
     /// beyond the host's caps. Every module compiled on an engine keeps its code there until the
     /// engine is dropped: see [`compile`] for a module that owns its engine.
     pub fn new(engine: &wasmi::Engine, source: &[u8]) -> Result<Module, CompileError> {
-        let binary = if source.starts_with(WASM_MAGIC) {
-            std::borrow::Cow::Borrowed(source)
-        } else {
-            wat::parse_bytes(source).map_err(|error| CompileError::Invalid(error.to_string()))?
-        };
+        let binary = wasm_binary(source)?;
         // Caps first: counting is cheap, compiling is not.
         let footprint = Footprint::of(&binary)?;
         footprint.check()?;
