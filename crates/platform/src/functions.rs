@@ -190,7 +190,23 @@ mod tests {
             .compile("x", b"not wasm at all", FunctionLimits::default())
             .err()
             .unwrap();
-        assert!(err.contains("neither a wasm binary nor valid WAT"), "{err}");
+        assert!(
+            err.contains("not a wasm binary (no \\0asm header) and not valid WAT text"),
+            "{err}"
+        );
+        // A binary that is not wasm (an ELF here) is called what it is, not "not UTF-8".
+        let err = c
+            .compile(
+                "x",
+                b"\x7fELF\x02\x01\x01\xff\xfe",
+                FunctionLimits::default(),
+            )
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with("neither a wasm binary (it does not start with \\0asm) nor WAT text"),
+            "{err}"
+        );
         let err = c
             .compile(
                 "x",

@@ -310,6 +310,59 @@ mod tests {
         assert!(Route::new(Method::Get, "items", "h").is_err());
         assert!(Route::new(Method::Get, "/a/:", "h").is_err());
         assert!(Route::new(Method::Get, "/a", "").is_err());
+        assert_eq!(
+            Route::new(Method::Get, "/a/{}", "h"),
+            Err(RouteError::UnnamedParam("/a/{}".into()))
+        );
+        for braces in ["/a{b}", "/{*rest}", "/{a}{b}", "/{a", "/a}", "/{a b}"] {
+            let error = Route::new(Method::Get, braces, "h").unwrap_err();
+            assert_eq!(error, RouteError::BadBraces(braces.into()));
+            assert!(error.to_string().contains("`{name}` or `:name`"), "{error}");
+        }
+    }
+
+    #[test]
+    fn braced_and_colon_parameters_are_the_same() {
+        let spin = Route::new(Method::Get, "/greet/{name}/{the-id_2}", "h").unwrap();
+        let colon = Route::new(Method::Get, "/greet/:name/:the-id_2", "h").unwrap();
+        let expected = Some(vec![
+            ("name".into(), "bob".into()),
+            ("the-id_2".into(), "7".into()),
+        ]);
+        assert_eq!(spin.matches(Method::Get, "/greet/bob/7"), expected);
+        assert_eq!(colon.matches(Method::Get, "/greet/bob/7"), expected);
+        assert_eq!(spin.matches(Method::Get, "/greet/bob"), None);
+    }
+
+    #[test]
+    fn other_methods_and_the_listing() {
+        let routes = vec![
+            Route::new(Method::Get, "/items/:id", "get").unwrap(),
+            Route::new(Method::Put, "/items/{id}", "put").unwrap(),
+            Route::new(Method::Get, "/items/:other", "again").unwrap(),
+            Route::new(Method::Post, "/items", "add").unwrap(),
+        ];
+        assert_eq!(
+            allowed_methods(&routes, "/items/7"),
+            vec![Method::Get, Method::Put]
+        );
+        assert_eq!(allowed_methods(&routes, "/items"), vec![Method::Post]);
+        assert!(allowed_methods(&routes, "/nothing/here").is_empty());
+        assert!(allowed_methods(&routes, &"/x".repeat(MAX_SEGMENTS + 1)).is_empty());
+        assert_eq!(
+            listing(&routes, 1024),
+            "GET /items/:id, PUT /items/{id}, GET /items/:other, POST /items"
+        );
+        assert_eq!(
+            listing(&routes, 40),
+            "GET /items/:id, PUT /items/{id}, … and 2 more"
+        );
+        let many: Vec<Route> = (0..crate::MAX_ROUTES)
+            .map(|i| {
+                Route::new(Method::Get, &format!("/{}", "x".repeat(i % 900 + 1)), "h").unwrap()
+            })
+            .collect();
+        assert!(listing(&many, 1024).len() <= 1024 + 32);
     }
 
     #[test]

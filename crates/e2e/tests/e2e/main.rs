@@ -4,12 +4,14 @@
 
 mod connections;
 mod deploy_forms;
+mod first_function;
 mod functions;
 mod hostile;
 mod http_front;
 mod monitors;
 mod mutants;
 mod redis;
+mod secrets;
 
 use e2e::http;
 
