@@ -163,6 +163,12 @@ mod tests {
                 .header("retry-after"),
             Some("1")
         );
+        // A 413 names the knob and how to turn it.
+        let too_large = HttpError::PayloadTooLarge { limit: 4096 }.to_string();
+        assert!(
+            too_large.contains("max-body=4096") && too_large.contains("boot the server with"),
+            "{too_large}"
+        );
         assert_eq!(reason_phrase(431), "Request Header Fields Too Large");
         assert_eq!(reason_phrase(799), "");
     }
