@@ -105,9 +105,9 @@ fn print_redacted_command_line(line: &str) {
             None if byte.is_ascii_whitespace() => {
                 let word = line.get(start..index).unwrap_or("");
                 let bare = word.trim_start_matches(['"', '\'']);
-                let userinfo = bare.strip_prefix("kv=").and_then(|url| {
-                    Some((url.split_once("://")?.0, url.rsplit_once('@')?.1))
-                });
+                let userinfo = bare
+                    .strip_prefix("kv=")
+                    .and_then(|url| Some((url.split_once("://")?.0, url.rsplit_once('@')?.1)));
                 if bare.starts_with("admin-token=") {
                     print("admin-token=<redacted>");
                 } else if let Some((scheme, host)) = userinfo {
