@@ -11,6 +11,8 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("http-server-demo", "http-server-demo.wasm"),
     ("keyvalue-demo", "keyvalue-demo.wasm"),
     ("todo-demo", "todo-demo.wasm"),
+    ("slight-http-server-demo", "slight-http-server-demo.wasm"),
+    ("slight-keyvalue-demo", "slight-keyvalue-demo.wasm"),
     ("fib", "fib.wasm"),
     ("answer", "answer.wat"),
     ("sum", "sum.wat"),

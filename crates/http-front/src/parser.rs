@@ -261,6 +261,16 @@ fn parse_head(buf: &[u8], buffered: usize, limits: &Limits) -> Result<Option<Hea
         .to_string();
     let (path, query) = split_target(parsed.path.ok_or_else(|| bad("missing target"))?)?;
     let headers = convert_fields(parsed.headers)?;
+    // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host field is a 400 (HTTP/1.0
+    // clients may omit it).
+    let hosts = headers.iter().filter(|(name, _)| name == "host").count();
+    if hosts > 1 || (hosts == 0 && version == Version::Http11) {
+        return Err(bad(if hosts > 1 {
+            "more than one Host header"
+        } else {
+            "HTTP/1.1 request without Host"
+        }));
+    }
     let mut request = Request {
         method,
         path,

@@ -31,6 +31,16 @@ pub enum KvError {
     /// The backend failed while reading or writing.
     #[error("i/o error: {0}")]
     Io(String),
+    /// The value is not acceptable to the backend (e.g. larger than it takes).
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+    /// The backend refused the credentials.
+    #[error("authentication error: {0}")]
+    Authentication(String),
+    /// The backend did not answer within its own configured time limit (the caller's deadline
+    /// passing is [`KvError::Timeout`]).
+    #[error("backend timeout: {0}")]
+    BackendTimeout(String),
     /// Anything else.
     #[error("unexpected error: {0}")]
     Unexpected(String),

@@ -9,8 +9,8 @@
 //!   timeout) is [`RedisError::Deadline`], which becomes [`keyvalue::KvError::Timeout`]: the
 //!   request ran out of time, whether or not Redis is healthy;
 //! - a wait that ran for the whole configured `connect_timeout` or `io_timeout` is Redis's own
-//!   slowness ([`RedisError::Timeout`], [`RedisError::Connect`]), which stays a
-//!   [`keyvalue::KvError::Connection`] error: the backend is unhealthy.
+//!   slowness ([`RedisError::Connect`], a [`keyvalue::KvError::Connection`] error, and
+//!   [`RedisError::Timeout`], a [`keyvalue::KvError::BackendTimeout`]): the backend is unhealthy.
 
 use std::fmt;
 use std::io::{self, Read, Write};

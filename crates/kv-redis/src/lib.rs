@@ -26,9 +26,10 @@
 //! each read and write wait at most until `bounds.deadline` (besides the configured
 //! `pool_wait`, `connect_timeout` and `io_timeout`), and a reply whose payload exceeds
 //! `bounds.max_reply_bytes` is refused on its length header, before it is buffered. A wait cut
-//! short by the caller's deadline is [`KvError::Timeout`]; a wait that used up the configured
-//! timeout is Redis's (or the pool's) slowness and stays [`KvError::Connection`] (see
-//! [`connection`]).
+//! short by the caller's deadline is [`KvError::Timeout`]; a reply that did not come within the
+//! configured `io_timeout` is Redis's slowness, [`KvError::BackendTimeout`]; a pool that stayed
+//! busy is [`KvError::Connection`] (see [`connection`]). Refused credentials are
+//! [`KvError::Authentication`], a value Redis finds too long [`KvError::InvalidValue`].
 
 pub mod connection;
 pub mod resp;
@@ -122,12 +123,16 @@ impl From<RedisError> for KvError {
         match error {
             RedisError::Deadline { .. } => KvError::Timeout(message),
             RedisError::TooLarge { limit, size } => KvError::TooLarge { limit, size },
+            RedisError::Timeout(_) => KvError::BackendTimeout(message),
+            RedisError::Auth(_) => KvError::Authentication(message),
             RedisError::Connect { .. }
             | RedisError::Io(_)
-            | RedisError::Timeout(_)
             | RedisError::Closed
-            | RedisError::Auth(_)
             | RedisError::PoolExhausted(_) => KvError::Connection(message),
+            // Redis refuses a value longer than its `proto-max-bulk-len`.
+            RedisError::Server(reply) if reply.contains("exceeds maximum allowed size") => {
+                KvError::InvalidValue(message)
+            }
             RedisError::Protocol(_) | RedisError::Server(_) => KvError::Io(message),
             RedisError::Url(_) | RedisError::UnexpectedReply { .. } => KvError::Unexpected(message),
         }

@@ -350,7 +350,7 @@ impl App {
     }
 
     pub(crate) fn run_nanoprocess(&self, function: &Deployed, request: &Request) -> Ran {
-        let Program::Nanoprocess(module) = &function.program else {
+        let Some(module) = function.program.as_nanoprocess() else {
             return Ran::before_running(wrong_kind(function));
         };
         let json = match request.method.as_str() {
@@ -373,10 +373,8 @@ impl App {
             Err(failure) => return Ran::before_running(failure),
         };
         let args = if json {
-            let wanted = match wasm_faas::classify(module) {
-                wasm_faas::Kind::Nanoprocess { params, .. } => params.len(),
-                _ => 0,
-            };
+            let wanted = wasm_faas::nanoprocess_signature(module)
+                .map_or(0, |signature| signature.params.len());
             match json_numbers(&request.body, wanted) {
                 Ok(numbers) => numbers.join(","),
                 Err(error) => {

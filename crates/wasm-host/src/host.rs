@@ -427,11 +427,8 @@ impl Function {
                 .map(|(name, value)| (name.to_ascii_lowercase(), value))
                 .collect(),
             params,
-            body: if request.body.is_empty() {
-                None
-            } else {
-                Some(request.body)
-            },
+            // Spiderlightning hands every request a body, empty when none was sent.
+            body: Some(request.body),
         };
         let function = format!("{}::handle-http({})", self.name, Clipped(&matched.handler));
         let result = self.run(&mut store, &function, &matched.handler, &wit_request);

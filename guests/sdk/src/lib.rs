@@ -29,8 +29,14 @@ pub mod bindings {
 }
 
 pub use bindings::uniwasm::platform::http_server::Router;
+pub use bindings::uniwasm::platform::http_server::{HttpRouterError, Server};
 pub use bindings::uniwasm::platform::http_types::{HttpError, Method, Request, Response};
 pub use bindings::uniwasm::platform::keyvalue::{KeyvalueError, Store};
+
+pub mod slight;
+
+/// A key-value store under Spiderlightning's name (`Keyvalue::open("name")`).
+pub type Keyvalue = Store;
 
 /// Messages to the server's log, tagged with the function's name: at most 4 KiB per request
 /// reach it (each message cut to 1 KiB); the server's `log=` setting filters them by level.
@@ -84,7 +90,10 @@ pub fn install_panic_hook() {
 
 /// Everything a function usually needs.
 pub mod prelude {
-    pub use crate::{HttpError, KeyvalueError, Method, Request, Response, Router, Store};
+    pub use crate::{
+        HttpError, HttpRouterError, Keyvalue, KeyvalueError, Method, Request, Response, Router,
+        Store,
+    };
 }
 
 /// The address passed to `serve`; the host decides where functions are really reachable.
@@ -94,6 +103,21 @@ impl Router {
     /// Starts serving with this router's routes.
     pub fn serve(&self) -> Result<(), HttpError> {
         bindings::uniwasm::platform::http_server::serve(DEFAULT_ADDRESS, self)
+    }
+}
+
+impl std::fmt::Display for Method {
+    /// The method name as on the wire (`GET`, `POST`, ...).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+        })
     }
 }
 
@@ -155,6 +179,12 @@ impl Response {
         Self::bytes(status, body).with_header("content-type", "application/json")
     }
 
+    /// Adds `headers` (e.g. a request's, to echo them).
+    pub fn with_headers(mut self, headers: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.headers.get_or_insert_with(Vec::new).extend(headers);
+        self
+    }
+
     /// Adds a header.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers
@@ -184,12 +214,12 @@ macro_rules! http_function {
                 req: $crate::Request,
             ) -> ::core::result::Result<$crate::Response, $crate::HttpError> {
                 $crate::install_panic_hook();
-                match handler.as_str() {
-                    $(stringify!($handler) => $handler(req),)*
-                    _ => ::core::result::Result::Err($crate::HttpError::UnexpectedError(
-                        ::std::format!("no handler named {handler:?}"),
-                    )),
-                }
+                $(if $crate::slight::same_handler_name(&handler, stringify!($handler)) {
+                    return $handler(req);
+                })*
+                ::core::result::Result::Err($crate::HttpError::UnexpectedError(
+                    ::std::format!("no handler named {handler:?}"),
+                ))
             }
         }
 
