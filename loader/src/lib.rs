@@ -108,8 +108,42 @@ fn print_range(label: &str, span: Span) {
 /// Prints the kernel command line (the one place that does, so that redaction stays in one spot).
 fn print_command_line(command_line: &str) {
     print("loader: command line: ");
-    print(command_line);
+    print_redacted_command_line(command_line);
     print("\n");
+}
+
+/// Prints the command line with its secrets as `<redacted>` (the serial console ends up in log
+/// files): the value of `admin-token=` and the credentials of `kv=scheme://user:password@host`.
+/// Words are split at blanks outside quotes, as the kernel splits them.
+fn print_redacted_command_line(line: &str) {
+    let mut quote = None;
+    let mut start = 0;
+    for (index, byte) in line.bytes().chain(Some(b' ')).enumerate() {
+        match quote {
+            Some(open) if byte == open => quote = None,
+            None if byte == b'"' || byte == b'\'' => quote = Some(byte),
+            None if byte.is_ascii_whitespace() => {
+                let word = line.get(start..index).unwrap_or("");
+                let bare = word.trim_start_matches(['"', '\'']);
+                let userinfo = bare
+                    .strip_prefix("kv=")
+                    .and_then(|url| Some((url.split_once("://")?.0, url.rsplit_once('@')?.1)));
+                if bare.starts_with("admin-token=") {
+                    print("admin-token=<redacted>");
+                } else if let Some((scheme, host)) = userinfo {
+                    print("kv=");
+                    print(scheme);
+                    print("://<redacted>@");
+                    print(host);
+                } else {
+                    print(word);
+                }
+                print(if index < line.len() { " " } else { "" });
+                start = index + 1;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Copies `command_line` below the kernel image; returns the copy.

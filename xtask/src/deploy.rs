@@ -13,7 +13,8 @@ use anyhow::{Context, Result, bail};
 pub struct DeployArgs {
     /// Function name (its path prefix).
     pub name: String,
-    /// The `.wasm` binary or `.wat` text to deploy.
+    /// The `.wasm` binary or `.wat` text to deploy, or a function crate's directory (built
+    /// first, as `cargo xtask build-function DIR` does).
     pub file: PathBuf,
     /// Port of the server on 127.0.0.1.
     #[arg(long, default_value_t = 8080)]
@@ -28,8 +29,12 @@ pub struct DeployArgs {
 
 /// Sends the deploy and prints the server's answer; fails unless it is 200 or 201.
 pub fn run(args: &DeployArgs) -> Result<()> {
-    let body =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let file = if args.file.is_dir() {
+        crate::build_function::build(&args.file, None)?
+    } else {
+        args.file.clone()
+    };
+    let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let query = args
         .limits
         .as_deref()

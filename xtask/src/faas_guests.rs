@@ -11,9 +11,9 @@ use anyhow::{Context, Result, bail};
 use crate::util::{cargo, root, run, target_dir};
 
 /// Debian's wasi-libc (package `wasi-libc`): libc.a and the command start file.
-const WASI_LIBC: &str = "/usr/lib/wasm32-wasi";
+pub const WASI_LIBC: &str = "/usr/lib/wasm32-wasi";
 /// Linker for wasm objects (package `lld-19`); Debian's rustc ships no `rust-lld`.
-const WASM_LINKER: &str = "wasm-ld-19";
+pub const WASM_LINKER: &str = "wasm-ld-19";
 
 /// Builds `guests/fib` and `guests/nebula-fib` and copies `guests/wat/*.wat`; returns the paths
 /// written to `target/guests/`.

@@ -96,14 +96,14 @@ pub fn build_guests() -> Result<Vec<PathBuf>> {
     Ok(outputs)
 }
 
-fn is_newer(source: &Path, output: &Path) -> Result<bool> {
+pub fn is_newer(source: &Path, output: &Path) -> Result<bool> {
     let Ok(out_meta) = std::fs::metadata(output) else {
         return Ok(true);
     };
     Ok(std::fs::metadata(source)?.modified()? > out_meta.modified()?)
 }
 
-fn optimise(wasm_opt: Option<&Path>, linked: &Path, output: &Path) -> Result<()> {
+pub fn optimise(wasm_opt: Option<&Path>, linked: &Path, output: &Path) -> Result<()> {
     if let Some(wasm_opt) = wasm_opt {
         let status = Command::new(wasm_opt)
             .arg("-Oz")
@@ -124,7 +124,7 @@ fn optimise(wasm_opt: Option<&Path>, linked: &Path, output: &Path) -> Result<()>
     Ok(())
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(program))

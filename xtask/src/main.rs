@@ -16,6 +16,10 @@ mod faas_guests;
 mod guests;
 // --- end guests helper ---
 mod bench;
+// --- first-function helper: modules ---
+mod build_function;
+mod new_function;
+// --- end first-function helper ---
 mod deploy;
 // --- deployment-forms helper: modules ---
 mod density;
@@ -51,8 +55,15 @@ enum Cmd {
     Test(test::TestArgs),
     /// Measure boot time, image size, request rates and latencies; prints tables.
     Bench(bench::BenchArgs),
-    /// Deploy a .wasm or .wat file to a running server through its admin API.
+    /// Deploy a .wasm or .wat file, or build and deploy a function crate's directory, to a
+    /// running server through its admin API.
     Deploy(deploy::DeployArgs),
+    // --- first-function helper: commands ---
+    /// Create a function crate (http: routes and handlers; wasi: stdin -> stdout) in DIR.
+    New(new_function::NewArgs),
+    /// Build a function crate (as `new` writes it) in release and shrink it with wasm-opt.
+    BuildFunction(build_function::BuildFunctionArgs),
+    // --- end first-function helper ---
     // --- helper blocks (kernel, app, loader, boot, guests) go below this line ---
     // --- guests helper (wasm-functions) ---
     /// Build the wasm guests into target/guests/*.wasm.
@@ -102,6 +113,16 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test(args) => test::run(&args)?,
         Cmd::Bench(args) => bench::run(&args)?,
         Cmd::Deploy(args) => deploy::run(&args)?,
+        // --- first-function helper: dispatch ---
+        Cmd::New(args) => {
+            let dir = new_function::run(&args)?;
+            println!("{}", dir.display());
+        }
+        Cmd::BuildFunction(args) => {
+            let wasm = build_function::build(&args.dir, args.target_dir.as_deref())?;
+            println!("{}", wasm.display());
+        }
+        // --- end first-function helper ---
         // --- helper dispatch goes below this line ---
         // --- guests helper (wasm-functions) ---
         Cmd::Guests => {

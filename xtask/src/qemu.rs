@@ -389,7 +389,7 @@ pub fn boot(args: &BootArgs) -> anyhow::Result<()> {
         eprintln!("boot: using TCG: {reason}");
     }
     let mut cmd = command(&config, &loader, &app);
-    eprintln!("boot: {cmd:?}");
+    eprintln!("boot: {}", crate::util::redacted(&format!("{cmd:?}")));
     let status = crate::supervise::run_foreground(&mut cmd)?;
     let exit = GuestExit::from_status(status);
     eprintln!("boot: {exit}");

@@ -32,7 +32,7 @@ pub struct Instance {
 }
 
 /// Path of the xtask binary, given by `cargo xtask test` in `XTASK_BIN`.
-fn xtask_bin() -> PathBuf {
+pub fn xtask_bin() -> PathBuf {
     match std::env::var_os("XTASK_BIN") {
         Some(p) => PathBuf::from(p),
         None => panic!("XTASK_BIN is not set: run the end-to-end tests with `cargo xtask test`"),

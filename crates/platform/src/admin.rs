@@ -67,7 +67,7 @@ impl App {
             if request.method != "POST" {
                 return Err(PlatformError::MethodNotAllowed {
                     method: request.method.clone(),
-                    allowed: "POST",
+                    allowed: "POST".into(),
                 });
             }
             let hook = self
@@ -168,7 +168,7 @@ impl App {
             }
             other => Err(PlatformError::MethodNotAllowed {
                 method: other.to_string(),
-                allowed: "GET, HEAD, PUT, POST, DELETE",
+                allowed: "GET, HEAD, PUT, POST, DELETE".into(),
             }),
         }
     }

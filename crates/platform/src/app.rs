@@ -163,7 +163,7 @@ impl App {
         }
         Err(PlatformError::MethodNotAllowed {
             method: request.method.clone(),
-            allowed: "GET, HEAD",
+            allowed: "GET, HEAD".into(),
         })
     }
 

@@ -20,7 +20,7 @@ pub enum Program {
     /// A WASI preview1 command: stdin → stdout (one that imports nothing also runs at `/exec`,
     /// see [`Program::as_nanoprocess`]).
     Wasi(wasm_faas::Module),
-    /// A module whose `_start` takes and returns numbers.
+    /// A nanoprocess: a module whose `_start` takes and returns numbers.
     Nanoprocess(wasm_faas::Module),
 }
 
@@ -97,9 +97,6 @@ pub struct Compiler {
 /// The export that makes a module an HTTP guest.
 const HANDLE_HTTP: &str = "handle-http";
 
-/// A `.wat` body is text; a `.wasm` body starts with this magic.
-const WASM_MAGIC: &[u8] = b"\0asm";
-
 impl Compiler {
     /// A compiler whose HTTP guests use `kv`, except the platform's own
     /// [`crate::function_store::FUNCTION_STORE`].
@@ -123,13 +120,9 @@ impl Compiler {
                 "{name:?} is not a valid function name (1-64 of A-Z a-z 0-9 _ -, not a reserved word)"
             ));
         }
-        let binary = if source.starts_with(WASM_MAGIC) {
-            source.to_vec()
-        } else {
-            wat::parse_bytes(source)
-                .map_err(|e| format!("neither a wasm binary nor valid WAT text: {e}"))?
-                .into_owned()
-        };
+        let binary = sandbox::wasm_binary(source)
+            .map_err(|e| e.to_string())?
+            .into_owned();
         // The kind is read from the module's imports and exports before anything is compiled:
         // a module of no kind is refused uncompiled, every other one is compiled once, on an
         // engine of its own, and keeps it.
@@ -138,8 +131,8 @@ impl Compiler {
         let is_http = inspected.interface().export(HANDLE_HTTP).is_some();
         if let (wasm_faas::Kind::Unknown(faas_reason), false) = (&kind, is_http) {
             return Err(format!(
-                "not an http function (it exports no `{HANDLE_HTTP}`); not a WASI or _start \
-                 module either ({faas_reason})"
+                "not an http function (it exports no `{HANDLE_HTTP}`); not a WASI command or \
+                 nanoprocess either ({faas_reason})"
             ));
         }
         let module = inspected
@@ -215,7 +208,23 @@ mod tests {
             .compile("x", b"not wasm at all", FunctionLimits::default())
             .err()
             .unwrap();
-        assert!(err.contains("neither a wasm binary nor valid WAT"), "{err}");
+        assert!(
+            err.contains("not a wasm binary (no \\0asm header) and not valid WAT text"),
+            "{err}"
+        );
+        // A binary that is not wasm (an ELF here) is called what it is, not "not UTF-8".
+        let err = c
+            .compile(
+                "x",
+                b"\x7fELF\x02\x01\x01\xff\xfe",
+                FunctionLimits::default(),
+            )
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with("neither a wasm binary (it does not start with \\0asm) nor WAT text"),
+            "{err}"
+        );
         let err = c
             .compile(
                 "x",

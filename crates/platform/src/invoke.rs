@@ -199,6 +199,12 @@ impl App {
             }
             Err((error, outcome)) => {
                 self.stats.record(name, outcome, cost);
+                if outcome == Outcome::Trap {
+                    // A trap or panic is the function's bug: its owner finds it in the log,
+                    // with the message the 500 answer has (bounded the same way).
+                    let message = sandbox::clip_display(&error, crate::error::MAX_ERROR_MESSAGE);
+                    log::warn!(target: "guest", "{message}");
+                }
                 Err(error)
             }
         }
@@ -226,7 +232,7 @@ impl App {
         let Some(method) = wasm_host::Method::parse(&request.method) else {
             let error = PlatformError::MethodNotAllowed {
                 method: request.method.clone(),
-                allowed: "GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS",
+                allowed: "GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS".into(),
             };
             return Ran::before_running((error, Outcome::BadInput));
         };
@@ -357,7 +363,7 @@ impl App {
             other => {
                 let error = PlatformError::MethodNotAllowed {
                     method: other.to_string(),
-                    allowed: "GET, HEAD, POST",
+                    allowed: "GET, HEAD, POST".into(),
                 };
                 return Ran::before_running((error, Outcome::BadInput));
             }
@@ -406,6 +412,15 @@ fn http_failure(function: &Deployed, error: wasm_host::InvokeError) -> Failure {
     );
     match error {
         E::NoRoute { .. } => (PlatformError::NotFound(message), Outcome::GuestError),
+        E::MethodNotAllowed {
+            method, allowed, ..
+        } => (
+            PlatformError::MethodNotAllowed {
+                method: method.to_string(),
+                allowed: allowed.into(),
+            },
+            Outcome::GuestError,
+        ),
         E::Guest { error, .. } => (
             PlatformError::Function {
                 status: error.status(),
@@ -424,7 +439,7 @@ fn http_failure(function: &Deployed, error: wasm_host::InvokeError) -> Failure {
     }
 }
 
-/// A WASI or `_start` run's failure as the platform answers it.
+/// A WASI command's or nanoprocess's failure as the platform answers it.
 fn faas_failure(function: &Deployed, error: wasm_faas::RunError) -> Failure {
     use wasm_faas::RunError as E;
     match error {

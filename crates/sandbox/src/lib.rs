@@ -47,7 +47,7 @@ pub use interface::{Import, Interface, ItemType, Signature};
 pub use module::{
     CompileError, DATA_SEGMENT_BYTES, ELEMENT_ITEM_BYTES, ELEMENT_SEGMENT_BYTES, EXPORT_BYTES,
     FUNCTION_BYTES, Footprint, GLOBAL_BYTES, INSTANCE_BYTES, Inspected, MAX_ELEMENT_ITEMS,
-    MAX_EXPORTS, MAX_IMPORTS, Module, TABLE_OR_MEMORY_BYTES, compile, inspect,
+    MAX_EXPORTS, MAX_IMPORTS, Module, TABLE_OR_MEMORY_BYTES, compile, inspect, wasm_binary,
 };
 pub use quota::{Limits, Quota};
 pub use run::{FUEL_SLICE, Report, call, callback, enter_host, instantiate, report, store};

@@ -179,6 +179,15 @@ pub enum CompileError {
     /// Not valid wasm (or WAT), or beyond one of wasmi's enforced limits.
     #[error("{0}")]
     Invalid(String),
+    /// Neither a wasm binary nor text.
+    #[error(
+        "neither a wasm binary (it does not start with \\0asm) nor WAT text (it is not UTF-8): \
+         upload a .wasm or .wat file"
+    )]
+    NotWasm,
+    /// Text that is not valid WAT.
+    #[error("not a wasm binary (no \\0asm header) and not valid WAT text: {0}")]
+    Wat(String),
     /// The module declares more of something than the host allows.
     #[error("the module declares {count} {what}, more than the {limit} allowed")]
     TooMany {
@@ -229,6 +238,18 @@ impl AsRef<Interface> for Module {
 /// A `.wasm` binary starts with this magic; anything else is read as WAT text.
 const WASM_MAGIC: &[u8] = b"\0asm";
 
+/// The wasm binary of `source`: itself when it starts with the wasm magic, else its WAT text
+/// compiled; an upload that is neither says so.
+pub fn wasm_binary(source: &[u8]) -> Result<Cow<'_, [u8]>, CompileError> {
+    if source.starts_with(WASM_MAGIC) {
+        return Ok(Cow::Borrowed(source));
+    }
+    if std::str::from_utf8(source).is_err() {
+        return Err(CompileError::NotWasm);
+    }
+    wat::parse_bytes(source).map_err(|error| CompileError::Wat(error.to_string()))
+}
+
 /// A module read and checked against the host's caps, not compiled yet: its kind can be told
 /// from its [`Interface`] and the module refused before compiling it.
 #[derive(Debug)]
@@ -241,11 +262,7 @@ pub struct Inspected<'a> {
 /// Reads `source` (wasm binary or WAT text) without compiling it: its footprint, checked
 /// against the host's caps, and its imports and exports.
 pub fn inspect(source: &[u8]) -> Result<Inspected<'_>, CompileError> {
-    let binary = if source.starts_with(WASM_MAGIC) {
-        Cow::Borrowed(source)
-    } else {
-        wat::parse_bytes(source).map_err(|error| CompileError::Invalid(error.to_string()))?
-    };
+    let binary = wasm_binary(source)?;
     // Caps first: counting is cheap, and they bound what the interface keeps.
     let footprint = Footprint::of(&binary)?;
     footprint.check()?;

@@ -8,6 +8,7 @@ use sandbox::{Fault, Guest, Spend};
 
 use crate::abi::Resource;
 use crate::bindings::{http_server, keyvalue as kv};
+use crate::guest_log::RunLog;
 use crate::routes::{MAX_PATTERN_BYTES, Route, RouteError};
 use crate::{HttpError, Method};
 
@@ -60,10 +61,12 @@ pub(crate) struct HostState {
     /// The routes given to `serve`.
     pub(crate) served: Option<Vec<Route>>,
     max_handles: usize,
+    /// What the run wrote to the log.
+    pub(crate) log: RunLog,
 }
 
 impl HostState {
-    pub(crate) fn new(kv: Arc<dyn KeyValue>, max_handles: usize) -> Self {
+    pub(crate) fn new(kv: Arc<dyn KeyValue>, max_handles: usize, function: &str) -> Self {
         Self {
             kv,
             routers: Vec::new(),
@@ -71,6 +74,7 @@ impl HostState {
             servers: Vec::new(),
             served: None,
             max_handles,
+            log: RunLog::new(function),
         }
     }
 }

@@ -455,6 +455,65 @@ fn init_that_fails_or_never_serves_is_a_load_error() {
     );
 }
 
+const LOG: &str = "uniwasm:platform/log@0.1.0";
+
+#[test]
+fn log_messages_go_on_and_a_panic_stops_the_run_with_its_message() {
+    let (host, _) = host();
+    let imports = format!(
+        r#"(import "{LOG}" "write" (func $write (param i32 i32 i32)))
+           (import "{LOG}" "panic" (func $panic (param i32 i32)))"#
+    );
+    // 10,000 messages: past the first 4 KiB they are dropped, the run goes on and answers.
+    let chatty = format!(
+        "(local $i i32)
+         (loop $more
+           (call $write (i32.const 1) (i32.const 48) (i32.const 4))
+           (local.set $i (i32.add (local.get $i) (i32.const 1)))
+           (br_if $more (i32.lt_u (local.get $i) (i32.const 10000))))
+         {OK_200}"
+    );
+    let f = host
+        .load(
+            "chatty",
+            &wat_guest_with_imports(&imports, "", SERVE, &chatty),
+        )
+        .unwrap();
+    let answer = f.handle(request(Method::Get, "/x", b"")).result.unwrap();
+    assert_eq!(answer.status, 200);
+
+    // A level that is not one traps; a panic ends the run with its message.
+    let bad_level = format!("(call $write (i32.const 9) (i32.const 48) (i32.const 4)) {OK_200}");
+    let f = host
+        .load(
+            "bad-level",
+            &wat_guest_with_imports(&imports, "", SERVE, &bad_level),
+        )
+        .unwrap();
+    assert!(matches!(
+        fault_of(&invoke_err(&f)),
+        Fault::Host(_) | Fault::Trap(_)
+    ));
+    let panics = format!("(call $panic (i32.const 48) (i32.const 4)) {OK_200}");
+    let f = host
+        .load(
+            "panics",
+            &wat_guest_with_imports(&imports, "", SERVE, &panics),
+        )
+        .unwrap();
+    let err = invoke_err(&f);
+    assert_eq!(
+        fault_of(&err),
+        &Fault::Trap("panicked: addr".into()),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("panics::handle-http(h): trapped: panicked: addr"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_trapping_guest_is_a_500_naming_the_function() {
     let err = invoke_err(&load_wat("unreachable"));

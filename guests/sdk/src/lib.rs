@@ -38,6 +38,56 @@ pub mod slight;
 /// A key-value store under Spiderlightning's name (`Keyvalue::open("name")`).
 pub type Keyvalue = Store;
 
+/// Messages to the server's log, tagged with the function's name: at most 4 KiB per request
+/// reach it (each message cut to 1 KiB); the server's `log=` setting filters them by level.
+pub mod log {
+    use crate::bindings::uniwasm::platform::log as host;
+    pub use host::Level;
+
+    /// Writes `message` at `level`.
+    pub fn write(level: Level, message: &str) {
+        host::write(level, message);
+    }
+
+    /// Writes `message` at level debug.
+    pub fn debug(message: &str) {
+        write(Level::Debug, message);
+    }
+
+    /// Writes `message` at level info.
+    pub fn info(message: &str) {
+        write(Level::Info, message);
+    }
+
+    /// Writes `message` at level warn.
+    pub fn warn(message: &str) {
+        write(Level::Warn, message);
+    }
+
+    /// Writes `message` at level error.
+    pub fn error(message: &str) {
+        write(Level::Error, message);
+    }
+}
+
+/// Hands a panic to the host, which fails the request with 500 and logs the panic's message and
+/// where it happened (without it the host sees only wasm's `unreachable`). [`http_function!`]
+/// installs it.
+#[doc(hidden)]
+pub fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info.payload_as_str().unwrap_or("a non-string panic payload");
+            let message = match info.location() {
+                Some(at) => format!("{message} ({}:{}:{})", at.file(), at.line(), at.column()),
+                None => message.to_string(),
+            };
+            bindings::uniwasm::platform::log::panic(&message);
+        }));
+    });
+}
+
 /// Everything a function usually needs.
 pub mod prelude {
     pub use crate::{
@@ -155,6 +205,7 @@ macro_rules! http_function {
 
         impl $crate::bindings::Guest for __HttpFunction {
             fn on_server_init() -> ::core::result::Result<(), $crate::HttpError> {
+                $crate::install_panic_hook();
                 $init()
             }
 
@@ -162,6 +213,7 @@ macro_rules! http_function {
                 handler: ::std::string::String,
                 req: $crate::Request,
             ) -> ::core::result::Result<$crate::Response, $crate::HttpError> {
+                $crate::install_panic_hook();
                 $(if $crate::slight::same_handler_name(&handler, stringify!($handler)) {
                     return $handler(req);
                 })*

@@ -5,6 +5,7 @@
 mod boot_entry;
 mod connections;
 mod deploy_forms;
+mod first_function;
 mod functions;
 mod hostile;
 mod http_front;
@@ -12,6 +13,7 @@ mod monitors;
 mod mutants;
 mod redis;
 mod replace_memory;
+mod secrets;
 mod seeds;
 
 use e2e::http;

@@ -68,6 +68,7 @@ pub fn on_server_init(_attr: TokenStream, item: TokenStream) -> TokenStream {
             "struct __SlightServerInit;
             impl ::uniwasm_sdk::bindings::Guest for __SlightServerInit {{
                 fn on_server_init() -> ::core::result::Result<(), ::uniwasm_sdk::HttpError> {{
+                    ::uniwasm_sdk::install_panic_hook();
                     {name}().map_err(|e| ::uniwasm_sdk::HttpError::UnexpectedError(
                         ::std::string::ToString::to_string(&e),
                     ))
@@ -76,6 +77,7 @@ pub fn on_server_init(_attr: TokenStream, item: TokenStream) -> TokenStream {
                     handler: ::std::string::String,
                     req: ::uniwasm_sdk::Request,
                 ) -> ::core::result::Result<::uniwasm_sdk::Response, ::uniwasm_sdk::HttpError> {{
+                    ::uniwasm_sdk::install_panic_hook();
                     ::uniwasm_sdk::slight::dispatch(&handler, req)
                 }}
             }}
