@@ -1050,8 +1050,8 @@ mod tests {
         for _ in 0..64 {
             let mut bytes = [0u8; 16];
             random.fill(&mut bytes).unwrap();
-            let [first, second] = [&bytes[..8], &bytes[8..]]
-                .map(|half| u64::from_le_bytes(half.try_into().unwrap()));
+            let [first, second] =
+                [&bytes[..8], &bytes[8..]].map(|half| u64::from_le_bytes(half.try_into().unwrap()));
             assert_ne!(splitmix64::next_output(first), second);
         }
     }
