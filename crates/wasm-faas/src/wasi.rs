@@ -14,8 +14,6 @@ use std::ops::Range;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::{Rng as _, SeedableRng};
 use sandbox::{Fault, Guest, Module, Quota};
 use wasmi::{Caller, Engine, Error, Extern, FuncType, Linker, Memory, Val, ValType};
 
@@ -99,44 +97,29 @@ fn check_deadline_every(quota: &mut Quota, index: u64) -> Result<(), Error> {
 }
 
 /// Cryptographically secure random bytes for `random_get` (WASI expects that quality: guests
-/// draw keys, nonces and session ids from it). One ChaCha20 generator per invocation, seeded on
-/// first use with 32 bytes from the operating system through `getrandom` (Linux: getrandom(2);
-/// hermit: `sys_read_entropy`, the kernel's ChaCha20 seeded from RDSEED, or RDRAND under TCG
-/// with kernel patch 0005). Per invocation rather than per call: the guest cannot make the host
-/// take the kernel's entropy lock (held with interrupts off) for every chunk it asks for, and an
-/// invocation that never calls `random_get` costs nothing.
-#[derive(Default)]
-pub struct GuestRandom {
-    generator: Option<ChaCha20Rng>,
-}
+/// draw keys, nonces and session ids from it), straight from the operating system through
+/// `getrandom`: Linux's getrandom(2); under hermit `sys_read_entropy`, the kernel's ChaCha20
+/// (reseeded every second from RDSEED, or RDRAND under TCG with kernel patch 0005). No generator
+/// of our own on top: `rand_chacha` seeded per invocation would add 10 KiB to the image (its
+/// SIMD variants) for a second ChaCha20. The kernel fills under a lock that masks interrupts,
+/// so a request is served in pieces of [`RANDOM_BYTES_PER_ENTROPY_CALL`].
+#[derive(Debug, Default)]
+pub struct GuestRandom;
 
-impl std::fmt::Debug for GuestRandom {
-    /// Never shows the generator's state.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuestRandom")
-            .field("seeded", &self.generator.is_some())
-            .finish()
-    }
-}
+/// Bytes asked of the operating system at once (bounds how long hermit masks interrupts).
+const RANDOM_BYTES_PER_ENTROPY_CALL: usize = 4 << 10;
 
 impl GuestRandom {
-    /// A generator that seeds itself from the operating system when first used.
+    /// The operating system's generator.
     pub fn new() -> Self {
-        Self::default()
+        Self
     }
 
     /// Fills `buffer` with random bytes; fails only if the operating system has no entropy.
     pub fn fill(&mut self, buffer: &mut [u8]) -> Result<(), getrandom::Error> {
-        let generator = match &mut self.generator {
-            Some(generator) => generator,
-            None => {
-                let mut seed = <ChaCha20Rng as SeedableRng>::Seed::default();
-                getrandom::fill(&mut seed)?;
-                self.generator.insert(ChaCha20Rng::from_seed(seed))
-            }
-        };
-        generator.fill_bytes(buffer);
-        Ok(())
+        buffer
+            .chunks_mut(RANDOM_BYTES_PER_ENTROPY_CALL)
+            .try_for_each(getrandom::fill)
     }
 }
 
@@ -1056,7 +1039,7 @@ mod tests {
         }
     }
 
-    /// Two invocations never share a stream, and odd lengths are filled.
+    /// Two generators (invocations) never give the same bytes, and odd lengths are filled.
     #[test]
     fn random_generators_differ_and_fill_odd_lengths() {
         let (mut first, mut second) = (GuestRandom::new(), GuestRandom::new());
