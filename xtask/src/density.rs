@@ -1,10 +1,11 @@
 //! Deployment-form figures for `cargo xtask bench`: boot time per QEMU machine type (`machines`)
 //! and many instances side by side (`density`): time until all answer, RSS per QEMU process.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use harness::ProcessGroup;
 
 use crate::bench::{free_port, get_status, median};
 use crate::image::Image;
@@ -21,7 +22,7 @@ const BOOT_LIMIT: Duration = Duration::from_secs(180);
 
 /// A QEMU process in its own process group, killed (with the group) on drop.
 struct Vm {
-    child: Child,
+    group: ProcessGroup,
     port: u16,
 }
 
@@ -30,14 +31,13 @@ impl Vm {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().with_context(|| format!("start {cmd:?}"))?;
-        Ok(Vm { child, port })
+        let group = ProcessGroup::spawn(&mut cmd).with_context(|| format!("start {cmd:?}"))?;
+        Ok(Vm { group, port })
     }
 
     /// Resident set size of the QEMU process in KiB (`VmRSS` of /proc/PID/status).
     fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.group.id())).ok()?;
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))?
@@ -48,15 +48,7 @@ impl Vm {
     }
 
     fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
+        self.group.exited()
     }
 }
 

@@ -1,12 +1,12 @@
 //! `cargo xtask deploy NAME FILE`: deploys a `.wasm` or `.wat` file to a running server through
 //! its admin API (`PUT /_admin/functions/NAME`).
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use harness::http;
 
 /// Options of `cargo xtask deploy`.
 #[derive(clap::Args, Debug, Clone)]
@@ -43,22 +43,13 @@ pub fn run(args: &DeployArgs) -> Result<()> {
     let mut stream = TcpStream::connect(("127.0.0.1", args.port))
         .with_context(|| format!("connecting to 127.0.0.1:{}", args.port))?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    write!(
-        stream,
-        "PUT /_admin/functions/{}{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        args.name,
-        args.token,
-        body.len()
-    )?;
-    stream.write_all(&body)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
-    let text = String::from_utf8_lossy(&answer);
-    let status = text.get(9..12).unwrap_or("???");
-    let json = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    println!("{status} {json}");
-    if status != "200" && status != "201" {
+    let path = format!("/_admin/functions/{}{query}", args.name);
+    let authorization = format!("Bearer {}", args.token);
+    let request = http::request_bytes("PUT", &path, &[("Authorization", &authorization)], &body);
+    let response = http::send(&mut stream, &request)?;
+    let status = response.status;
+    println!("{status} {}", response.text());
+    if status != 200 && status != 201 {
         bail!("deploy of {} failed with {status}", args.name);
     }
     Ok(())

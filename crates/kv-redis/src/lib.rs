@@ -33,7 +33,8 @@
 
 pub mod connection;
 pub mod resp;
-pub mod url;
+/// `redis://` URLs (a crate of its own: the configuration parses them without this client).
+pub use redis_url as url;
 
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};

@@ -152,10 +152,7 @@ impl Compiler {
                 Program::Http(host.load_module(name, module).map_err(|e| e.to_string())?)
             }
         };
-        let sha256 = Sha256::digest(&binary)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = format!("{:x}", Sha256::digest(&binary));
         let deployed_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

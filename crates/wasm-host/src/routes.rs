@@ -6,6 +6,8 @@
 //! a route is only compared with paths of as many segments as it has, and the comparison
 //! allocates nothing; parameters are collected only for the route that matches.
 
+use percent_encoding::percent_decode_str;
+
 use crate::bindings::http_types::Method;
 
 /// Longest route pattern a guest may register, in bytes.
@@ -246,29 +248,14 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 /// Decodes `%XX` escapes (and `+` as space when `plus_is_space`) into bytes; invalid escapes
-/// stay as they are.
+/// stay as they are (`percent-encoding`, which knows no `+`: that is replaced first, an encoded
+/// plus being `%2B`).
 pub fn percent_decode_bytes(text: &str, plus_is_space: bool) -> Vec<u8> {
-    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
-    let mut out = Vec::with_capacity(text.len());
-    let mut bytes = text.as_bytes().iter();
-    while let Some(&b) = bytes.next() {
-        match b {
-            b'%' => {
-                let mut ahead = bytes.clone();
-                match (hex(ahead.next()), hex(ahead.next())) {
-                    (Some(high), Some(low)) => {
-                        // Two hex digits are at most 255.
-                        out.push(u8::try_from(high * 16 + low).unwrap_or(u8::MAX));
-                        bytes = ahead;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
+    if plus_is_space && text.contains('+') {
+        percent_decode_str(&text.replace('+', " ")).collect()
+    } else {
+        percent_decode_str(text).collect()
     }
-    out
 }
 
 /// Splits a query string into decoded `(name, value)` pairs.

@@ -360,6 +360,47 @@ fn admin_suite(inst: &Instance) {
     assert_eq!(stats["errors"]["timeout"], 1, "{stats}");
 }
 
+/// WASI `random_get` in the server (under hermit: the kernel's ChaCha20 through `getrandom`,
+/// seeded from the CPU): every call gets fresh bytes, and the kernel did not fall back to its
+/// fixed-seed generator.
+fn entropy_suite(inst: &Instance) {
+    let random = br#"(module
+        (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (func (export "_start")
+          (if (call $random (i32.const 64) (i32.const 32)) (then (call $exit (i32.const 1))))
+          (i32.store (i32.const 0) (i32.const 64))
+          (i32.store (i32.const 4) (i32.const 32))
+          (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))))"#;
+    let port = inst.port;
+    assert_eq!(
+        admin(port, "PUT", "/_admin/functions/random", random).status,
+        201
+    );
+    let answers: Vec<Vec<u8>> = (0..3)
+        .map(|_| {
+            let answer = call(port, "GET", "/api/random/", b"");
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            answer.body
+        })
+        .collect();
+    for (i, bytes) in answers.iter().enumerate() {
+        assert_eq!(bytes.len(), 32);
+        assert_ne!(bytes, &[0u8; 32].to_vec());
+        for earlier in &answers[..i] {
+            assert_ne!(bytes, earlier, "two calls got the same random bytes");
+        }
+    }
+    // Without a hardware seed hermit falls back to a fixed-seed PRNG and says so.
+    let output = inst.output();
+    assert!(
+        !output.contains("Unable to read entropy"),
+        "the kernel had no entropy source:\n{output}"
+    );
+}
+
 /// A WAT source from `guests/wat/`.
 fn guest_source(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -372,6 +413,7 @@ fn native_functions() {
     let inst = Instance::start(Mode::Native, &functions_append(), &[]);
     boot_functions_suite(&inst);
     admin_suite(&inst);
+    entropy_suite(&inst);
 }
 
 #[test]
@@ -379,6 +421,7 @@ fn qemu_functions() {
     let inst = Instance::start(Mode::Qemu, &functions_append(), &["--smp", "2"]);
     boot_functions_suite(&inst);
     admin_suite(&inst);
+    entropy_suite(&inst);
     assert!(
         inst.output().contains("access"),
         "structured request log on the serial console"

@@ -1,4 +1,6 @@
-//! A small HTTP/1.1 client over raw TCP, independent of the server's own code.
+//! A small HTTP/1.1 client over raw TCP, independent of the server's own code: one request per
+//! connection ([`request`], [`send`]), raw bytes ([`exchange`], [`parse_responses`]) or
+//! keep-alive ([`read_response`]). Responses are parsed with `httparse`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -78,6 +80,12 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
+    exchange(port, &request_bytes(method, path, headers, body))
+}
+
+/// The bytes of a request with `Connection: close` (and `Content-Length` when there is a body,
+/// or always for POST and PUT).
+pub fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -88,12 +96,16 @@ pub fn request(
     head.push_str("\r\n");
     let mut raw = head.into_bytes();
     raw.extend_from_slice(body);
-    exchange(port, &raw)
+    raw
 }
 
 /// Writes `raw` bytes, reads until the server closes, and parses the first response.
 pub fn exchange(port: u16, raw: &[u8]) -> std::io::Result<Response> {
-    let mut stream = connect(port)?;
+    send(&mut connect(port)?, raw)
+}
+
+/// Like [`exchange`] on a stream the caller connected (its own address and timeouts).
+pub fn send(stream: &mut TcpStream, raw: &[u8]) -> std::io::Result<Response> {
     stream.write_all(raw)?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf)?;
@@ -101,6 +113,71 @@ pub fn exchange(port: u16, raw: &[u8]) -> std::io::Result<Response> {
         .into_iter()
         .next()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no response"))
+}
+
+/// What [`read_response`] tells about a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Status code.
+    pub status: u16,
+    /// The server said `Connection: close`.
+    pub closes: bool,
+    /// Where the body lies in the buffer.
+    pub body: std::ops::Range<usize>,
+}
+
+/// Reads one response with a `Content-Length` body (none without it) from a keep-alive
+/// connection into `buf` (cleared first); allocates nothing else, for load generators.
+pub fn read_response(stream: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<Head> {
+    buf.clear();
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut headers);
+        match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let mut head = Head {
+                    status: parsed.code.unwrap_or(0),
+                    closes: false,
+                    body: head_len..head_len,
+                };
+                let mut length = 0;
+                for header in parsed.headers.iter() {
+                    if header.name.eq_ignore_ascii_case("content-length") {
+                        length = std::str::from_utf8(header.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                    } else if header.name.eq_ignore_ascii_case("connection") {
+                        head.closes = header.value.eq_ignore_ascii_case(b"close");
+                    }
+                }
+                head.body.end = head_len + length;
+                while buf.len() < head.body.end {
+                    read_more(stream, &mut chunk, buf)?;
+                }
+                return Ok(head);
+            }
+            Ok(httparse::Status::Partial) => read_more(stream, &mut chunk, buf)?,
+            Err(e) => {
+                let message = format!("bad response: {e}");
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    message,
+                ));
+            }
+        }
+    }
+}
+
+/// Appends what one read gives to `buf`; end of stream is an error.
+fn read_more(stream: &mut impl Read, chunk: &mut [u8], buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let n = stream.read(chunk)?;
+    if n == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    Ok(())
 }
 
 /// Parses consecutive responses (pipelining, keep-alive) from `buf`; bodies are delimited by

@@ -1,6 +1,9 @@
-//! Parsing of `redis://` URLs.
+//! Parsing of `redis://` URLs, in a crate of its own so that the configuration (`boot-config`)
+//! holds the parsed value without depending on the Redis client (`kv-redis`).
 
 use std::fmt;
+
+use percent_encoding::percent_decode_str;
 
 /// Port used when the URL names none.
 pub const DEFAULT_PORT: u16 = 6379;
@@ -170,25 +173,21 @@ fn parse_host_port(host_port: &str) -> Result<(String, u16), UrlError> {
     Ok((host.to_string(), port))
 }
 
+/// Decodes user or password with `percent-encoding`, which leaves a malformed escape as it is:
+/// credentials must not silently differ from what was written, so one is refused first.
 fn percent_decode(text: &str) -> Result<String, UrlError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| err("bad percent escape in user or password"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let malformed = text.match_indices('%').any(|(at, _)| {
+        !text
+            .get(at + 1..at + 3)
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if malformed {
+        return Err(err("bad percent escape in user or password"));
     }
-    String::from_utf8(out).map_err(|_| err("user or password is not UTF-8 after percent-decoding"))
+    percent_decode_str(text)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| err("user or password is not UTF-8 after percent-decoding"))
 }
 
 #[cfg(test)]
