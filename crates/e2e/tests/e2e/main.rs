@@ -4,6 +4,7 @@
 
 mod connections;
 mod deploy_forms;
+mod fleet;
 mod functions;
 mod hostile;
 mod http_front;
