@@ -150,10 +150,10 @@ fn fleet_behind_haproxy(modes: [Mode; 3], fourth: Mode) {
     }
 
     // A delete through the balancer (of a function built into the image) reaches all.
-    assert_eq!(exec(ports[1], "sum").0, 200, "built in");
-    let delete = admin(lb.port(), "DELETE", "/_admin/functions/sum", b"");
+    assert_eq!(exec(ports[1], "answer").0, 200, "built in");
+    let delete = admin(lb.port(), "DELETE", "/_admin/functions/answer", b"");
     assert_eq!(delete.status, 204, "{}", delete.text());
-    wait_everywhere(&ports, "sum", (404, ""));
+    wait_everywhere(&ports, "answer", (404, ""));
 
     // Two instances deploy one name at the same time: one winner everywhere.
     std::thread::scope(|scope| {
@@ -176,7 +176,7 @@ fn fleet_behind_haproxy(modes: [Mode; 3], fourth: Mode) {
         assert_eq!(exec(port, "contested"), winner, "port {port}");
     }
     println!("fleet: contested won by {winner:?}; fleet version {version:?}");
-    assert!(!functions.contains_key("sum"));
+    assert!(!functions.contains_key("answer"));
 
     // An instance dies: requests through the balancer keep succeeding.
     let killed = instances.remove(0);
@@ -187,7 +187,7 @@ fn fleet_behind_haproxy(modes: [Mode; 3], fourth: Mode) {
     // A fourth instance boots serving everything, without a deploy.
     let late = start(fourth, &redis);
     assert_eq!(exec(late.port, FUNCTION), (200, "2".into()));
-    assert_eq!(exec(late.port, "sum").0, 404);
+    assert_eq!(exec(late.port, "answer").0, 404);
     assert_eq!(exec(late.port, "contested"), winner);
     let live: Vec<u16> = instances
         .iter()
