@@ -35,26 +35,40 @@ pub fn run(args: &DeployArgs) -> Result<()> {
         .as_deref()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let mut stream = TcpStream::connect(("127.0.0.1", args.port))
-        .with_context(|| format!("connecting to 127.0.0.1:{}", args.port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    write!(
-        stream,
-        "PUT /_admin/functions/{}{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        args.name,
-        args.token,
-        body.len()
-    )?;
-    stream.write_all(&body)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
-    let text = String::from_utf8_lossy(&answer);
-    let status = text.get(9..12).unwrap_or("???");
-    let json = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let (status, json) = put_function(args.port, &args.name, &query, &args.token, &body)?;
     println!("{status} {json}");
     if status != "200" && status != "201" {
         bail!("deploy of {} failed with {status}", args.name);
     }
     Ok(())
+}
+
+/// `PUT /_admin/functions/{name}{query}` with `body` on 127.0.0.1:`port`; the status and the
+/// answer's body.
+pub fn put_function(
+    port: u16,
+    name: &str,
+    query: &str,
+    token: &str,
+    body: &[u8],
+) -> Result<(String, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    write!(
+        stream,
+        "PUT /_admin/functions/{name}{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(body)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.get(9..12).unwrap_or("???").to_string();
+    let json = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_string();
+    Ok((status, json))
 }
