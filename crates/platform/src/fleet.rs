@@ -221,7 +221,7 @@ impl App {
         let (limits, source) = decode_stored(&value, self.default_limits)?;
         let function = self.compile_reserved(name, source, limits, reserve_wait)?;
         log::info!(
-            "loaded {name} ({}, {} bytes, sha256 {}) from store {FUNCTION_STORE}",
+            "restored {name} ({}, {} bytes, sha256 {}) from store {FUNCTION_STORE}",
             function.program.kind(),
             function.size,
             function.sha256
