@@ -21,16 +21,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The haproxy binary: `$HAPROXY`, else `haproxy` on `PATH`, else Debian's path.
 pub fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("HAPROXY") {
-        return PathBuf::from(path);
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("haproxy"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/haproxy"))
+    redis_test_server::find_program("HAPROXY", "haproxy", "/usr/sbin/haproxy")
 }
 
 /// A running HAProxy; stopped (and its directory removed) on drop.

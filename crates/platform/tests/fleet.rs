@@ -20,10 +20,20 @@ fn answer(n: u32) -> Vec<u8> {
     format!(r#"(module (func (export "_start") (result i32) i32.const {n}))"#).into_bytes()
 }
 
-/// A backend that can be cut off, as Redis is when the network to it fails.
+/// One instance's way to a shared backend, which can be cut off, as Redis is when the network
+/// to it fails.
 struct Switchable {
-    inner: MemoryStore,
+    inner: Arc<MemoryStore>,
     down: AtomicBool,
+}
+
+impl Switchable {
+    fn to(inner: &Arc<MemoryStore>) -> Arc<Switchable> {
+        Arc::new(Switchable {
+            inner: Arc::clone(inner),
+            down: AtomicBool::new(false),
+        })
+    }
 }
 
 impl Switchable {
@@ -198,13 +208,11 @@ fn concurrent_deploys_of_one_name_end_with_one_winner_everywhere() {
 
 #[test]
 fn an_instance_cut_off_from_the_store_catches_up() {
-    let store = Arc::new(Switchable {
-        inner: MemoryStore::new(),
-        down: AtomicBool::new(false),
-    });
-    // `b` reaches the shared store through the switch; `a` always reaches it.
+    let shared = Arc::new(MemoryStore::new());
+    // `b`'s way to the shared store is cut off for a while; `a`'s never is.
+    let store = Switchable::to(&shared);
     let b_kv: Arc<dyn KeyValue> = store.clone();
-    let a_kv: Arc<dyn KeyValue> = Arc::new(Redirect(Arc::clone(&store)));
+    let a_kv: Arc<dyn KeyValue> = Switchable::to(&shared);
     let a = instance(&a_kv);
     let b = instance(&b_kv);
     assert_eq!(admin(&a, "PUT", "h", &answer(3)), 201);
@@ -230,36 +238,7 @@ fn an_instance_cut_off_from_the_store_catches_up() {
     assert_eq!(exec(&b, "builtin").0, 404);
     sync(&a);
     assert_eq!(listing(&a), listing(&b));
-    assert_eq!(listing(&b).1, Some(kv_version(&store.inner)));
-}
-
-/// Writes straight into the switchable store's backend (never cut off).
-struct Redirect(Arc<Switchable>);
-
-impl KeyValue for Redirect {
-    fn open(&self, store: &str, bounds: &Bounds) -> Result<(), KvError> {
-        self.0.inner.open(store, bounds)
-    }
-    fn get(&self, store: &str, key: &str, bounds: &Bounds) -> Result<Vec<u8>, KvError> {
-        self.0.inner.get(store, key, bounds)
-    }
-    fn set(&self, store: &str, key: &str, value: &[u8], bounds: &Bounds) -> Result<(), KvError> {
-        self.0.inner.set(store, key, value, bounds)
-    }
-    fn keys(&self, store: &str, bounds: &Bounds) -> Result<Vec<String>, KvError> {
-        self.0.inner.keys(store, bounds)
-    }
-    fn delete(&self, store: &str, key: &str, bounds: &Bounds) -> Result<(), KvError> {
-        self.0.inner.delete(store, key, bounds)
-    }
-    fn write_counted(
-        &self,
-        writes: &[Write<'_>],
-        counter: (&str, &str),
-        bounds: &Bounds,
-    ) -> Result<u64, KvError> {
-        self.0.inner.write_counted(writes, counter, bounds)
-    }
+    assert_eq!(listing(&b).1, Some(kv_version(&shared)));
 }
 
 fn kv_version(kv: &MemoryStore) -> u64 {

@@ -30,15 +30,7 @@ fn answer(n: u32) -> Vec<u8> {
 }
 
 fn start(mode: Mode, redis: &RedisServer) -> Instance {
-    let host = match mode {
-        Mode::Native => "127.0.0.1",
-        Mode::Qemu => "10.0.2.2",
-    };
-    let append = format!(
-        "log=info admin-token={ADMIN_TOKEN} kv=redis://{host}:{}",
-        redis.port()
-    );
-    Instance::start(mode, &append, &[])
+    crate::redis::start_with_redis_and(mode, redis, &format!("admin-token={ADMIN_TOKEN}"))
 }
 
 /// Waits until `check` holds, at most [`PROPAGATION_LIMIT`]; returns how long it took.
