@@ -5,6 +5,7 @@
 //! in its own process group, so that dropping it stops QEMU too, also when a test fails.
 //! [`http`] is a deliberately independent HTTP/1.1 client over raw TCP.
 
+pub mod cut_proxy;
 pub mod http;
 pub mod redis_server;
 

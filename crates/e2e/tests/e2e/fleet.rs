@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use e2e::cut_proxy::CutProxy;
 use e2e::http;
 use e2e::redis_server::RedisServer;
 use e2e::{Instance, Mode};
@@ -202,4 +203,66 @@ fn native_fleet_behind_haproxy() {
 fn fleet_with_an_image_behind_haproxy() {
     // The image is the instance killed, and the fourth instance is an image again.
     fleet_behind_haproxy([Mode::Qemu, Mode::Native, Mode::Native], Mode::Qemu);
+}
+
+/// An instance whose network to Redis fails keeps serving what it has, says so in its listing,
+/// and catches up with every change made meanwhile once Redis is reachable again.
+fn cut_off_instance_catches_up(mode: Mode) {
+    let redis = RedisServer::start();
+    let proxy = CutProxy::start(redis.port()).expect("start the proxy");
+    let steady = start(Mode::Native, &redis);
+    let host = match mode {
+        Mode::Native => "127.0.0.1",
+        Mode::Qemu => "10.0.2.2",
+    };
+    let append = format!(
+        "log=info admin-token={ADMIN_TOKEN} kv=redis://{host}:{}",
+        proxy.port()
+    );
+    let cut_off = Instance::start(mode, &append, &[]);
+    let put = |name: &str, n: u32| {
+        let path = format!("/_admin/functions/{name}");
+        let response = admin(steady.port, "PUT", &path, &answer(n));
+        assert!(matches!(response.status, 200 | 201), "{}", response.text());
+    };
+    put(FUNCTION, 1);
+    wait_everywhere(&[cut_off.port], FUNCTION, (200, "1"));
+
+    proxy.cut();
+    put(FUNCTION, 2);
+    put("fleet-later", 3);
+    let delete = admin(steady.port, "DELETE", "/_admin/functions/answer", b"");
+    assert_eq!(delete.status, 204, "{}", delete.text());
+    wait_until("the cut-off instance reports the store unreachable", || {
+        let listing = admin(cut_off.port, "GET", "/_admin/functions", b"").json();
+        listing["fleet"]["unreachable"].is_string()
+    });
+    assert_eq!(
+        exec(cut_off.port, FUNCTION),
+        (200, "1".into()),
+        "keeps serving"
+    );
+    assert_eq!(exec(cut_off.port, "answer").0, 200);
+    assert_ne!(listing(cut_off.port).1, listing(steady.port).1);
+
+    proxy.restore();
+    let started = Instant::now();
+    wait_everywhere(&[cut_off.port], FUNCTION, (200, "2"));
+    wait_everywhere(&[cut_off.port], "fleet-later", (200, "3"));
+    wait_everywhere(&[cut_off.port], "answer", (404, ""));
+    println!(
+        "fleet: caught up {:?} after the cut ended",
+        started.elapsed()
+    );
+    wait_agreement(&[steady.port, cut_off.port]);
+}
+
+#[test]
+fn native_instance_cut_off_from_redis_catches_up() {
+    cut_off_instance_catches_up(Mode::Native);
+}
+
+#[test]
+fn image_cut_off_from_redis_catches_up() {
+    cut_off_instance_catches_up(Mode::Qemu);
 }
