@@ -12,6 +12,7 @@ APT_PACKAGES=(
   qemu-system-x86                    # boots the image
   binaryen wasi-libc                 # wasm-opt; libc for wasm32-wasip1 guests
   redis-server                       # the real keyvalue backend, started by tests
+  haproxy                            # the load balancer in front of a fleet (e2e fleet test, bench fleet)
   wrk                                # HTTP load generator of `cargo xtask bench connections/vm-compare`
   iproute2 curl ca-certificates pkg-config  # ip netns for the tap test
 )
@@ -29,6 +30,8 @@ fi
 
 # The Debian redis-server package starts a system instance; tests start their own on free ports.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+# Likewise HAProxy: tests start their own on free ports.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now haproxy >/dev/null 2>&1 || true; fi
 
 # uhyve (the hermit hypervisor) from crates.io. Built outside the project so that our
 # rust-toolchain.toml does not apply.

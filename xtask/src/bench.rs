@@ -40,6 +40,9 @@ pub enum Suite {
     /// instruction pointer is sampled through the QEMU monitor; a table of functions.
     /// Not part of `all`.
     Profile,
+    /// Instances sharing one Redis: deploy propagation (median, max over 20 deploys) and
+    /// requests/s through HAProxy with 1 and 3 native instances.
+    Fleet,
     /// Everything (but `profile`).
     All,
 }
@@ -100,6 +103,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.suite == Suite::Profile {
         return bench_profile::bench_profile(args);
     }
+    if args.suite == Suite::Fleet {
+        return bench_fleet::bench_fleet(args);
+    }
     let image = crate::image::build()?;
     if let Err(reason) = crate::qemu::kvm_status() {
         println!("note: KVM unusable ({reason}); VM figures are under TCG (software emulation)");
@@ -130,6 +136,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if matches!(args.suite, Suite::VmCompare | Suite::All) {
         bench_vm_compare::bench_vm_compare(args, &image)?;
     }
+    if args.suite == Suite::All {
+        bench_fleet::bench_fleet(args)?;
+    }
     Ok(())
 }
 
@@ -137,6 +146,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 mod bench_connections;
 #[path = "bench_entry.rs"]
 mod bench_entry;
+#[path = "bench_fleet.rs"]
+mod bench_fleet;
 #[path = "bench_kv.rs"]
 mod bench_kv;
 #[path = "bench_linux_guest.rs"]

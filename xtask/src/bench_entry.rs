@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Running, free_port, get_status, median, wait_first_response};
+use harness::process_group::ProcessGroup;
+
+use super::{free_port, get_status, median, wait_first_response};
 use crate::image::Image;
 use crate::image_dir::{MICROVM_MIN_MEMORY_MIB, USER_NET_STATIC_OPTIONS, with_kernel_options};
 use crate::qemu::{BootEntry, Machine};
@@ -39,11 +41,9 @@ fn boot_once(vm: &VmArgs, image: &Image, append: &str) -> Result<BootTimes> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let start = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("start {cmd:?}"))?;
-    let serial = child.stdout.take().context("QEMU's stdout")?;
-    let _running = Running { child };
+    let mut group = ProcessGroup::spawn(&mut cmd).with_context(|| format!("start {cmd:?}"))?;
+    let serial = group.child().stdout.take().context("QEMU's stdout")?;
     let (seen, serial_times) = mpsc::channel();
     std::thread::spawn(move || {
         let lines = BufReader::new(serial).lines().map_while(Result::ok);

@@ -40,17 +40,29 @@ pub fn run(args: &DeployArgs) -> Result<()> {
         .as_deref()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let mut stream = TcpStream::connect(("127.0.0.1", args.port))
-        .with_context(|| format!("connecting to 127.0.0.1:{}", args.port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let path = format!("/_admin/functions/{}{query}", args.name);
-    let authorization = format!("Bearer {}", args.token);
-    let request = http::request_bytes("PUT", &path, &[("Authorization", &authorization)], &body);
-    let response = http::send(&mut stream, &request)?;
-    let status = response.status;
-    println!("{status} {}", response.text());
+    let (status, text) = put_function(args.port, &args.name, &query, &args.token, &body)?;
+    println!("{status} {text}");
     if status != 200 && status != 201 {
         bail!("deploy of {} failed with {status}", args.name);
     }
     Ok(())
+}
+
+/// `PUT /_admin/functions/{name}{query}` with `body` on 127.0.0.1:`port`; the status and the
+/// answer's body.
+pub fn put_function(
+    port: u16,
+    name: &str,
+    query: &str,
+    token: &str,
+    body: &[u8],
+) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let path = format!("/_admin/functions/{name}{query}");
+    let authorization = format!("Bearer {token}");
+    let request = http::request_bytes("PUT", &path, &[("Authorization", &authorization)], body);
+    let response = http::send(&mut stream, &request)?;
+    Ok((response.status, response.text()))
 }

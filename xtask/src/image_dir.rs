@@ -1,6 +1,7 @@
 //! `cargo xtask image`: a self-contained directory to deploy: both loaders (multiboot, PVH), both
 //! application ELFs (q35/pc with DHCP, microvm with a static address), `vm.json` (how to boot
-//! them), `firecracker.json` (untested) and `BOOTING.md` (QEMU, uhyve, Firecracker). Also the
+//! them), `firecracker.json` (untested), `BOOTING.md` (QEMU, uhyve, Firecracker, orchestrators)
+//! and a Nomad job and a KubeVirt manifest for a fleet ([`crate::orchestrators`]). Also the
 //! microvm variant's paths and kernel options.
 
 use std::fs;
@@ -10,6 +11,7 @@ use anyhow::{Context, Result, ensure};
 use serde_json::json;
 
 use crate::image::Image;
+use crate::orchestrators;
 use crate::qemu::{self, Accel, BootEntry, Machine, NicModel, QemuConfig};
 use crate::util;
 
@@ -89,6 +91,9 @@ pub struct ImageArgs {
     /// Skip building (use the artifacts of a previous build).
     #[arg(long)]
     pub no_build: bool,
+    /// Instances in the orchestrator manifests (Nomad job, KubeVirt manifest).
+    #[arg(long, default_value_t = 3)]
+    pub instances: u32,
 }
 
 /// File names inside the image directory.
@@ -128,8 +133,37 @@ pub fn write(args: &ImageArgs) -> Result<PathBuf> {
         out.join("firecracker.json"),
         serde_json::to_string_pretty(&firecracker_config(args))? + "\n",
     )?;
-    fs::write(out.join("BOOTING.md"), booting_md(args, &manifest))?;
+    let fleet = fleet(args);
+    fs::write(
+        out.join(orchestrators::NOMAD_FILE),
+        orchestrators::nomad_job(&fleet),
+    )?;
+    fs::write(
+        out.join(orchestrators::KUBERNETES_FILE),
+        orchestrators::kubernetes_manifest(&fleet),
+    )?;
+    fs::write(
+        out.join(orchestrators::CONTAINERFILE),
+        orchestrators::containerfile(&fleet),
+    )?;
+    fs::write(
+        out.join("BOOTING.md"),
+        booting_md(args, &manifest) + "\n" + &orchestrators::booting_section(&fleet),
+    )?;
     Ok(out)
+}
+
+/// The fleet the orchestrator manifests describe.
+fn fleet(args: &ImageArgs) -> orchestrators::Fleet<'_> {
+    orchestrators::Fleet {
+        instances: args.instances,
+        port: args.port,
+        memory_mib: args.memory,
+        vcpus: args.smp,
+        append: &args.append,
+        loader: LOADER_FILE,
+        app: APP_FILE,
+    }
 }
 
 /// One way to boot the image, as QEMU arguments (run from inside the image directory).

@@ -28,6 +28,7 @@ mod tap;
 // --- end deployment-forms helper ---
 mod image;
 mod native;
+mod orchestrators;
 mod run;
 mod supervise;
 mod test;

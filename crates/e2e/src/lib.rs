@@ -5,6 +5,7 @@
 //! in its own process group, so that dropping it stops QEMU too, also when a test fails.
 //! [`http`] is a deliberately independent HTTP/1.1 client over raw TCP (shared with xtask).
 
+pub mod cut_proxy;
 pub mod redis_server;
 
 pub use harness::http;

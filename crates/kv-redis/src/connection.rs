@@ -250,6 +250,69 @@ impl Connection {
         }
     }
 
+    /// In one transaction (`MULTI` ... `EXEC`): `SET key value` (or `DEL key` where the value is
+    /// `None`) for each of `writes`, then `INCR counter`; returns the counter's new value. A
+    /// command Redis refuses while queueing discards the transaction (`DISCARD`).
+    pub fn transaction<'a>(
+        &mut self,
+        writes: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        counter: &[u8],
+        bounds: &Bounds,
+    ) -> Result<u64, RedisError> {
+        expect_ok("MULTI", self.command(&[b"MULTI"], bounds)?)?;
+        let mut queued = Ok(());
+        for (key, value) in writes {
+            queued = match value {
+                Some(value) => self.queue("SET", &[b"SET", key, value], bounds),
+                None => self.queue("DEL", &[b"DEL", key], bounds),
+            };
+            if queued.is_err() {
+                break;
+            }
+        }
+        if let Err(error) = queued.and_then(|()| self.queue("INCR", &[b"INCR", counter], bounds)) {
+            if !error.breaks_connection() {
+                self.command(&[b"DISCARD"], bounds)?;
+            }
+            return Err(error);
+        }
+        let Value::Array(replies) = self.command(&[b"EXEC"], bounds)? else {
+            return Err(RedisError::UnexpectedReply {
+                command: "EXEC",
+                reply: "not an array (transaction aborted)".into(),
+            });
+        };
+        if let Some(Value::Error(message)) = replies.iter().find(|r| matches!(r, Value::Error(_))) {
+            return Err(RedisError::Server(message.clone()));
+        }
+        match replies.last() {
+            Some(Value::Integer(count)) => {
+                u64::try_from(*count).map_err(|_| RedisError::UnexpectedReply {
+                    command: "INCR",
+                    reply: format!("negative counter {count}"),
+                })
+            }
+            Some(other) => Err(unexpected("INCR", other)),
+            None => Err(RedisError::UnexpectedReply {
+                command: "EXEC",
+                reply: "empty array".into(),
+            }),
+        }
+    }
+
+    /// Sends one command inside `MULTI`, expecting `+QUEUED`.
+    fn queue(
+        &mut self,
+        command: &'static str,
+        args: &[&[u8]],
+        bounds: &Bounds,
+    ) -> Result<(), RedisError> {
+        match self.command(args, bounds)? {
+            Value::SimpleString(queued) if queued == "QUEUED" => Ok(()),
+            other => Err(unexpected(command, &other)),
+        }
+    }
+
     /// `SCAN cursor MATCH pattern COUNT count`; returns the next cursor and this batch of keys.
     /// The reply (cursor and key names together) must fit `budget`.
     pub fn scan(

@@ -40,7 +40,7 @@ use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use keyvalue::{Bounds, KeyValue, KvError, validate_name};
+use keyvalue::{Bounds, KeyValue, KvError, Write, validate_name};
 
 pub use connection::{Connection, ConnectionOptions, TimeoutEnforcement, TimeoutStrategy};
 pub use resp::{Limits, ProtocolError, ReplyBudget, Value};
@@ -540,6 +540,37 @@ impl KeyValue for RedisStore {
         self.run(bounds, |connection| connection.del(&full, bounds))
             .map_err(|e| kv_error("delete", started, e))?;
         Ok(())
+    }
+
+    /// `MULTI`, the writes (`SET`/`DEL`), `INCR` of the counter, `EXEC`: Redis runs the
+    /// transaction as one step.
+    fn write_counted(
+        &self,
+        writes: &[Write<'_>],
+        (counter_store, counter_key): (&str, &str),
+        bounds: &Bounds,
+    ) -> Result<u64, KvError> {
+        let started = Instant::now();
+        let counter = redis_key(counter_store, counter_key)?;
+        let writes = writes
+            .iter()
+            .map(|write| {
+                let (store, key) = write.target();
+                let value = match write {
+                    Write::Set { value, .. } => Some(*value),
+                    Write::Delete { .. } => None,
+                };
+                Ok((redis_key(store, key)?, value))
+            })
+            .collect::<Result<Vec<_>, KvError>>()?;
+        self.run(bounds, |connection| {
+            connection.transaction(
+                writes.iter().map(|(key, value)| (key.as_slice(), *value)),
+                &counter,
+                bounds,
+            )
+        })
+        .map_err(|e| kv_error("write_counted", started, e))
     }
 }
 

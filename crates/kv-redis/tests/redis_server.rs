@@ -704,3 +704,66 @@ fn listing_more_than_the_callers_budget_is_refused() {
     // An empty store lists within any budget.
     assert_eq!(kv.keys("none", &Bounds::new(None, 0)), Ok(Vec::new()));
 }
+
+#[test]
+fn write_counted_is_one_transaction_with_the_counter() {
+    use keyvalue::Write;
+    let server = RedisServer::start();
+    let kv = store_for(&server.url());
+    let counter = ("counters", "version");
+    let first = kv
+        .write_counted(
+            &[
+                Write::Set {
+                    store: "a",
+                    key: "x",
+                    value: b"1",
+                },
+                Write::Set {
+                    store: "b",
+                    key: "y",
+                    value: b"2",
+                },
+            ],
+            counter,
+            &Bounds::UNBOUNDED,
+        )
+        .expect("batch");
+    assert_eq!(first, 1);
+    assert_eq!(kv.get("a", "x", &Bounds::UNBOUNDED).expect("x"), b"1");
+    assert_eq!(kv.get("b", "y", &Bounds::UNBOUNDED).expect("y"), b"2");
+    let second = kv
+        .write_counted(
+            &[Write::Delete {
+                store: "a",
+                key: "x",
+            }],
+            counter,
+            &Bounds::UNBOUNDED,
+        )
+        .expect("batch");
+    assert_eq!(second, 2);
+    assert!(kv.get("a", "x", &Bounds::UNBOUNDED).is_err());
+    assert_eq!(
+        kv.get("counters", "version", &Bounds::UNBOUNDED)
+            .expect("counter"),
+        b"2"
+    );
+    // A counter that is not a number fails the whole batch: nothing written.
+    kv.set("counters", "version", b"not a number", &Bounds::UNBOUNDED)
+        .expect("set");
+    let refused = kv.write_counted(
+        &[Write::Set {
+            store: "a",
+            key: "z",
+            value: b"3",
+        }],
+        counter,
+        &Bounds::UNBOUNDED,
+    );
+    assert!(matches!(refused, Err(KvError::Io(_))), "{refused:?}");
+    // Redis runs the SET before the failing INCR (no rollback): the batch's writes stand.
+    // What matters to callers is the error; the connection still works.
+    kv.set("a", "w", b"4", &Bounds::UNBOUNDED)
+        .expect("set after");
+}

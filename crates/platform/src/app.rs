@@ -53,6 +53,7 @@ pub struct App {
     pub(crate) memory: MemoryPool,
     memory_in_use: fn() -> Option<u64>,
     pub(crate) boot: BootGate,
+    pub(crate) fleet: crate::fleet::Fleet,
     pub(crate) shutdown: Option<Box<dyn Fn() + Send + Sync>>,
     /// The HTTP server's counters, for `/metrics`.
     server_stats: Option<Arc<ServerStats>>,
@@ -97,6 +98,7 @@ impl App {
             memory: MemoryPool::new(options.memory_budget),
             memory_in_use: options.memory_in_use,
             boot: BootGate::default(),
+            fleet: crate::fleet::Fleet::default(),
             shutdown: None,
             server_stats: None,
         };

@@ -6,6 +6,7 @@ mod boot_entry;
 mod connections;
 mod deploy_forms;
 mod first_function;
+mod fleet;
 mod functions;
 mod hostile;
 mod http_front;

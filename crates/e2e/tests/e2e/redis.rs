@@ -26,7 +26,7 @@ fn start_with_redis(mode: Mode, redis: &RedisServer) -> Instance {
 }
 
 /// Like [`start_with_redis`], with more `key=value` words.
-fn start_with_redis_and(mode: Mode, redis: &RedisServer, more: &str) -> Instance {
+pub fn start_with_redis_and(mode: Mode, redis: &RedisServer, more: &str) -> Instance {
     let host = match mode {
         Mode::Native => "127.0.0.1",
         Mode::Qemu => "10.0.2.2",
