@@ -17,16 +17,19 @@ mod guests;
 // --- end guests helper ---
 mod bench;
 mod deploy;
+mod fuzz;
 // --- deployment-forms helper: modules ---
 mod density;
 mod image_dir;
 mod tap;
 // --- end deployment-forms helper ---
 mod image;
+mod lint;
 mod native;
 mod run;
 mod supervise;
 mod test;
+mod test_tally;
 mod util;
 mod vm;
 
@@ -53,6 +56,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Deploy a .wasm or .wat file to a running server through its admin API.
     Deploy(deploy::DeployArgs),
+    /// Fuzz the HTTP parser, canonical-ABI lifting, WASI calls and the RESP reader (libFuzzer).
+    Fuzz(fuzz::FuzzArgs),
     // --- helper blocks (kernel, app, loader, boot, guests) go below this line ---
     // --- guests helper (wasm-functions) ---
     /// Build the wasm guests into target/guests/*.wasm.
@@ -102,6 +107,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test(args) => test::run(&args)?,
         Cmd::Bench(args) => bench::run(&args)?,
         Cmd::Deploy(args) => deploy::run(&args)?,
+        Cmd::Fuzz(args) => {
+            fuzz::run(&args)?;
+        }
         // --- helper dispatch goes below this line ---
         // --- guests helper (wasm-functions) ---
         Cmd::Guests => {
