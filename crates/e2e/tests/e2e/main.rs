@@ -7,6 +7,7 @@ mod deploy_forms;
 mod functions;
 mod hostile;
 mod http_front;
+mod machines;
 mod monitors;
 mod mutants;
 mod redis;
