@@ -1,6 +1,6 @@
 //! Formatting and lints as part of the suite: `cargo fmt --check` over every crate of the
 //! repository, and `cargo clippy` with warnings as errors for the native workspace, the image's
-//! application on the hermit target, and the wasm guests.
+//! application on the hermit target, the wasm guests and the fuzz targets.
 
 use std::path::Path;
 
@@ -24,7 +24,8 @@ pub fn check_all() -> Result<()> {
     fmt()?;
     clippy_native()?;
     clippy_hermit()?;
-    clippy_guests()
+    clippy_guests()?;
+    clippy_fuzz()
 }
 
 fn fmt() -> Result<()> {
@@ -86,5 +87,17 @@ fn clippy_guests() -> Result<()> {
         util::cargo()
             .current_dir(util::root().join("guests"))
             .args(["clippy", "--release", "--workspace", "--", "-D", "warnings"]),
+    )
+}
+
+fn clippy_fuzz() -> Result<()> {
+    println!("== cargo clippy (fuzz targets)");
+    // A target directory of its own: the fuzz build's coverage flags would be rebuilt otherwise.
+    util::run(
+        util::cargo()
+            .current_dir(util::root().join("fuzz"))
+            .args(["clippy", "--target-dir"])
+            .arg(util::target_dir().join("fuzz-clippy"))
+            .args(["--", "-D", "warnings"]),
     )
 }
