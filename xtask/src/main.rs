@@ -40,7 +40,7 @@ enum Cmd {
     Build,
     /// Build what is needed and serve HTTP on 127.0.0.1:PORT (image in QEMU, or --native).
     Run(run::RunArgs),
-    /// Run the whole test suite (native tests, then end-to-end tests in QEMU).
+    /// Run the whole suite: fmt and clippy, native tests, fuzzing, end-to-end tests in QEMU.
     Test(test::TestArgs),
     /// Measure boot time, image size, request rates and latencies; prints tables.
     Bench(bench::BenchArgs),
