@@ -44,6 +44,9 @@ pub fn xtask_bin() -> PathBuf {
 pub use harness::ProcessGroup;
 pub use redis_test_server::free_port;
 
+/// The start of the line the server logs once it listens (`kernel-app/src/main.rs`).
+pub const READY_LINE: &str = "ready: listening on http://";
+
 impl Instance {
     /// Starts the server with the kernel command line `append` (plus `extra` xtask flags) and
     /// waits until `GET /healthz` answers 200.

@@ -153,7 +153,7 @@ fn qemu_http_front() {
     http_front_suite(&inst);
     let output = inst.output();
     assert!(
-        output.contains("ready"),
+        output.contains(e2e::READY_LINE),
         "serial console shows the ready line:\n{output}"
     );
     assert_stops_cleanly(inst);

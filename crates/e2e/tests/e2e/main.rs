@@ -10,6 +10,7 @@ mod fleet;
 mod functions;
 mod hostile;
 mod http_front;
+mod machines;
 mod monitors;
 mod mutants;
 mod redis;

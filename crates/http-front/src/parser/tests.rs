@@ -382,6 +382,40 @@ fn pipelined_requests_come_out_in_order() {
     assert_eq!(requests[3].version, Version::Http10);
 }
 
+/// Found by `cargo xtask fuzz` (http_request): `GET /  HTTP/1.1` got 505 when the request line
+/// arrived whole and 400 when it arrived in pieces.
+#[test]
+fn a_bad_version_gets_one_status_however_it_arrives() {
+    let input = b"GET /  HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (whole, _) = feed(input, &[input.len()], limits());
+    for size in 1..input.len() {
+        assert_eq!(feed(input, &[size], limits()).0, whole, "pieces of {size}");
+    }
+    assert_eq!(whole.1.map(|e| e.status()), Some(505));
+}
+
+/// Found by `cargo xtask fuzz` (http_request): a malformed byte beyond the head limit gave 400
+/// when the head arrived whole and 431 when it arrived in pieces.
+#[test]
+fn a_bad_byte_beyond_the_head_limit_is_431_however_it_arrives() {
+    let mut input = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    input.extend(std::iter::repeat_n(b'a', 1100));
+    input.extend(b"\x01\r\n\r\n");
+    for size in [1, 4, 100, 1000, input.len()] {
+        let ((requests, error), _) = feed(&input, &[size], limits());
+        assert!(requests.is_empty());
+        assert_eq!(error.map(|e| e.status()), Some(431), "pieces of {size}");
+    }
+    // A bad byte within the limit, on a line that ends beyond it: 400 however it arrives.
+    let mut input = b"GET / HTTP/1.1\r\nX: \r\x01".to_vec();
+    input.extend(std::iter::repeat_n(b'a', 1100));
+    input.extend(b"\r\n\r\n");
+    for size in [1, 4, 100, 1000, input.len()] {
+        let ((_, error), _) = feed(&input, &[size], limits());
+        assert_eq!(error.map(|e| e.status()), Some(400), "pieces of {size}");
+    }
+}
+
 #[test]
 fn requests_before_an_error_are_still_returned() {
     let (requests, error, _) = parse(b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\nBROKEN\x00\r\n\r\n");
