@@ -78,7 +78,9 @@ pub fn install_panic_hook() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
-            let message = info.payload_as_str().unwrap_or("a non-string panic payload");
+            let message = info
+                .payload_as_str()
+                .unwrap_or("a non-string panic payload");
             let message = match info.location() {
                 Some(at) => format!("{message} ({}:{}:{})", at.file(), at.line(), at.column()),
                 None => message.to_string(),
