@@ -123,6 +123,12 @@ fn main() -> ExitCode {
         .with_shutdown(exit_soon)
         .with_server_stats(server.stats()),
     );
+    // With a shared store, other instances deploy too: follow the fleet's changes.
+    if matches!(config.kv, KvBackend::Redis(_))
+        && let Err(err) = App::start_fleet_sync(&app, platform::fleet::SYNC_INTERVAL)
+    {
+        log::error!("fleet sync not started: {err}");
+    }
     // Compiling the built-in functions takes a while under emulation: serve meanwhile.
     if let Err(err) = App::deploy_in_background(&app, boot_functions::FUNCTIONS) {
         log::error!("boot functions not deployed: {err}");

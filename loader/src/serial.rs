@@ -1,4 +1,5 @@
-//! Polled output on COM1 (0x3F8), with tiny number formatting (no `core::fmt`, to stay small).
+//! Polled output on COM1 (0x3F8), with tiny number formatting (`core::fmt` only for error texts
+//! from `hermit-entry` and panics).
 
 /// I/O port base of COM1.
 pub const COM1: u16 = 0x3F8;
@@ -77,4 +78,20 @@ pub fn print_dec(mut value: u64) {
     for &digit in digits[..len].iter().rev() {
         write_byte(digit);
     }
+}
+
+/// `core::fmt` output to COM1.
+struct SerialWriter;
+
+impl core::fmt::Write for SerialWriter {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        print(text);
+        Ok(())
+    }
+}
+
+/// Writes `value`'s `Display` form.
+pub fn print_display(value: &dyn core::fmt::Display) {
+    // Writing to the UART cannot fail.
+    let _ = core::fmt::write(&mut SerialWriter, format_args!("{value}"));
 }

@@ -105,6 +105,29 @@ fn copy_image(built: &Path, image_dir: &Path, release: bool) -> Result<PathBuf> 
     Ok(image)
 }
 
+/// `cargo SUBCOMMAND` for the hermit target with std built from source, in the root workspace
+/// and `target_dir` (the flags and environment every hermit build shares, so `std` is reused).
+pub fn hermit_cargo(subcommand: &str, target_dir: &Path) -> std::process::Command {
+    let mut cargo = util::cargo();
+    cargo
+        .current_dir(util::root())
+        .args([
+            subcommand,
+            "--target",
+            APP_TARGET,
+            "-Zbuild-std=std,panic_abort",
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_HERMIT_RUSTFLAGS",
+            HERMIT_RUSTFLAGS,
+        );
+    cargo
+}
+
 /// Builds binary `bin` of `package` (in the workspace of `manifest`) for hermit, linked with the
 /// kernel archive with cargo profile `profile`, and returns the path of the ELF in the target
 /// directory.
@@ -119,34 +142,14 @@ fn build_hermit_binary(
     let linker = kernel::ld_lld()?;
 
     eprintln!("app: building {package} ({profile}) for {APP_TARGET}");
-    let mut cargo = util::cargo();
+    let mut cargo = hermit_cargo("build", target_dir);
     cargo
-        .current_dir(util::root())
-        .args([
-            "build",
-            "--package",
-            package,
-            "--bin",
-            bin,
-            "--target",
-            APP_TARGET,
-            "--profile",
-            profile,
-        ])
-        .args(["-Zbuild-std=std,panic_abort"])
+        .args(["--package", package, "--bin", bin, "--profile", profile])
         .arg("--manifest-path")
         .arg(manifest)
-        .arg("--target-dir")
-        .arg(target_dir)
         .env(KERNEL_DIR_ENV, kernel_dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         // Debian's rustc has no rust-lld: link with LLVM's ld.lld (the target's flavor is gnu-lld).
-        .env("CARGO_TARGET_X86_64_UNKNOWN_HERMIT_LINKER", &linker)
-        .env(
-            "CARGO_TARGET_X86_64_UNKNOWN_HERMIT_RUSTFLAGS",
-            HERMIT_RUSTFLAGS,
-        );
+        .env("CARGO_TARGET_X86_64_UNKNOWN_HERMIT_LINKER", &linker);
     util::run(&mut cargo)?;
     Ok(target_dir
         .join(APP_TARGET)

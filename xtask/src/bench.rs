@@ -3,14 +3,15 @@
 //! load with wrk, a hyper baseline, idle connections); the image next to a Linux guest; and
 //! `profile`, a sampling profile of the guest under load (where its time goes).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use harness::{ProcessGroup, http};
 
 use crate::image::Image;
 use crate::vm::VmArgs;
@@ -40,6 +41,9 @@ pub enum Suite {
     /// instruction pointer is sampled through the QEMU monitor; a table of functions.
     /// Not part of `all`.
     Profile,
+    /// Instances sharing one Redis: deploy propagation (median, max over 20 deploys) and
+    /// requests/s through HAProxy with 1 and 3 native instances.
+    Fleet,
     /// Everything (but `profile`).
     All,
 }
@@ -100,6 +104,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.suite == Suite::Profile {
         return bench_profile::bench_profile(args);
     }
+    if args.suite == Suite::Fleet {
+        return bench_fleet::bench_fleet(args);
+    }
     let image = crate::image::build()?;
     if let Err(reason) = crate::qemu::kvm_status() {
         println!("note: KVM unusable ({reason}); VM figures are under TCG (software emulation)");
@@ -128,6 +135,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if matches!(args.suite, Suite::VmCompare | Suite::All) {
         bench_vm_compare::bench_vm_compare(args, &image)?;
     }
+    if args.suite == Suite::All {
+        bench_fleet::bench_fleet(args)?;
+    }
     Ok(())
 }
 
@@ -135,6 +145,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 mod bench_boot;
 #[path = "bench_connections.rs"]
 mod bench_connections;
+#[path = "bench_fleet.rs"]
+mod bench_fleet;
 #[path = "bench_kv.rs"]
 mod bench_kv;
 #[path = "bench_linux_guest.rs"]
@@ -152,7 +164,7 @@ mod bench_wrk;
 
 /// A server process (QEMU or native) in its own process group, killed on drop.
 struct Running {
-    child: Child,
+    _group: ProcessGroup,
 }
 
 impl Running {
@@ -160,10 +172,8 @@ impl Running {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        Ok(Running {
-            child: cmd.spawn().with_context(|| format!("start {cmd:?}"))?,
-        })
+        let group = ProcessGroup::spawn(&mut cmd).with_context(|| format!("start {cmd:?}"))?;
+        Ok(Running { _group: group })
     }
 
     /// Like [`Running::spawn`], with the process's stdout (QEMU's serial console) to read.
@@ -171,18 +181,9 @@ impl Running {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = cmd.spawn().with_context(|| format!("start {cmd:?}"))?;
-        let stdout = child.stdout.take().context("no stdout pipe")?;
-        Ok((Running { child }, stdout))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
+        let mut group = ProcessGroup::spawn(&mut cmd).with_context(|| format!("start {cmd:?}"))?;
+        let stdout = group.child().stdout.take().context("no stdout pipe")?;
+        Ok((Running { _group: group }, stdout))
     }
 }
 
@@ -213,17 +214,13 @@ fn probe(port: u16, path: &str, timeout: Duration) -> Result<u16, ProbeFailure> 
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|_| ProbeFailure::NotUp)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|_| ProbeFailure::NotUp)?;
-    let mut head = [0u8; 12];
-    match stream.read_exact(&mut head) {
-        Ok(()) => std::str::from_utf8(&head[9..12])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(ProbeFailure::NotUp),
+    // Read to the end of the body, not to the close: a guest's FIN may come later.
+    let request = http::request_bytes("GET", path, &[], b"");
+    let answer = stream
+        .write_all(&request)
+        .and_then(|()| http::read_response(&mut stream, &mut Vec::new()));
+    match answer {
+        Ok(head) => Ok(head.status),
         Err(e)
             if matches!(
                 e.kind(),
@@ -284,47 +281,6 @@ struct Load {
     p99_us: u64,
 }
 
-/// A response read by [`read_response`].
-struct Answer {
-    status: u16,
-    /// The server said `Connection: close` (it does after `max_requests_per_connection`).
-    closes: bool,
-}
-
-/// Reads one response with a `Content-Length` body from a keep-alive connection.
-fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Answer> {
-    buf.clear();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-            let closes = head.lines().any(|l| {
-                l.strip_prefix("connection:")
-                    .is_some_and(|v| v.trim() == "close")
-            });
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = stream.read(&mut chunk)?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return Ok(Answer { status, closes });
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// `clients` keep-alive connections sending `GET path` for `seconds`.
 fn load(port: u16, path: &str, clients: usize, seconds: u64) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
@@ -348,11 +304,12 @@ fn load(port: u16, path: &str, clients: usize, seconds: u64) -> Load {
                         let t = Instant::now();
                         let answer = stream
                             .write_all(request.as_bytes())
-                            .and_then(|()| read_response(&mut stream, &mut buf));
+                            .and_then(|()| http::read_response(&mut stream, &mut buf));
                         match answer {
-                            Ok(Answer {
+                            Ok(http::Head {
                                 status: 200,
                                 closes,
+                                ..
                             }) => {
                                 latencies.push(t.elapsed().as_micros() as u64);
                                 if closes {
@@ -408,16 +365,11 @@ fn deploy_latency(port: u16, name: &str, body: &[u8], rounds: usize) -> Result<D
         let start = Instant::now();
         let mut stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        write!(
-            stream,
-            "PUT /_admin/functions/{name} HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {BENCH_TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )?;
-        stream.write_all(body)?;
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf)?;
-        let status = String::from_utf8_lossy(buf.get(9..12).unwrap_or_default()).into_owned();
-        if status != "200" && status != "201" {
+        let path = format!("/_admin/functions/{name}");
+        let authorization = format!("Bearer {BENCH_TOKEN}");
+        let request = http::request_bytes("PUT", &path, &[("Authorization", &authorization)], body);
+        let status = http::send(&mut stream, &request)?.status;
+        if status != 200 && status != 201 {
             bail!("deploy of {name} answered {status}");
         }
         times.push(start.elapsed());

@@ -12,7 +12,8 @@ use anyhow::{Context, Result, bail};
 
 use super::{BenchArgs, ProbeFailure, Running, free_port, median, probe, wait_first_response};
 use crate::image::Image;
-use crate::qemu::Machine;
+use crate::image_dir::MICROVM_MIN_MEMORY_MIB;
+use crate::qemu::{BootEntry, Machine};
 use crate::vm::VmArgs;
 
 /// The function the boot is timed to: a Spiderlightning guest embedded in the image.
@@ -146,57 +147,90 @@ fn stage_medians(samples: &[BootSample]) -> Vec<String> {
         .collect()
 }
 
-/// Boot time by machine type (median of `--boots` each), with the breakdown, then the size.
+/// One row of the boot table: a machine, its guest RAM and the loader's entry.
+struct Row {
+    machine: Machine,
+    memory: u32,
+    entry: BootEntry,
+}
+
+/// The rows: q35 through each entry and with 64 MiB, pc, and microvm through each entry.
+fn rows(memory: u32) -> [Row; 6] {
+    let row = |machine, memory, entry| Row {
+        machine,
+        memory,
+        entry,
+    };
+    [
+        row(Machine::Q35, memory, BootEntry::Pvh),
+        row(Machine::Q35, memory, BootEntry::Multiboot),
+        row(Machine::Q35, SMALL_MEMORY_MIB, BootEntry::Pvh),
+        row(Machine::Pc, memory, BootEntry::Pvh),
+        row(Machine::Microvm, memory, BootEntry::Pvh),
+        row(Machine::Microvm, memory, BootEntry::Multiboot),
+    ]
+}
+
+/// Boot time by machine type and entry (median of `--boots` each, the rows' boots taking turns
+/// so that host load hits them alike), with the breakdown, then the size.
 pub fn bench_boot(args: &BenchArgs, image: &Image, microvm: &Image) -> Result<()> {
+    let rows = rows(args.vm.memory);
+    let mut samples: Vec<Vec<BootSample>> = rows.iter().map(|_| Vec::new()).collect();
+    let mut failures: Vec<Option<String>> = rows.iter().map(|_| None).collect();
+    for _ in 0..args.boots.max(1) {
+        for (index, row) in rows.iter().enumerate() {
+            let requested = VmArgs {
+                machine: row.machine,
+                memory: row.memory,
+                entry: row.entry,
+                ..args.vm.clone()
+            };
+            let (vm, app, append) =
+                crate::density::machine_setup(&requested, image, microvm, "log=warn");
+            match boot_once(&vm, app, &append) {
+                Ok(sample) => {
+                    if let Some(row_samples) = samples.get_mut(index) {
+                        row_samples.push(sample);
+                    }
+                }
+                Err(err) => {
+                    if let Some(failure) = failures.get_mut(index) {
+                        *failure = Some(err.to_string());
+                    }
+                }
+            }
+        }
+    }
     println!(
-        "\n## boot: QEMU start → first 200 ({} vCPU, TCG unless KVM is usable; ms, median of {})",
+        "\n## boot: QEMU start → first 200 ({} vCPU, TCG unless KVM is usable; ms, median of {}, \
+         boots taking turns)",
         args.vm.smp,
         args.boots.max(1)
     );
     println!(
-        "| machine | RAM | firmware | loader | kernel | network up | app → /healthz | → function | \
-         total /healthz | total {FUNCTION_ROUTE} (min–max) |"
+        "| machine | entry | RAM | firmware | loader | kernel | network up | app → /healthz | \
+         → function | total /healthz | total {FUNCTION_ROUTE} (min–max) |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    let rows = [
-        (Machine::Q35, args.vm.memory),
-        (Machine::Q35, SMALL_MEMORY_MIB),
-        (Machine::Pc, args.vm.memory),
-        (Machine::Microvm, args.vm.memory),
-    ];
-    for (machine, memory) in rows {
-        let requested = VmArgs {
-            machine,
-            memory,
-            ..args.vm.clone()
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for ((row, samples), failure) in rows.iter().zip(&samples).zip(failures) {
+        let name = crate::qemu::machine_name(row.machine);
+        let memory = match row.machine {
+            Machine::Microvm => row.memory.max(MICROVM_MIN_MEMORY_MIB),
+            _ => row.memory,
         };
-        let (vm, app, append) =
-            crate::density::machine_setup(&requested, image, microvm, "log=warn");
-        let mut samples = Vec::new();
-        let mut failure = None;
-        for _ in 0..args.boots.max(1) {
-            match boot_once(&vm, app, &append) {
-                Ok(sample) => samples.push(sample),
-                Err(err) => failure = Some(err),
-            }
-        }
-        let name = crate::qemu::machine_name(machine);
+        let head = format!("| {name} | {:?} | {memory} MiB", row.entry);
         if samples.is_empty() {
-            let reason = failure.map(|e| e.to_string()).unwrap_or_default();
-            println!(
-                "| {name} | {} MiB | failed: {reason} | | | | | | | |",
-                vm.memory
-            );
+            let reason = failure.unwrap_or_default();
+            println!("{head} | failed: {reason} | | | | | | | |");
             continue;
         }
-        let stages = stage_medians(&samples);
+        let stages = stage_medians(samples);
         let healthz: Vec<Duration> = samples.iter().map(|s| s.healthz).collect();
         let function: Vec<Duration> = samples.iter().map(|s| s.function).collect();
         let min = function.iter().min().copied().unwrap_or_default();
         let max = function.iter().max().copied().unwrap_or_default();
         println!(
-            "| {name} | {} MiB | {} | {} | {} ({}–{}) |",
-            vm.memory,
+            "{head} | {} | {} | {} ({}–{}) |",
             stages.join(" | "),
             ms(median(healthz)),
             ms(median(function)),
@@ -209,7 +243,7 @@ pub fn bench_boot(args: &BenchArgs, image: &Image, microvm: &Image) -> Result<()
          first, kernel when it starts its network stack, network up at DHCP's answer (static \
          address: when the kernel enters the app); each column is a median on its own."
     );
-    print_size(image)
+    print_size(image, args.vm.entry)
 }
 
 /// Guest RAM of the small-memory row (the image must serve in 64 MiB).
@@ -255,8 +289,8 @@ fn size_of(path: &Path) -> u64 {
 }
 
 /// The image's size by part: loader, kernel, embedded functions, the rest of the app ELF.
-fn print_size(image: &Image) -> Result<()> {
-    let loader = size_of(&image.loader);
+fn print_size(image: &Image, entry: BootEntry) -> Result<()> {
+    let loader = size_of(image.loader_for(entry));
     let app = size_of(&image.app);
     let kernel = kernel_bytes(&crate::app::linked_app_path(true))?;
     let functions = function_bytes();
@@ -265,7 +299,7 @@ fn print_size(image: &Image) -> Result<()> {
     println!("\n## image size (bytes of the files QEMU loads)");
     println!("| part | size |");
     println!("| --- | --- |");
-    println!("| loader (`-kernel`) | {} |", kb(loader));
+    println!("| loader (`-kernel`, {entry:?} entry) | {} |", kb(loader));
     println!(
         "| kernel: hermit-kernel's symbols in the app ELF | {} |",
         kb(kernel)

@@ -9,12 +9,12 @@
 //! The server is started through `xtask run --native` with the default workers and queue (the
 //! bench does not tune it), only on 127.0.0.1.
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use harness::http;
 
 use super::BenchArgs;
 use super::bench_server::{
@@ -267,17 +267,12 @@ fn probe_healthz(port: u16) -> Probe {
             .map_err(|e| e.to_string())?;
         std::io::Write::write_all(
             &mut stream,
-            b"GET /healthz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n",
+            &http::request_bytes("GET", "/healthz", &[], b""),
         )
         .map_err(|e| format!("write: {e}"))?;
-        let mut head = [0u8; 12];
-        stream
-            .read_exact(&mut head)
-            .map_err(|e| format!("read: {e}"))?;
-        std::str::from_utf8(&head[9..12])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| "not HTTP".to_string())
+        http::read_response(&mut stream, &mut Vec::new())
+            .map(|head| head.status)
+            .map_err(|e| format!("read: {e}"))
     })();
     Probe {
         outcome,

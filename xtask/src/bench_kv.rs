@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use harness::http;
 
 use super::{BenchArgs, Load, Running, boot_vm, free_port, load, wait_first_response};
 use crate::image::Image;
@@ -93,16 +94,9 @@ impl Drop for Redis {
 fn store_value(port: u16) -> Result<()> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "PUT /http-server-demo/set HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        BENCH_VALUE.len()
-    )?;
-    stream.write_all(BENCH_VALUE)?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf)?;
-    let status = String::from_utf8_lossy(buf.get(9..12).unwrap_or_default()).into_owned();
-    if status != "204" {
+    let request = http::request_bytes("PUT", "/http-server-demo/set", &[], BENCH_VALUE);
+    let status = http::send(&mut stream, &request)?.status;
+    if status != 204 {
         bail!("PUT /http-server-demo/set answered {status}");
     }
     Ok(())

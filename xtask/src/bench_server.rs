@@ -6,17 +6,18 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use harness::ProcessGroup;
 
 use super::{ProbeFailure, free_port, probe};
 use crate::vm::VmArgs;
 
 /// A process group we started; SIGKILLed as a whole on drop.
 pub(crate) struct Group {
-    child: Child,
+    group: ProcessGroup,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
     /// The command line, for the report.
@@ -33,11 +34,10 @@ impl Group {
         cmd.stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let command = command_text(&cmd);
-        let child = cmd.spawn().with_context(|| format!("start {command}"))?;
+        let group = ProcessGroup::spawn(&mut cmd).with_context(|| format!("start {command}"))?;
         Ok(Group {
-            child,
+            group,
             log,
             command,
         })
@@ -45,12 +45,12 @@ impl Group {
 
     /// Process id of the group leader.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.group.id()
     }
 
     /// Whether the leader has exited.
     pub fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
+        self.group.exited()
     }
 
     /// The last lines of the log (for error messages).
@@ -58,14 +58,6 @@ impl Group {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
     }
 }
 

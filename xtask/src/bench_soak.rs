@@ -13,13 +13,14 @@
 //! Figures only, never pass/fail.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use harness::http;
 
 use super::BenchArgs;
 use super::bench_server::{XtaskRun, host_load, mib, rss_kib};
@@ -138,54 +139,18 @@ fn pick(i: u64, good: usize, hostile: usize) -> (bool, usize) {
     }
 }
 
-/// Reads one response; its status and whether the server closes the connection after it.
-fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, bool)> {
-    buf.clear();
-    let mut chunk = [0u8; 16 << 10];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            let close = head
-                .lines()
-                .any(|l| l.starts_with("connection:") && l.contains("close"));
-            while buf.len() < end + 4 + length {
-                let n = stream.read(&mut chunk)?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return Ok((status, close));
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// One `GET path` on a fresh connection, read to its `Content-Length` (not to the close).
 fn fetch(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    stream
+        .write_all(&http::request_bytes("GET", path, &[], b""))
+        .ok()?;
     let mut buf = Vec::new();
-    read_answer(&mut stream, &mut buf).ok()?;
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    Some(String::from_utf8_lossy(&buf[end + 4..]).into_owned())
+    let head = http::read_response(&mut stream, &mut buf).ok()?;
+    Some(String::from_utf8_lossy(buf.get(head.body)?).into_owned())
 }
 
 /// `server_memory_bytes` from `/metrics`, if the server reports it.
@@ -203,16 +168,17 @@ fn deploy_corpus(port: u16, corpus: &Corpus) -> Result<Vec<String>> {
         let source = case.source().map_err(anyhow::Error::msg)?;
         let mut stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        write!(
-            stream,
-            "PUT {} HTTP/1.1\r\nHost: soak\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            case.deploy_target(),
-            source.len()
-        )?;
-        stream.write_all(&source)?;
+        let authorization = format!("Bearer {TOKEN}");
+        let request = http::request_bytes(
+            "PUT",
+            &case.deploy_target(),
+            &[("Authorization", &authorization)],
+            &source,
+        );
+        stream.write_all(&request)?;
         let mut buf = Vec::new();
-        let status = match read_answer(&mut stream, &mut buf) {
-            Ok((status, _)) => status,
+        let status = match http::read_response(&mut stream, &mut buf) {
+            Ok(head) => head.status,
             Err(err) => {
                 surprises.push(format!(
                     "{}: no answer to the deploy ({err}); the remaining deploys skipped",
@@ -308,16 +274,16 @@ fn soak(
                     let answer = match stream.as_mut() {
                         Some(conn) => conn
                             .write_all(&kind.raw)
-                            .and_then(|()| read_answer(conn, &mut buf)),
+                            .and_then(|()| http::read_response(conn, &mut buf)),
                         None => Err(std::io::ErrorKind::NotConnected.into()),
                     };
                     let status = match answer {
-                        Ok((status, close)) => {
-                            if close {
+                        Ok(head) => {
+                            if head.closes {
                                 stream = None;
                             }
                             silent.store(0, Ordering::SeqCst);
-                            status
+                            head.status
                         }
                         Err(_) => {
                             stream = None;

@@ -2,10 +2,11 @@
 //! port and must answer `/healthz` and a function; the suite prints the time until all answered
 //! and the host memory each QEMU process costs (RSS, PSS, private), then kills them all.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use harness::ProcessGroup;
 
 use crate::bench::{free_port, get_status};
 use crate::image::Image;
@@ -28,7 +29,7 @@ const BOOT_LIMIT: Duration = Duration::from_secs(900);
 
 /// A QEMU process in its own process group, killed (with the group) on drop.
 struct Vm {
-    child: Child,
+    group: ProcessGroup,
     port: u16,
 }
 
@@ -58,13 +59,12 @@ impl Vm {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().with_context(|| format!("start {cmd:?}"))?;
-        Ok(Vm { child, port })
+        let group = ProcessGroup::spawn(&mut cmd).with_context(|| format!("start {cmd:?}"))?;
+        Ok(Vm { group, port })
     }
 
     fn memory(&self) -> Memory {
-        let pid = self.child.id();
+        let pid = self.group.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let rollup =
             std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
@@ -77,15 +77,7 @@ impl Vm {
     }
 
     fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
+        self.group.exited()
     }
 }
 

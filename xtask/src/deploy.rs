@@ -1,19 +1,20 @@
 //! `cargo xtask deploy NAME FILE`: deploys a `.wasm` or `.wat` file to a running server through
 //! its admin API (`PUT /_admin/functions/NAME`).
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use harness::http;
 
 /// Options of `cargo xtask deploy`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DeployArgs {
     /// Function name (its path prefix).
     pub name: String,
-    /// The `.wasm` binary or `.wat` text to deploy.
+    /// The `.wasm` binary or `.wat` text to deploy, or a function crate's directory (built
+    /// first, as `cargo xtask build-function DIR` does).
     pub file: PathBuf,
     /// Port of the server on 127.0.0.1.
     #[arg(long, default_value_t = 8080)]
@@ -28,33 +29,40 @@ pub struct DeployArgs {
 
 /// Sends the deploy and prints the server's answer; fails unless it is 200 or 201.
 pub fn run(args: &DeployArgs) -> Result<()> {
-    let body =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let file = if args.file.is_dir() {
+        crate::build_function::build(&args.file, None)?
+    } else {
+        args.file.clone()
+    };
+    let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let query = args
         .limits
         .as_deref()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let mut stream = TcpStream::connect(("127.0.0.1", args.port))
-        .with_context(|| format!("connecting to 127.0.0.1:{}", args.port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    write!(
-        stream,
-        "PUT /_admin/functions/{}{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        args.name,
-        args.token,
-        body.len()
-    )?;
-    stream.write_all(&body)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
-    let text = String::from_utf8_lossy(&answer);
-    let status = text.get(9..12).unwrap_or("???");
-    let json = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    println!("{status} {json}");
-    if status != "200" && status != "201" {
+    let (status, text) = put_function(args.port, &args.name, &query, &args.token, &body)?;
+    println!("{status} {text}");
+    if status != 200 && status != 201 {
         bail!("deploy of {} failed with {status}", args.name);
     }
     Ok(())
+}
+
+/// `PUT /_admin/functions/{name}{query}` with `body` on 127.0.0.1:`port`; the status and the
+/// answer's body.
+pub fn put_function(
+    port: u16,
+    name: &str,
+    query: &str,
+    token: &str,
+    body: &[u8],
+) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let path = format!("/_admin/functions/{name}{query}");
+    let authorization = format!("Bearer {token}");
+    let request = http::request_bytes("PUT", &path, &[("Authorization", &authorization)], body);
+    let response = http::send(&mut stream, &request)?;
+    Ok((response.status, response.text()))
 }

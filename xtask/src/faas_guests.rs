@@ -1,5 +1,6 @@
-//! Builds the classic FaaS guests into `target/guests/`: the Rust WASI command `guests/fib`
-//! (wasm32-wasip1, std built from source and linked against Debian's wasi-libc, then shrunk with
+//! Builds the classic FaaS guests into `target/guests/`: the Rust WASI commands `guests/fib` and
+//! `guests/nebula-fib` (the Nebula seed's guest, test data for the end-to-end tests;
+//! wasm32-wasip1, std built from source and linked against Debian's wasi-libc, then shrunk with
 //! `wasm-opt` like the other guests) and the WAT
 //! examples of `guests/wat/` (copied as source: wasmi compiles WAT text directly).
 
@@ -11,15 +12,19 @@ use anyhow::{Context, Result, bail};
 use crate::util::{cargo, root, run, target_dir};
 
 /// Debian's wasi-libc (package `wasi-libc`): libc.a and the command start file.
-const WASI_LIBC: &str = "/usr/lib/wasm32-wasi";
+pub const WASI_LIBC: &str = "/usr/lib/wasm32-wasi";
 /// Linker for wasm objects (package `lld-19`); Debian's rustc ships no `rust-lld`.
-const WASM_LINKER: &str = "wasm-ld-19";
+pub const WASM_LINKER: &str = "wasm-ld-19";
 
-/// Builds `guests/fib` and copies `guests/wat/*.wat`; returns the paths written to `target/guests/`.
+/// Builds `guests/fib` and `guests/nebula-fib` and copies `guests/wat/*.wat`; returns the paths
+/// written to `target/guests/`.
 pub fn build_faas_guests() -> Result<Vec<PathBuf>> {
     let out_dir = target_dir().join("guests");
     fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let mut written = vec![build_wasi_command("fib", &out_dir)?];
+    let mut written = vec![
+        build_wasi_command("fib", &out_dir)?,
+        build_wasi_command("nebula-fib", &out_dir)?,
+    ];
     written.extend(copy_wat(&root().join("guests/wat"), &out_dir)?);
     Ok(written)
 }

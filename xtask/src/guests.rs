@@ -96,7 +96,7 @@ pub fn build_guests() -> Result<Vec<PathBuf>> {
     Ok(outputs)
 }
 
-pub(crate) fn is_newer(source: &Path, output: &Path) -> Result<bool> {
+pub fn is_newer(source: &Path, output: &Path) -> Result<bool> {
     let Ok(out_meta) = std::fs::metadata(output) else {
         return Ok(true);
     };
@@ -104,7 +104,7 @@ pub(crate) fn is_newer(source: &Path, output: &Path) -> Result<bool> {
 }
 
 /// Writes `linked` shrunk by `wasm-opt -Oz` to `output` (a plain copy without wasm-opt).
-pub(crate) fn optimise(wasm_opt: Option<&Path>, linked: &Path, output: &Path) -> Result<()> {
+pub fn optimise(wasm_opt: Option<&Path>, linked: &Path, output: &Path) -> Result<()> {
     if let Some(wasm_opt) = wasm_opt {
         let status = Command::new(wasm_opt)
             .arg("-Oz")
@@ -126,7 +126,7 @@ pub(crate) fn optimise(wasm_opt: Option<&Path>, linked: &Path, output: &Path) ->
 }
 
 /// The path of `program` on `PATH`, if it is there.
-pub(crate) fn which(program: &str) -> Option<PathBuf> {
+pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(program))

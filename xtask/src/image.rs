@@ -1,18 +1,31 @@
 //! The bootable image: our loader plus the application ELF (hermit kernel + app).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, ensure};
 
+use crate::qemu::BootEntry;
 use crate::util;
 
 /// Paths of the image's parts.
 #[derive(Debug, Clone)]
 pub struct Image {
-    /// Multiboot loader, QEMU's `-kernel`.
+    /// Multiboot loader, QEMU's `-kernel` with `--entry multiboot`.
     pub loader: PathBuf,
+    /// PVH loader ELF, QEMU's `-kernel` with `--entry pvh` (and Firecracker's kernel).
+    pub loader_pvh: PathBuf,
     /// Application ELF, QEMU's `-initrd` (and uhyve's kernel argument).
     pub app: PathBuf,
+}
+
+impl Image {
+    /// The loader QEMU enters through `entry`.
+    pub fn loader_for(&self, entry: BootEntry) -> &Path {
+        match entry {
+            BootEntry::Multiboot => &self.loader,
+            BootEntry::Pvh => &self.loader_pvh,
+        }
+    }
 }
 
 /// Builds the guests the image serves from boot (`crates/boot-functions` embeds them).
@@ -27,7 +40,11 @@ pub fn build() -> Result<Image> {
     build_boot_functions()?;
     let app = crate::app::build_app(true)?;
     let loader = crate::loader::build_loader()?;
-    Ok(Image { loader, app })
+    Ok(Image {
+        loader,
+        loader_pvh: crate::loader::pvh_loader_image_path(),
+        app,
+    })
 }
 
 /// The image of an earlier build, without building.
@@ -35,9 +52,10 @@ pub fn existing() -> Result<Image> {
     let dir = util::target_dir().join("image");
     let image = Image {
         loader: dir.join("hermit-loader"),
+        loader_pvh: crate::loader::pvh_loader_image_path(),
         app: dir.join("kernel-app"),
     };
-    for part in [&image.loader, &image.app] {
+    for part in [&image.loader, &image.loader_pvh, &image.app] {
         ensure!(
             part.exists(),
             "{} is missing: build first (drop --no-build)",

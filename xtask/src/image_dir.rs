@@ -1,6 +1,8 @@
-//! `cargo xtask image`: a self-contained directory to deploy: the loader, both application
-//! ELFs (q35/pc with DHCP, microvm with a static address), `vm.json` (how to boot them) and
-//! `BOOTING.md` (QEMU, uhyve, Firecracker). Also the microvm variant's paths and kernel options.
+//! `cargo xtask image`: a self-contained directory to deploy: both loaders (multiboot, PVH), both
+//! application ELFs (q35/pc with DHCP, microvm with a static address), `vm.json` (how to boot
+//! them), `firecracker.json` (untested), `BOOTING.md` (QEMU, uhyve, Firecracker, orchestrators)
+//! and a Nomad job and a KubeVirt manifest for a fleet ([`crate::orchestrators`]). Also the
+//! microvm variant's paths and kernel options.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,8 @@ use anyhow::{Context, Result, ensure};
 use serde_json::json;
 
 use crate::image::Image;
-use crate::qemu::{self, Accel, Machine, NicModel, QemuConfig};
+use crate::orchestrators;
+use crate::qemu::{self, Accel, BootEntry, Machine, NicModel, QemuConfig};
 use crate::util;
 
 /// Kernel options of the microvm variant (no `dhcpv4`) on QEMU's user network, whose DHCP
@@ -33,15 +36,17 @@ pub fn microvm_image(build: bool) -> Result<Image> {
         crate::image::build_boot_functions()?;
         Image {
             loader: crate::loader::build_loader()?,
+            loader_pvh: crate::loader::pvh_loader_image_path(),
             app: crate::app::build_microvm_app()?,
         }
     } else {
         Image {
             loader: crate::loader::loader_image_path(),
+            loader_pvh: crate::loader::pvh_loader_image_path(),
             app: microvm_app_path(),
         }
     };
-    for part in [&image.loader, &image.app] {
+    for part in [&image.loader, &image.loader_pvh, &image.app] {
         ensure!(part.exists(), "{} is missing: build first", part.display());
     }
     Ok(image)
@@ -86,10 +91,14 @@ pub struct ImageArgs {
     /// Skip building (use the artifacts of a previous build).
     #[arg(long)]
     pub no_build: bool,
+    /// Instances in the orchestrator manifests (Nomad job, KubeVirt manifest).
+    #[arg(long, default_value_t = 3)]
+    pub instances: u32,
 }
 
 /// File names inside the image directory.
 const LOADER_FILE: &str = "hermit-loader";
+const LOADER_PVH_FILE: &str = "hermit-loader-pvh";
 const APP_FILE: &str = "kernel-app";
 const MICROVM_APP_FILE: &str = "kernel-app-microvm";
 
@@ -108,6 +117,7 @@ pub fn write(args: &ImageArgs) -> Result<PathBuf> {
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     for (from, name) in [
         (&default.loader, LOADER_FILE),
+        (&default.loader_pvh, LOADER_PVH_FILE),
         (&default.app, APP_FILE),
         (&microvm.app, MICROVM_APP_FILE),
     ] {
@@ -119,8 +129,41 @@ pub fn write(args: &ImageArgs) -> Result<PathBuf> {
         out.join("vm.json"),
         serde_json::to_string_pretty(&manifest)? + "\n",
     )?;
-    fs::write(out.join("BOOTING.md"), booting_md(args, &manifest))?;
+    fs::write(
+        out.join("firecracker.json"),
+        serde_json::to_string_pretty(&firecracker_config(args))? + "\n",
+    )?;
+    let fleet = fleet(args);
+    fs::write(
+        out.join(orchestrators::NOMAD_FILE),
+        orchestrators::nomad_job(&fleet),
+    )?;
+    fs::write(
+        out.join(orchestrators::KUBERNETES_FILE),
+        orchestrators::kubernetes_manifest(&fleet),
+    )?;
+    fs::write(
+        out.join(orchestrators::CONTAINERFILE),
+        orchestrators::containerfile(&fleet),
+    )?;
+    fs::write(
+        out.join("BOOTING.md"),
+        booting_md(args, &manifest) + "\n" + &orchestrators::booting_section(&fleet),
+    )?;
     Ok(out)
+}
+
+/// The fleet the orchestrator manifests describe.
+fn fleet(args: &ImageArgs) -> orchestrators::Fleet<'_> {
+    orchestrators::Fleet {
+        instances: args.instances,
+        port: args.port,
+        memory_mib: args.memory,
+        vcpus: args.smp,
+        append: &args.append,
+        loader: LOADER_FILE,
+        app: APP_FILE,
+    }
 }
 
 /// One way to boot the image, as QEMU arguments (run from inside the image directory).
@@ -138,7 +181,11 @@ fn qemu_args(args: &ImageArgs, machine: Machine, app: &str, append: &str) -> Vec
         extra_args: Vec::new(),
         tcg_cache_mib: None,
     };
-    let cmd = qemu::command(&config, Path::new(LOADER_FILE), Path::new(app));
+    let loader = match BootEntry::default() {
+        BootEntry::Multiboot => LOADER_FILE,
+        BootEntry::Pvh => LOADER_PVH_FILE,
+    };
+    let cmd = qemu::command(&config, Path::new(loader), Path::new(app));
     let mut words: Vec<String> = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| a.to_string_lossy().into_owned())
@@ -166,6 +213,12 @@ fn manifest(args: &ImageArgs, out: &Path) -> Result<serde_json::Value> {
     let size = |name: &str| fs::metadata(out.join(name)).map(|m| m.len()).unwrap_or(0);
     Ok(json!({
         "loader": { "file": LOADER_FILE, "boot_protocol": "multiboot1", "bytes": size(LOADER_FILE) },
+        "loader_pvh": {
+            "file": LOADER_PVH_FILE,
+            "boot_protocol": "pvh",
+            "bytes": size(LOADER_PVH_FILE),
+        },
+        "qemu_entry": format!("{:?}", BootEntry::default()).to_lowercase(),
         "vcpus": args.smp,
         "memory_mib": args.memory,
         "memory_note": "per variant: the microvm variant needs at least 256 MiB",
@@ -197,6 +250,32 @@ fn manifest(args: &ImageArgs, out: &Path) -> Result<serde_json::Value> {
     }))
 }
 
+/// Address of the Firecracker example's guest on its tap network.
+const FIRECRACKER_GUEST: &str = "172.16.0.2";
+/// Address of the host side of the Firecracker example's tap device.
+const FIRECRACKER_HOST: &str = "172.16.0.1";
+
+/// A Firecracker `--config-file` for the microvm variant through the PVH loader (not tested:
+/// Firecracker cannot be installed here).
+fn firecracker_config(args: &ImageArgs) -> serde_json::Value {
+    let options =
+        format!("-ip {FIRECRACKER_GUEST} -gateway {FIRECRACKER_HOST} -mask 255.255.255.0");
+    let app_words = format!("port={} {}", args.port, args.append);
+    json!({
+        "boot-source": {
+            "kernel_image_path": LOADER_PVH_FILE,
+            "initrd_path": MICROVM_APP_FILE,
+            "boot_args": with_kernel_options(&options, &app_words),
+        },
+        "drives": [],
+        "machine-config": {
+            "vcpu_count": args.smp,
+            "mem_size_mib": variant_memory(args, Machine::Microvm),
+        },
+        "network-interfaces": [{ "iface_id": "net0", "host_dev_name": "tap0" }],
+    })
+}
+
 fn shell_line(words: &serde_json::Value) -> String {
     words
         .as_array()
@@ -220,13 +299,31 @@ fn booting_md(args: &ImageArgs, manifest: &serde_json::Value) -> String {
     let q35 = shell_line(&manifest["variants"]["q35"]["qemu"]);
     let microvm = shell_line(&manifest["variants"]["microvm"]["qemu"]);
     let port = args.port;
+    let qemu_loader = manifest["variants"]["q35"]["qemu"]
+        .as_array()
+        .and_then(|words| {
+            let at = words.iter().position(|w| w == "-kernel")?;
+            words.get(at + 1)?.as_str()
+        })
+        .unwrap_or(LOADER_FILE)
+        .to_string();
+    let firecracker = shell_line(&json!([
+        "firecracker",
+        "--no-api",
+        "--config-file",
+        "firecracker.json"
+    ]));
     format!(
         r#"# Booting this image
 
-Files: `{LOADER_FILE}` (our multiboot v1 loader), `{APP_FILE}` (hermit kernel 0.11 + app, kernel
-with PCI and DHCPv4), `{MICROVM_APP_FILE}` (same app, kernel without PCI and DHCPv4: virtio-mmio
-NIC, static address). `vm.json` has the kernel command lines, vCPUs, memory, machine and NIC.
-Run the commands from this directory; then `curl http://127.0.0.1:{port}/healthz`.
+Files: `{LOADER_FILE}` (our loader, multiboot v1 entry) and `{LOADER_PVH_FILE}` (the same loader
+as an ELF with the PVH entry), `{APP_FILE}` (hermit kernel 0.11 + app, kernel with PCI and DHCPv4),
+`{MICROVM_APP_FILE}` (same app, kernel without PCI and DHCPv4: virtio-mmio NIC, static address).
+`vm.json` has the kernel command lines, vCPUs, memory, machine and NIC; `firecracker.json` is a
+Firecracker configuration (see below, not tested). QEMU boots either loader with `-kernel`: it
+takes multiboot when the file has a multiboot header ({LOADER_FILE}) and the PVH note otherwise
+({LOADER_PVH_FILE}); the commands below use `{qemu_loader}` (`cargo xtask run --entry
+multiboot|pvh` chooses). Run the commands from this directory; then `curl http://127.0.0.1:{port}/healthz`.
 Under KVM replace `-accel tcg -cpu ...` by `-accel kvm -cpu host`.
 
 ## QEMU q35 (or `-M pc`), user network with DHCP
@@ -260,17 +357,39 @@ needs a tap device.
 uhyve {APP_FILE} -- port={port}
 ```
 
-## Firecracker
+## Firecracker (NOT tested: Firecracker cannot be installed where this image is built)
 
-Not supported by this image, and not tested (Firecracker is not installable here). Firecracker
-boots only the Linux boot protocol (an uncompressed ELF `vmlinux` entered in 64-bit mode with a
-Linux `boot_params` zero page) or the PVH entry (an ELF note `XEN_ELFNOTE_PHYS32_ENTRY`, 32-bit
-protected mode, `hvm_start_info` with the memory map, command line and modules). Our loader is
-multiboot v1 only. A PVH entry would need: the ELF note and a 32-bit entry stub in the loader,
-reading memory map and command line from `hvm_start_info`, and the app ELF as a module (or
-embedded in the loader, since Firecracker passes one kernel and an optional initrd). Its NIC is
-virtio-mmio announced on the kernel command line (`virtio_mmio.device=4K@ADDR:IRQ`), which the
-microvm variant's kernel reads.
+Firecracker boots ELF kernels with a PVH note through PVH (Firecracker 1.12 and later). What a
+user does with this directory:
+
+- kernel: `{LOADER_PVH_FILE}` (`kernel_image_path`); initrd: `{MICROVM_APP_FILE}` (`initrd_path`),
+  the variant without PCI, since Firecracker's devices are virtio-mmio, and without DHCP, since
+  Firecracker's network is a tap device on the host.
+- boot args: the kernel's static address before `--`, the app's words after it, e.g.
+  `-ip {FIRECRACKER_GUEST} -gateway {FIRECRACKER_HOST} -mask 255.255.255.0 -- port={port}`, with
+  the host side of the tap at {FIRECRACKER_HOST}/24.
+- NIC: one `network-interfaces` entry (a tap device on the host). Firecracker puts it on
+  virtio-mmio and announces it on the kernel command line as `virtio_mmio.device=4K@ADDR:IRQ`;
+  the microvm variant's kernel reads that word and then drives the device at that address and
+  interrupt (without the word it probes QEMU microvm's 0xfeb00000 range only). The word must
+  stand before `--`: kernel 0.11 hands every word after `--` to the application, which rejects
+  unknown keys. Check where your Firecracker version puts it: the loader prints the command line
+  it got on the serial console.
+- memory: at least 256 MiB (kernel 0.11's virtio-mmio queues); serial console: Firecracker's
+  COM1, where the loader and kernel log.
+- Also unverified: kernel 0.11 needs the ACPI tables (the loader takes the RSDP from
+  `hvm_start_info` or searches 0xE0000–0xFFFFF); with QEMU's tap the kernel did not answer when
+  the virtio-net header's checksum offloads were on (`vnet_hdr=off` fixed it), and Firecracker's
+  tap always uses that header.
+
+`firecracker.json` holds that configuration (tap `tap0`):
+
+```sh
+{firecracker}
+```
+
+Tested instead: `cargo xtask run --entry pvh` boots `{LOADER_PVH_FILE}` through PVH in QEMU
+(q35 and microvm, `crates/e2e/tests/e2e/boot_entry.rs`), the entry Firecracker uses.
 "#
     )
 }

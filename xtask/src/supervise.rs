@@ -35,7 +35,7 @@ pub fn run_foreground(cmd: &mut Command) -> Result<ExitStatus> {
     let _ = ctrlc::set_handler(stop_child);
     let mut child = cmd
         .spawn()
-        .with_context(|| format!("could not start {cmd:?}"))?;
+        .with_context(|| crate::util::redacted(&format!("could not start {cmd:?}")))?;
     CHILD.store(child.id() as i32, Ordering::SeqCst);
     let status = child.wait();
     CHILD.store(0, Ordering::SeqCst);

@@ -163,11 +163,10 @@ pub fn run(args: &TapArgs) -> Result<()> {
         unsafe { libc::geteuid() } == 0,
         "tap devices and network namespaces need root"
     );
-    let loader = if args.no_build {
-        crate::loader::loader_image_path()
-    } else {
-        crate::loader::build_loader()?
-    };
+    if !args.no_build {
+        crate::loader::build_loader()?;
+    }
+    let loader = crate::loader::loader_path(qemu::BootEntry::default());
     let app = match &args.app {
         Some(app) => app.clone(),
         None if args.no_build => image_dir::microvm_app_path(),

@@ -1,30 +1,55 @@
-//! `cargo xtask test`: the whole suite — native unit and integration tests, then end-to-end tests
-//! that boot the real image in QEMU (and run the native server) and talk HTTP to it.
+//! `cargo xtask test`: the whole suite — formatting and lints, native unit and integration tests,
+//! a bounded fuzzing run of every fuzz target, then end-to-end tests that boot the real image in
+//! QEMU (and run the native server) and talk HTTP to it. It closes with how many tests ran and
+//! which were not run, and why.
 
 use anyhow::Result;
 
+use crate::test_tally::Tally;
 use crate::util;
 
 /// Options of `cargo xtask test`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TestArgs {
-    /// Only the native unit and integration tests (no image, no QEMU).
+    /// Only the checks and the native unit and integration tests (no fuzzing, no image, no QEMU).
     #[arg(long)]
     pub unit: bool,
+    /// Seconds each fuzz target runs (0: no fuzzing).
+    #[arg(long, default_value_t = 60)]
+    pub fuzz_seconds: u64,
     /// Extra arguments for the end-to-end test binary (e.g. a test name filter).
     #[arg(trailing_var_arg = true)]
     pub filter: Vec<String>,
 }
 
-/// Runs the suite; fails on the first failing stage.
+/// Runs the suite; fails on the first failing stage, after saying what ran until then.
 pub fn run(args: &TestArgs) -> Result<()> {
+    let mut tally = Tally::default();
+    let result = stages(args, &mut tally);
+    println!("== test summary: {}", tally.summary());
+    result
+}
+
+fn stages(args: &TestArgs, tally: &mut Tally) -> Result<()> {
     println!("== building wasm guests");
     crate::image::build_boot_functions()?;
 
+    crate::lint::check_all()?;
+
     println!("== native unit and integration tests");
-    util::run(util::cargo().args(["test", "--workspace", "--exclude", "e2e"]))?;
+    tally.run(util::cargo().args(["test", "--workspace", "--exclude", "e2e"]))?;
     if args.unit {
         return Ok(());
+    }
+
+    if args.fuzz_seconds > 0 {
+        crate::fuzz::run(&crate::fuzz::FuzzArgs {
+            seconds: args.fuzz_seconds,
+            save: false,
+            targets: Vec::new(),
+        })?;
+    } else {
+        println!("== NOT RUN: fuzzing (--fuzz-seconds 0)");
     }
 
     println!("== building the native server and the image");
@@ -61,5 +86,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
         }
     }
     cmd.args(&args.filter).env("XTASK_BIN", xtask);
-    util::run(&mut cmd)
+    let result = tally.run(&mut cmd);
+    for (test, reason) in &needs {
+        if let Some(reason) = reason {
+            tally.not_run(test, reason);
+        }
+    }
+    result
 }

@@ -24,9 +24,9 @@ pub fn target_dir() -> PathBuf {
 pub fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
-        .with_context(|| format!("could not start {cmd:?}"))?;
+        .with_context(|| redacted(&format!("could not start {cmd:?}")))?;
     if !status.success() {
-        bail!("{cmd:?} failed with {status}");
+        bail!("{} failed with {status}", redacted(&format!("{cmd:?}")));
     }
     Ok(())
 }
@@ -37,4 +37,59 @@ pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.env("RUSTC_BOOTSTRAP", "1");
     cmd
+}
+
+/// `text` (a command line, or a command's `{:?}`) with its secrets as `<redacted>`: the value of
+/// `admin-token=` and the credentials of `kv=scheme://user:password@host`. Our output ends up in
+/// log files; the xtask never echoes a secret.
+pub fn redacted(text: &str) -> String {
+    let word_end = |rest: &str| {
+        rest.find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(rest.len())
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["admin-token=", "kv="]
+        .iter()
+        .filter_map(|key| rest.find(key))
+        .min()
+    {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        let (key, after_key) = from.split_at(from.find('=').map_or(0, |eq| eq + 1));
+        let (value, after) = after_key.split_at(word_end(after_key));
+        out.push_str(key);
+        if key == "admin-token=" {
+            out.push_str("<redacted>");
+        } else {
+            match (value.split_once("://"), value.rsplit_once('@')) {
+                (Some((scheme, _)), Some((_, host))) => {
+                    out.push_str(&format!("{scheme}://<redacted>@{host}"))
+                }
+                _ => out.push_str(value),
+            }
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_are_redacted() {
+        let line = r#""qemu" "-append" "-freq 0 -- admin-token=s3cret kv=redis://u:pw@10.0.2.2:6379/1 log=info""#;
+        let shown = super::redacted(line);
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("pw@"),
+            "{shown}"
+        );
+        assert!(shown.contains("admin-token=<redacted>"), "{shown}");
+        assert!(
+            shown.contains("kv=redis://<redacted>@10.0.2.2:6379/1 log=info"),
+            "{shown}"
+        );
+        assert_eq!(super::redacted("kv=memory port=1"), "kv=memory port=1");
+    }
 }

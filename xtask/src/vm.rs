@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::Result;
 
 use crate::image::Image;
-use crate::qemu::{Accel, Machine, NicModel, QemuConfig};
+use crate::qemu::{Accel, BootEntry, Machine, NicModel, QemuConfig};
 
 /// Kernel options put before the app's words when `--append` has no `--` of its own.
 /// Empty: kernel 0.11 configures the network by DHCP (QEMU's user network answers at once).
@@ -29,6 +29,9 @@ pub struct VmArgs {
     /// Guest network card.
     #[arg(long, value_enum, default_value_t = NicModel::VirtioNetPci)]
     pub nic: NicModel,
+    /// How QEMU enters our loader: multiboot (`hermit-loader`) or PVH (`hermit-loader-pvh`).
+    #[arg(long, value_enum, default_value_t = BootEntry::default())]
+    pub entry: BootEntry,
     /// TCG translation cache in MiB (default: QEMU's, up to 1 GiB as needed); a small one
     /// saves host memory per VM and costs retranslation.
     #[arg(long = "tcg-cache", value_name = "MIB")]
@@ -40,9 +43,10 @@ impl VmArgs {
     pub fn describe(&self) -> String {
         let config = self.config(0, 0, "");
         format!(
-            "{:?}, {:?}, {} vCPU, {} MiB",
+            "{:?}, {:?}, {:?} entry, {} vCPU, {} MiB",
             self.machine,
             config.effective_accel(),
+            self.entry,
             self.smp,
             self.memory
         )
@@ -95,7 +99,11 @@ pub fn command(
     {
         anyhow::bail!("--accel kvm: {reason}");
     }
-    Ok(crate::qemu::command(&config, &image.loader, &image.app))
+    Ok(crate::qemu::command(
+        &config,
+        image.loader_for(args.entry),
+        &image.app,
+    ))
 }
 
 #[cfg(test)]

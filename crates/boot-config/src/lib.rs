@@ -20,7 +20,7 @@ pub enum KvBackend {
     /// In-process memory (`kv=memory`), lost on restart.
     Memory,
     /// A Redis server (`kv=redis://[[user]:password@]host[:port][/db]`, port 6379 by default).
-    Redis(kv_redis::ConnectionInfo),
+    Redis(redis_url::ConnectionInfo),
 }
 
 impl fmt::Display for KvBackend {
@@ -363,7 +363,7 @@ fn parse_kv(value: &str) -> Result<KvBackend, String> {
             "{value:?} is neither memory nor redis://[[user]:password@]host[:port][/db]"
         ));
     }
-    kv_redis::ConnectionInfo::parse(value)
+    redis_url::ConnectionInfo::parse(value)
         .map(KvBackend::Redis)
         .map_err(|e| e.to_string())
 }

@@ -3,14 +3,16 @@
 //! An [`Instance`] is the server started exactly as a user starts it — `cargo xtask run
 //! [--native] --port P --append ...` (through the already built xtask binary, with `--no-build`) —
 //! in its own process group, so that dropping it stops QEMU too, also when a test fails.
-//! [`http`] is a deliberately independent HTTP/1.1 client over raw TCP.
+//! [`http`] is a deliberately independent HTTP/1.1 client over raw TCP (shared with xtask).
 
-pub mod http;
+pub mod cut_proxy;
 pub mod redis_server;
+
+pub use harness::http;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,46 +27,65 @@ pub enum Mode {
 
 /// A running server; stopped (with everything it started) on drop.
 pub struct Instance {
-    child: Child,
+    group: ProcessGroup,
     /// Host port on 127.0.0.1 the server answers on.
     pub port: u16,
     output: Arc<Mutex<String>>,
 }
 
 /// Path of the xtask binary, given by `cargo xtask test` in `XTASK_BIN`.
-fn xtask_bin() -> PathBuf {
+pub fn xtask_bin() -> PathBuf {
     match std::env::var_os("XTASK_BIN") {
         Some(p) => PathBuf::from(p),
         None => panic!("XTASK_BIN is not set: run the end-to-end tests with `cargo xtask test`"),
     }
 }
 
+pub use harness::ProcessGroup;
 pub use redis_test_server::free_port;
+
+/// The start of the line the server logs once it listens (`kernel-app/src/main.rs`).
+pub const READY_LINE: &str = "ready: listening on http://";
 
 impl Instance {
     /// Starts the server with the kernel command line `append` (plus `extra` xtask flags) and
     /// waits until `GET /healthz` answers 200.
     pub fn start(mode: Mode, append: &str, extra: &[&str]) -> Instance {
         let port = free_port();
-        let mut cmd = Command::new(xtask_bin());
-        cmd.args([
+        let port_text = port.to_string();
+        let mut args = vec![
             "run",
             "--no-build",
             "--port",
-            &port.to_string(),
+            &port_text,
             "--append",
             append,
-        ]);
+        ];
         if mode == Mode::Native {
-            cmd.arg("--native");
+            args.push("--native");
         }
-        cmd.args(extra);
-        cmd.stdin(Stdio::null())
+        args.extend_from_slice(extra);
+        let mut instance = Instance::launch(port, &args);
+        let limit = match mode {
+            Mode::Native => Duration::from_secs(30),
+            Mode::Qemu => Duration::from_secs(180),
+        };
+        instance.wait_healthy(limit);
+        instance
+    }
+
+    /// Starts `xtask ARGS` (any subcommand that serves: `run`, `boot`, `tap`) in its own
+    /// process group, collecting its output, without waiting for it; `port` is the host port it
+    /// will answer on (0 when it does not answer on 127.0.0.1).
+    pub fn launch(port: u16, args: &[&str]) -> Instance {
+        let mut cmd = Command::new(xtask_bin());
+        cmd.args(args)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = cmd.spawn().expect("start `xtask run`");
+        let mut group = ProcessGroup::spawn(&mut cmd).expect("start xtask");
         let output = Arc::new(Mutex::new(String::new()));
+        let child = group.child();
         for stream in [
             child
                 .stdout
@@ -90,17 +111,39 @@ impl Instance {
                 }
             });
         }
-        let mut instance = Instance {
-            child,
+        Instance {
+            group,
             port,
             output,
-        };
-        let limit = match mode {
-            Mode::Native => Duration::from_secs(30),
-            Mode::Qemu => Duration::from_secs(180),
-        };
-        instance.wait_healthy(limit);
-        instance
+        }
+    }
+
+    /// Calls `probe` until it returns `Some` (every 200 ms); panics with the output if the
+    /// server exits or `limit` passes.
+    pub fn wait_for<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(value) = probe() {
+                return value;
+            }
+            if let Some(status) = self.group.try_wait() {
+                panic!(
+                    "{what}: xtask exited with {status}; output:\n{}",
+                    self.output()
+                );
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{what}: nothing within {limit:?}; output:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn wait_healthy(&mut self, limit: Duration) {
@@ -109,7 +152,7 @@ impl Instance {
         // retransmission), then longer ones: an emulated guest on a busy host can be slow.
         let mut attempt = Duration::from_millis(500);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.group.try_wait() {
                 panic!(
                     "server exited with {status} before answering; output:\n{}",
                     self.output()
@@ -141,7 +184,7 @@ impl Instance {
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.group.try_wait() {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -154,23 +197,11 @@ impl Instance {
         self.terminate()
     }
 
+    /// SIGTERM to the group (xtask forwards it to QEMU and cleans up), up to 10 s, then SIGKILL.
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let pgid = self.child.id() as i32;
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // The group may still hold QEMU if xtask died first: make sure nothing is left.
-                unsafe { libc::kill(-pgid, libc::SIGKILL) };
-                return status;
-            }
-            if Instant::now() > deadline {
-                unsafe { libc::kill(-pgid, libc::SIGKILL) };
-                return self.child.wait().expect("wait for the killed server");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.group
+            .terminate(Duration::from_secs(10))
+            .expect("wait for the server")
     }
 }
 
@@ -192,15 +223,13 @@ impl Drop for Instance {
                 .ok()
                 .and_then(|s| s.parse().ok())
             {
-                eprintln!("holding the server (pid {}) for {hold} s", self.child.id());
+                eprintln!("holding the server (pid {}) for {hold} s", self.group.id());
                 std::thread::sleep(Duration::from_secs(hold));
             }
         }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.terminate();
-        } else {
-            let pgid = self.child.id() as i32;
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        // A server still running gets SIGTERM first; the group is killed when it drops.
+        if !self.group.exited() {
+            let _ = self.group.terminate(Duration::from_secs(10));
         }
     }
 }

@@ -15,7 +15,10 @@ pub enum HttpError {
     #[error("request timeout")]
     RequestTimeout,
     /// The body is larger than the configured limit (413).
-    #[error("request body larger than {limit} bytes")]
+    #[error(
+        "request body larger than the server's max-body={limit} bytes; boot the server with a \
+         larger max-body= (e.g. max-body=16m)"
+    )]
     PayloadTooLarge {
         /// The limit in bytes.
         limit: usize,
@@ -159,6 +162,12 @@ mod tests {
                 .to_response()
                 .header("retry-after"),
             Some("1")
+        );
+        // A 413 names the knob and how to turn it.
+        let too_large = HttpError::PayloadTooLarge { limit: 4096 }.to_string();
+        assert!(
+            too_large.contains("max-body=4096") && too_large.contains("boot the server with"),
+            "{too_large}"
         );
         assert_eq!(reason_phrase(431), "Request Header Fields Too Large");
         assert_eq!(reason_phrase(799), "");

@@ -87,7 +87,7 @@ fn connections_beyond_the_limit_get_503_and_are_closed() {
     let mut held: Vec<Client> = (0..4)
         .map(|i| {
             let mut client = Client::connect(addr);
-            client.send(format!("GET /held/{i} HTTP/1.1\r\n\r\n").as_bytes());
+            client.send(format!("GET /held/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
             assert_eq!(client.read(false).status, 200);
             client
         })
@@ -109,7 +109,7 @@ fn connections_beyond_the_limit_get_503_and_are_closed() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut next = Client::connect(addr);
-        next.send(b"GET /next HTTP/1.1\r\n\r\n");
+        next.send(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
         if next.read(false).status == 200 {
             break;
         }
@@ -130,7 +130,7 @@ fn a_client_that_trickles_its_headers_is_cut_at_the_header_deadline() {
     let mut writer = client.reader.get_ref().try_clone().expect("clone");
     let trickle = std::thread::spawn(move || {
         // One byte every 50 ms: always some progress, never a complete head.
-        for byte in b"GET / HTTP/1.1\r\nX-Slow: "
+        for byte in b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: "
             .iter()
             .chain([b'a'; 200].iter())
         {
@@ -164,7 +164,7 @@ fn a_body_below_the_minimum_rate_is_cut_and_a_fair_one_passes() {
 
     // 100 bytes/s against a minimum of 1000: cut soon after the base time.
     let mut slow = Client::connect(addr);
-    slow.send(b"POST /slow HTTP/1.1\r\nContent-Length: 100000\r\n\r\n");
+    slow.send(b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
     let started = Instant::now();
     let mut writer = slow.reader.get_ref().try_clone().expect("clone");
     let sender = std::thread::spawn(move || {
@@ -182,7 +182,7 @@ fn a_body_below_the_minimum_rate_is_cut_and_a_fair_one_passes() {
 
     // 20,000 bytes in 10 pieces over ~1 s: 20 KB/s, well above the minimum.
     let mut fair = Client::connect(addr);
-    fair.send(b"POST /fair HTTP/1.1\r\nContent-Length: 20000\r\n\r\n");
+    fair.send(b"POST /fair HTTP/1.1\r\nHost: t\r\nContent-Length: 20000\r\n\r\n");
     for _ in 0..10 {
         fair.send(&[b'f'; 2000]);
         std::thread::sleep(Duration::from_millis(100));
@@ -222,7 +222,7 @@ fn a_slow_reader_is_cut_at_the_minimum_rate() {
     assert!(total < 64 << 20, "cut before the end ({total} bytes)");
     // The server is fine afterwards.
     let mut client = Client::connect(addr);
-    client.send(b"GET /after HTTP/1.1\r\n\r\n");
+    client.send(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(client.read(false).status, 200);
     handle.shutdown().expect("shutdown");
 }
@@ -242,7 +242,7 @@ fn idle_and_silent_connections_are_closed_at_their_deadlines() {
 
     // An idle keep-alive connection is closed silently.
     let mut client = Client::connect(addr);
-    client.send(b"GET / HTTP/1.1\r\n\r\n");
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(client.read(false).status, 200);
     let started = Instant::now();
     assert!(client.at_eof());
@@ -254,7 +254,7 @@ fn idle_and_silent_connections_are_closed_at_their_deadlines() {
 
     // A body in pieces is fine.
     let mut client = Client::connect(addr);
-    client.send(b"POST /p HTTP/1.1\r\nContent-Length: 6\r\n\r\nab");
+    client.send(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nab");
     std::thread::sleep(Duration::from_millis(50));
     client.send(b"cdef");
     assert_eq!(client.read(false).json()["body"], "abcdef");
@@ -274,7 +274,7 @@ fn buffered_bytes_are_bounded_by_the_buffer_budget() {
 
     // A client that declares a 500 KiB body and sends it slowly holds 500 KiB of the budget.
     let mut holder = Client::connect(addr);
-    holder.send(b"POST /hold HTTP/1.1\r\nContent-Length: 512000\r\n\r\nabc");
+    holder.send(b"POST /hold HTTP/1.1\r\nHost: t\r\nContent-Length: 512000\r\n\r\nabc");
     let deadline = Instant::now() + Duration::from_secs(5);
     while handle.stats().buffered_bytes() < 400 * 1024 {
         assert!(
@@ -286,7 +286,7 @@ fn buffered_bytes_are_bounded_by_the_buffer_budget() {
 
     // Another large body does not fit: 503 with Retry-After before its body is sent, closed.
     let mut refused = Client::connect(addr);
-    refused.send(b"POST /refused HTTP/1.1\r\nContent-Length: 300000\r\n\r\n");
+    refused.send(b"POST /refused HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n\r\n");
     let reply = refused.read(false);
     assert_eq!(reply.status, 503);
     assert_eq!(reply.header("retry-after"), Some("1"));
@@ -301,10 +301,10 @@ fn buffered_bytes_are_bounded_by_the_buffer_budget() {
 
     // A response that does not fit is replaced by 503; small requests still work meanwhile.
     let mut big = Client::connect(addr);
-    big.send(b"GET /big?n=300000 HTTP/1.1\r\n\r\n");
+    big.send(b"GET /big?n=300000 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(big.read(false).status, 503);
     let mut small = Client::connect(addr);
-    small.send(b"POST /small HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+    small.send(b"POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
     let reply = small.read(false);
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["body"], "hello");
@@ -321,12 +321,12 @@ fn buffered_bytes_are_bounded_by_the_buffer_budget() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut retry = Client::connect(addr);
-    retry.send(b"GET /big?n=300000 HTTP/1.1\r\n\r\n");
+    retry.send(b"GET /big?n=300000 HTTP/1.1\r\nHost: t\r\n\r\n");
     let reply = retry.read(false);
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body.len(), 300_000);
     let mut body = Client::connect(addr);
-    body.send(b"POST /body HTTP/1.1\r\nContent-Length: 300000\r\n\r\n");
+    body.send(b"POST /body HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n\r\n");
     body.send(&vec![b'y'; 300_000]);
     assert_eq!(body.read(false).status, 200);
     handle.shutdown().expect("shutdown");
@@ -342,13 +342,13 @@ fn stale_and_abandoned_requests_are_not_run() {
     let (handle, addr) = start(config);
 
     let mut busy = Client::connect(addr);
-    busy.send(b"GET /sleep?ms=1000 HTTP/1.1\r\n\r\n");
+    busy.send(b"GET /sleep?ms=1000 HTTP/1.1\r\nHost: t\r\n\r\n");
     std::thread::sleep(Duration::from_millis(100));
     let mut stale = Client::connect(addr);
-    stale.send(b"GET /stale HTTP/1.1\r\n\r\n");
+    stale.send(b"GET /stale HTTP/1.1\r\nHost: t\r\n\r\n");
     let abandoned = TcpStream::connect(addr).expect("connect");
     (&abandoned)
-        .write_all(b"GET /abandoned HTTP/1.1\r\n\r\n")
+        .write_all(b"GET /abandoned HTTP/1.1\r\nHost: t\r\n\r\n")
         .expect("request");
     std::thread::sleep(Duration::from_millis(100));
     // Close with a reset (linger 0).
@@ -381,7 +381,7 @@ fn stale_and_abandoned_requests_are_not_run() {
     }
     assert_eq!(stats.queue_expired.load(Ordering::Relaxed), 1);
     // The connection that waited is still usable.
-    stale.send(b"GET /again HTTP/1.1\r\n\r\n");
+    stale.send(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(stale.read(false).status, 200);
     handle.shutdown().expect("shutdown");
 }

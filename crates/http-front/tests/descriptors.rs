@@ -90,7 +90,7 @@ fn connections_waiting_while_descriptors_ran_out_are_accepted_later() {
             .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now())))
             .expect("timeout");
         client
-            .write_all(b"GET /late HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET /late HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             .expect("request");
         let mut answer = Vec::new();
         let _ = client.read_to_end(&mut answer);

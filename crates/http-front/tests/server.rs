@@ -26,7 +26,7 @@ fn keep_alive_serves_several_requests() {
         assert!(reply.header("date").is_some_and(|d| d.ends_with(" GMT")));
         assert_eq!(reply.header("connection"), None);
     }
-    client.send(b"GET /last HTTP/1.1\r\nConnection: close\r\n\r\n");
+    client.send(b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert_eq!(client.read(false).header("connection"), Some("close"));
     assert!(client.at_eof());
     assert_eq!(handle.stats().requests.load(Ordering::Relaxed), 4);
@@ -38,11 +38,11 @@ fn pipelined_requests_are_answered_in_order() {
     let (_handle, addr) = start(test_config());
     let mut client = Client::connect(addr);
     client.send(
-        b"GET /1 HTTP/1.1\r\n\r\n\
-          POST /2 HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody\
-          POST /3 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nT: 1\r\n\r\n\
-          HEAD /4 HTTP/1.1\r\n\r\n\
-          GET /5 HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n\
+          POST /2 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody\
+          POST /3 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nT: 1\r\n\r\n\
+          HEAD /4 HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /5 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     );
     let replies: Vec<Reply> = (1..=5).map(|i| client.read(i == 4)).collect();
     assert_eq!(replies[0].json()["path"], "/1");
@@ -79,30 +79,33 @@ fn protocol_errors_close_the_connection_and_the_server_goes_on() {
     expect_error_and_close(addr, b"GET / HTTP/2.0\r\n\r\n", 505);
     expect_error_and_close(
         addr,
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
         501,
     );
     expect_error_and_close(
         addr,
-        b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         400,
     );
     expect_error_and_close(
         addr,
-        b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n",
         413,
     );
-    let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(4000));
+    let long = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+        "a".repeat(4000)
+    );
     expect_error_and_close(addr, long.as_bytes(), 431);
     // A valid request before the broken one is still answered.
     let mut client = Client::connect(addr);
-    client.send(b"GET /fine HTTP/1.1\r\n\r\nNOT HTTP AT ALL\x00\r\n\r\n");
+    client.send(b"GET /fine HTTP/1.1\r\nHost: t\r\n\r\nNOT HTTP AT ALL\x00\r\n\r\n");
     assert_eq!(client.read(false).status, 200);
     assert_eq!(client.read(false).status, 400);
     assert!(client.at_eof());
     // And the server still serves new clients.
     let mut client = Client::connect(addr);
-    client.send(b"GET /after HTTP/1.1\r\n\r\n");
+    client.send(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(client.read(false).json()["path"], "/after");
     assert!(handle.stats().protocol_errors.load(Ordering::Relaxed) >= 7);
 }
@@ -111,7 +114,7 @@ fn protocol_errors_close_the_connection_and_the_server_goes_on() {
 fn oversized_body_is_rejected_while_the_client_is_still_sending() {
     let (_handle, addr) = start(test_config());
     let mut client = Client::connect(addr);
-    client.send(b"POST / HTTP/1.1\r\nContent-Length: 200000\r\n\r\n");
+    client.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n");
     // Part of the body is already on its way; the answer must still arrive.
     let _ = client.reader.get_mut().write_all(&[b'x'; 20000]);
     assert_eq!(client.read(false).status, 413);
@@ -121,12 +124,12 @@ fn oversized_body_is_rejected_while_the_client_is_still_sending() {
 fn handler_panic_becomes_500() {
     let (_handle, addr) = start(test_config());
     let mut client = Client::connect(addr);
-    client.send(b"GET /panic HTTP/1.1\r\n\r\n");
+    client.send(b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n");
     let reply = client.read(false);
     assert_eq!(reply.status, 500);
     assert_eq!(reply.header("connection"), Some("close"));
     let mut client = Client::connect(addr);
-    client.send(b"GET /ok HTTP/1.1\r\n\r\n");
+    client.send(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(client.read(false).status, 200);
 }
 
@@ -134,7 +137,7 @@ fn handler_panic_becomes_500() {
 fn handler_can_close_the_connection() {
     let (_handle, addr) = start(test_config());
     let mut client = Client::connect(addr);
-    client.send(b"GET /close HTTP/1.1\r\n\r\n");
+    client.send(b"GET /close HTTP/1.1\r\nHost: t\r\n\r\n");
     let reply = client.read(false);
     assert_eq!(reply.body, b"bye");
     assert_eq!(reply.header("connection"), Some("close"));
@@ -161,7 +164,8 @@ fn http_1_0_closes_unless_keep_alive() {
 fn expect_100_continue_is_answered() {
     let (_handle, addr) = start(test_config());
     let mut client = Client::connect(addr);
-    client.send(b"PUT /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    client
+        .send(b"PUT /up HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
     assert_eq!(client.line(), "HTTP/1.1 100 Continue\r\n");
     assert_eq!(client.line(), "\r\n");
     client.send(b"hello");
@@ -169,7 +173,9 @@ fn expect_100_continue_is_answered() {
 
     // Too large: rejected at once, no 100.
     let mut client = Client::connect(addr);
-    client.send(b"PUT /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 999999\r\n\r\n");
+    client.send(
+        b"PUT /up HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 999999\r\n\r\n",
+    );
     assert_eq!(client.read(false).status, 413);
 }
 
@@ -179,7 +185,7 @@ fn max_requests_per_connection_closes() {
     config.limits.max_requests_per_connection = 2;
     let (_handle, addr) = start(config);
     let mut client = Client::connect(addr);
-    client.send(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n");
+    client.send(b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\nGET /2 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(client.read(false).header("connection"), None);
     assert_eq!(client.read(false).header("connection"), Some("close"));
     assert!(client.at_eof());
@@ -223,16 +229,16 @@ fn a_full_worker_queue_answers_503_with_retry_after_and_keeps_the_connection() {
 
     // A occupies the only worker.
     let mut a = Client::connect(addr);
-    a.send(b"GET /block HTTP/1.1\r\nConnection: close\r\n\r\n");
+    a.send(b"GET /block HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     entered_rx
         .recv_timeout(Duration::from_secs(5))
         .expect("handler entered");
     // B waits in the queue; C finds it full.
     let mut b = Client::connect(addr);
-    b.send(b"GET /b HTTP/1.1\r\nConnection: close\r\n\r\n");
+    b.send(b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     std::thread::sleep(Duration::from_millis(100));
     let mut c = Client::connect(addr);
-    c.send(b"GET /c HTTP/1.1\r\n\r\n");
+    c.send(b"GET /c HTTP/1.1\r\nHost: t\r\n\r\n");
     let reply = c.read(false);
     assert_eq!(reply.status, 503);
     assert_eq!(reply.header("retry-after"), Some("1"));
@@ -249,7 +255,7 @@ fn a_full_worker_queue_answers_503_with_retry_after_and_keeps_the_connection() {
     assert_eq!(handle.stats().queue_full.load(Ordering::Relaxed), 1);
 
     // Once the worker is free, C's connection is served again.
-    c.send(b"GET /c2 HTTP/1.1\r\nConnection: close\r\n\r\n");
+    c.send(b"GET /c2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert_eq!(c.read(false).body, b"/c2");
     drop((a, b, c));
     handle.shutdown().expect("shutdown");
@@ -265,7 +271,7 @@ fn many_concurrent_clients() {
             std::thread::spawn(move || {
                 let mut client = Client::connect(addr);
                 for i in 0..50 {
-                    client.send(format!("GET /{t}/{i} HTTP/1.1\r\n\r\n").as_bytes());
+                    client.send(format!("GET /{t}/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
                     let reply = client.read(false);
                     assert_eq!(reply.json()["path"], format!("/{t}/{i}"));
                     served.fetch_add(1, Ordering::Relaxed);
@@ -289,7 +295,7 @@ fn shutdown_stops_accepting() {
         Err(_) => true,
         Ok(mut stream) => {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = stream.write_all(b"GET / HTTP/1.1\r\n\r\n");
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
             let mut buf = Vec::new();
             matches!(stream.read_to_end(&mut buf), Ok(0) | Err(_))
         }
@@ -343,10 +349,10 @@ fn inline_requests_are_answered_while_every_worker_is_busy() {
         .expect("spawn");
     let addr = handle.local_addr();
     let mut busy = Client::connect(addr);
-    busy.send(b"GET /block HTTP/1.1\r\n\r\n");
+    busy.send(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n");
     std::thread::sleep(Duration::from_millis(100));
     let mut health = Client::connect(addr);
-    health.send(b"GET /healthz HTTP/1.1\r\n\r\n");
+    health.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     let started = std::time::Instant::now();
     assert_eq!(health.read(false).body, b"/healthz");
     assert!(

@@ -31,6 +31,16 @@ pub enum KvError {
     /// The backend failed while reading or writing.
     #[error("i/o error: {0}")]
     Io(String),
+    /// The value is not acceptable to the backend (e.g. larger than it takes).
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+    /// The backend refused the credentials.
+    #[error("authentication error: {0}")]
+    Authentication(String),
+    /// The backend did not answer within its own configured time limit (the caller's deadline
+    /// passing is [`KvError::Timeout`]).
+    #[error("backend timeout: {0}")]
+    BackendTimeout(String),
     /// Anything else.
     #[error("unexpected error: {0}")]
     Unexpected(String),
@@ -187,6 +197,58 @@ pub trait KeyValue: Send + Sync {
     fn usage(&self) -> Option<Usage> {
         None
     }
+    /// Applies `writes` in one atomic step together with incrementing the counter at `counter`
+    /// (store, key; a missing counter counts from 0): no reader sees some of them without the
+    /// others. Returns the counter's new value. If it fails, nothing was written (on Redis,
+    /// whose transactions do not roll back, except when the counter holds no number). Backends
+    /// without atomic batches refuse ([`KvError::Unexpected`]).
+    fn write_counted(
+        &self,
+        writes: &[Write<'_>],
+        counter: (&str, &str),
+        bounds: &Bounds,
+    ) -> Result<u64, KvError> {
+        let _ = (writes, counter, bounds);
+        Err(KvError::Unexpected(
+            "this key-value backend has no atomic batches".into(),
+        ))
+    }
+}
+
+/// One write of an atomic batch ([`KeyValue::write_counted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write<'a> {
+    /// Sets `key` in `store` to `value`.
+    Set {
+        /// The store.
+        store: &'a str,
+        /// The key.
+        key: &'a str,
+        /// The new value.
+        value: &'a [u8],
+    },
+    /// Deletes `key` from `store` (a missing key is not an error).
+    Delete {
+        /// The store.
+        store: &'a str,
+        /// The key.
+        key: &'a str,
+    },
+}
+
+impl<'a> Write<'a> {
+    /// The store and key written.
+    pub fn target(&self) -> (&'a str, &'a str) {
+        match *self {
+            Write::Set { store, key, .. } | Write::Delete { store, key } => (store, key),
+        }
+    }
+}
+
+/// A counter's value as stored by [`KeyValue::write_counted`]: decimal ASCII (what Redis'
+/// `INCR` keeps). Anything else reads as `None`.
+pub fn parse_counter(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 /// Memory a backend holds in this process ([`KeyValue::usage`]).
@@ -326,44 +388,7 @@ impl KeyValue for MemoryStore {
         bounds.check_deadline("set")?;
         validate_name(store)?;
         validate_name(key)?;
-        let mut state = self.write();
-        let Stores { maps, used } = &mut *state;
-        // What the write adds (a new store, a new key, a larger value) against what it replaces.
-        let (replaced, added) = match maps.get(store) {
-            Some(keys) => (
-                keys.get(key)
-                    .map_or(0, |old| entry_cost(key.len(), old.len())),
-                entry_cost(key.len(), value.len()),
-            ),
-            None => (
-                0,
-                store_cost(store.len()).saturating_add(entry_cost(key.len(), value.len())),
-            ),
-        };
-        if added > replaced {
-            let needed = added - replaced;
-            if needed > self.limit.saturating_sub(*used) {
-                return Err(KvError::Full {
-                    limit: self.limit,
-                    needed,
-                });
-            }
-        }
-        match maps.get_mut(store) {
-            Some(keys) => match keys.get_mut(key) {
-                // A fresh copy of exactly the new length: a shorter value frees the difference.
-                Some(old) => *old = value.to_vec(),
-                None => {
-                    keys.insert(key.to_string(), value.to_vec());
-                }
-            },
-            None => {
-                let keys = BTreeMap::from([(key.to_string(), value.to_vec())]);
-                maps.insert(store.to_string(), keys);
-            }
-        }
-        *used = used.saturating_sub(replaced).saturating_add(added);
-        Ok(())
+        self.write().set(self.limit, store, key, value)
     }
 
     fn keys(&self, store: &str, bounds: &Bounds) -> Result<Vec<String>, KvError> {
@@ -385,10 +410,127 @@ impl KeyValue for MemoryStore {
         bounds.check_deadline("delete")?;
         validate_name(store)?;
         validate_name(key)?;
+        self.write().delete(store, key);
+        Ok(())
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        Some(Usage {
+            used: self.used(),
+            limit: self.limit,
+        })
+    }
+
+    fn write_counted(
+        &self,
+        writes: &[Write<'_>],
+        (counter_store, counter_key): (&str, &str),
+        bounds: &Bounds,
+    ) -> Result<u64, KvError> {
+        bounds.check_deadline("write_counted")?;
+        validate_name(counter_store)?;
+        validate_name(counter_key)?;
+        for write in writes {
+            let (store, key) = write.target();
+            validate_name(store)?;
+            validate_name(key)?;
+        }
         let mut state = self.write();
-        let Stores { maps, used } = &mut *state;
+        let count = state
+            .maps
+            .get(counter_store)
+            .and_then(|keys| keys.get(counter_key))
+            .map_or(Some(0), |value| parse_counter(value))
+            .and_then(|count| count.checked_add(1))
+            .ok_or_else(|| {
+                KvError::InvalidKey(format!(
+                    "{counter_store}/{counter_key} is not a counter below 2^64 - 1"
+                ))
+            })?;
+        let count_text = count.to_string();
+        let all = writes.iter().copied().chain(std::iter::once(Write::Set {
+            store: counter_store,
+            key: counter_key,
+            value: count_text.as_bytes(),
+        }));
+        // Each write's previous value, to undo the batch if one does not fit.
+        let mut undo: Vec<(&str, &str, Option<Vec<u8>>)> = Vec::new();
+        for write in all {
+            let (store, key) = write.target();
+            let previous = state
+                .maps
+                .get(store)
+                .and_then(|keys| keys.get(key))
+                .cloned();
+            let done = match write {
+                Write::Set { value, .. } => state.set(self.limit, store, key, value),
+                Write::Delete { .. } => {
+                    state.delete(store, key);
+                    Ok(())
+                }
+            };
+            if let Err(error) = done {
+                for (store, key, previous) in undo.into_iter().rev() {
+                    match previous {
+                        // Restoring takes back at most what the undone write used.
+                        Some(value) => {
+                            let _ = state.set(usize::MAX, store, key, &value);
+                        }
+                        None => state.delete(store, key),
+                    }
+                }
+                return Err(error);
+            }
+            undo.push((store, key, previous));
+        }
+        Ok(count)
+    }
+}
+
+impl Stores {
+    /// Sets `key` in `store`, unless that takes the stores over `limit` bytes.
+    fn set(&mut self, limit: usize, store: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
+        let Stores { maps, used } = self;
+        // What the write adds (a new store, a new key, a larger value) against what it replaces.
+        let (replaced, added) = match maps.get(store) {
+            Some(keys) => (
+                keys.get(key)
+                    .map_or(0, |old| entry_cost(key.len(), old.len())),
+                entry_cost(key.len(), value.len()),
+            ),
+            None => (
+                0,
+                store_cost(store.len()).saturating_add(entry_cost(key.len(), value.len())),
+            ),
+        };
+        if added > replaced {
+            let needed = added - replaced;
+            if needed > limit.saturating_sub(*used) {
+                return Err(KvError::Full { limit, needed });
+            }
+        }
+        match maps.get_mut(store) {
+            Some(keys) => match keys.get_mut(key) {
+                // A fresh copy of exactly the new length: a shorter value frees the difference.
+                Some(old) => *old = value.to_vec(),
+                None => {
+                    keys.insert(key.to_string(), value.to_vec());
+                }
+            },
+            None => {
+                let keys = BTreeMap::from([(key.to_string(), value.to_vec())]);
+                maps.insert(store.to_string(), keys);
+            }
+        }
+        *used = used.saturating_sub(replaced).saturating_add(added);
+        Ok(())
+    }
+
+    /// Deletes `key` from `store` (and the store with its last key).
+    fn delete(&mut self, store: &str, key: &str) {
+        let Stores { maps, used } = self;
         let Some(keys) = maps.get_mut(store) else {
-            return Ok(());
+            return;
         };
         if let Some(old) = keys.remove(key) {
             *used = used.saturating_sub(entry_cost(key.len(), old.len()));
@@ -402,20 +544,59 @@ impl KeyValue for MemoryStore {
                 maps.shrink_to(maps.len() * 2);
             }
         }
-        Ok(())
-    }
-
-    fn usage(&self) -> Option<Usage> {
-        Some(Usage {
-            used: self.used(),
-            limit: self.limit,
-        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_counted_applies_all_or_nothing() {
+        let kv = MemoryStore::with_limit(4096);
+        let set = |key, value| Write::Set {
+            store: "s",
+            key,
+            value,
+        };
+        let counter = ("c", "n");
+        assert_eq!(
+            kv.write_counted(
+                &[set("a", b"1"), set("b", b"2")],
+                counter,
+                &Bounds::UNBOUNDED
+            ),
+            Ok(1)
+        );
+        assert_eq!(
+            kv.write_counted(
+                &[Write::Delete {
+                    store: "s",
+                    key: "a"
+                }],
+                counter,
+                &Bounds::UNBOUNDED
+            ),
+            Ok(2)
+        );
+        assert!(kv.get("s", "a", &Bounds::UNBOUNDED).is_err());
+        let used = kv.used();
+        // The second write does not fit: the first is undone and the counter stays.
+        let big = vec![0u8; 4096];
+        assert!(matches!(
+            kv.write_counted(
+                &[set("b", b"3"), set("huge", &big)],
+                counter,
+                &Bounds::UNBOUNDED
+            ),
+            Err(KvError::Full { .. })
+        ));
+        assert_eq!(kv.get("s", "b", &Bounds::UNBOUNDED), Ok(b"2".to_vec()));
+        assert_eq!(kv.get("c", "n", &Bounds::UNBOUNDED), Ok(b"2".to_vec()));
+        assert_eq!(kv.used(), used);
+        kv.set("c", "n", b"x", &Bounds::UNBOUNDED).unwrap();
+        assert!(kv.write_counted(&[], counter, &Bounds::UNBOUNDED).is_err());
+    }
 
     #[test]
     fn stores_are_separate_and_values_binary_safe() {

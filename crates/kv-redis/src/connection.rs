@@ -9,8 +9,8 @@
 //!   timeout) is [`RedisError::Deadline`], which becomes [`keyvalue::KvError::Timeout`]: the
 //!   request ran out of time, whether or not Redis is healthy;
 //! - a wait that ran for the whole configured `connect_timeout` or `io_timeout` is Redis's own
-//!   slowness ([`RedisError::Timeout`], [`RedisError::Connect`]), which stays a
-//!   [`keyvalue::KvError::Connection`] error: the backend is unhealthy.
+//!   slowness ([`RedisError::Connect`], a [`keyvalue::KvError::Connection`] error, and
+//!   [`RedisError::Timeout`], a [`keyvalue::KvError::BackendTimeout`]): the backend is unhealthy.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -247,6 +247,69 @@ impl Connection {
         match self.command(&[b"DEL", key], bounds)? {
             Value::Integer(removed) => Ok(removed),
             other => Err(unexpected("DEL", &other)),
+        }
+    }
+
+    /// In one transaction (`MULTI` ... `EXEC`): `SET key value` (or `DEL key` where the value is
+    /// `None`) for each of `writes`, then `INCR counter`; returns the counter's new value. A
+    /// command Redis refuses while queueing discards the transaction (`DISCARD`).
+    pub fn transaction<'a>(
+        &mut self,
+        writes: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        counter: &[u8],
+        bounds: &Bounds,
+    ) -> Result<u64, RedisError> {
+        expect_ok("MULTI", self.command(&[b"MULTI"], bounds)?)?;
+        let mut queued = Ok(());
+        for (key, value) in writes {
+            queued = match value {
+                Some(value) => self.queue("SET", &[b"SET", key, value], bounds),
+                None => self.queue("DEL", &[b"DEL", key], bounds),
+            };
+            if queued.is_err() {
+                break;
+            }
+        }
+        if let Err(error) = queued.and_then(|()| self.queue("INCR", &[b"INCR", counter], bounds)) {
+            if !error.breaks_connection() {
+                self.command(&[b"DISCARD"], bounds)?;
+            }
+            return Err(error);
+        }
+        let Value::Array(replies) = self.command(&[b"EXEC"], bounds)? else {
+            return Err(RedisError::UnexpectedReply {
+                command: "EXEC",
+                reply: "not an array (transaction aborted)".into(),
+            });
+        };
+        if let Some(Value::Error(message)) = replies.iter().find(|r| matches!(r, Value::Error(_))) {
+            return Err(RedisError::Server(message.clone()));
+        }
+        match replies.last() {
+            Some(Value::Integer(count)) => {
+                u64::try_from(*count).map_err(|_| RedisError::UnexpectedReply {
+                    command: "INCR",
+                    reply: format!("negative counter {count}"),
+                })
+            }
+            Some(other) => Err(unexpected("INCR", other)),
+            None => Err(RedisError::UnexpectedReply {
+                command: "EXEC",
+                reply: "empty array".into(),
+            }),
+        }
+    }
+
+    /// Sends one command inside `MULTI`, expecting `+QUEUED`.
+    fn queue(
+        &mut self,
+        command: &'static str,
+        args: &[&[u8]],
+        bounds: &Bounds,
+    ) -> Result<(), RedisError> {
+        match self.command(args, bounds)? {
+            Value::SimpleString(queued) if queued == "QUEUED" => Ok(()),
+            other => Err(unexpected(command, &other)),
         }
     }
 

@@ -26,19 +26,21 @@
 //! each read and write wait at most until `bounds.deadline` (besides the configured
 //! `pool_wait`, `connect_timeout` and `io_timeout`), and a reply whose payload exceeds
 //! `bounds.max_reply_bytes` is refused on its length header, before it is buffered. A wait cut
-//! short by the caller's deadline is [`KvError::Timeout`]; a wait that used up the configured
-//! timeout is Redis's (or the pool's) slowness and stays [`KvError::Connection`] (see
-//! [`connection`]).
+//! short by the caller's deadline is [`KvError::Timeout`]; a reply that did not come within the
+//! configured `io_timeout` is Redis's slowness, [`KvError::BackendTimeout`]; a pool that stayed
+//! busy is [`KvError::Connection`] (see [`connection`]). Refused credentials are
+//! [`KvError::Authentication`], a value Redis finds too long [`KvError::InvalidValue`].
 
 pub mod connection;
 pub mod resp;
-pub mod url;
+/// `redis://` URLs (a crate of its own: the configuration parses them without this client).
+pub use redis_url as url;
 
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use keyvalue::{Bounds, KeyValue, KvError, validate_name};
+use keyvalue::{Bounds, KeyValue, KvError, Write, validate_name};
 
 pub use connection::{Connection, ConnectionOptions, TimeoutEnforcement, TimeoutStrategy};
 pub use resp::{Limits, ProtocolError, ReplyBudget, Value};
@@ -122,12 +124,16 @@ impl From<RedisError> for KvError {
         match error {
             RedisError::Deadline { .. } => KvError::Timeout(message),
             RedisError::TooLarge { limit, size } => KvError::TooLarge { limit, size },
+            RedisError::Timeout(_) => KvError::BackendTimeout(message),
+            RedisError::Auth(_) => KvError::Authentication(message),
             RedisError::Connect { .. }
             | RedisError::Io(_)
-            | RedisError::Timeout(_)
             | RedisError::Closed
-            | RedisError::Auth(_)
             | RedisError::PoolExhausted(_) => KvError::Connection(message),
+            // Redis refuses a value longer than its `proto-max-bulk-len`.
+            RedisError::Server(reply) if reply.contains("exceeds maximum allowed size") => {
+                KvError::InvalidValue(message)
+            }
             RedisError::Protocol(_) | RedisError::Server(_) => KvError::Io(message),
             RedisError::Url(_) | RedisError::UnexpectedReply { .. } => KvError::Unexpected(message),
         }
@@ -534,6 +540,37 @@ impl KeyValue for RedisStore {
         self.run(bounds, |connection| connection.del(&full, bounds))
             .map_err(|e| kv_error("delete", started, e))?;
         Ok(())
+    }
+
+    /// `MULTI`, the writes (`SET`/`DEL`), `INCR` of the counter, `EXEC`: Redis runs the
+    /// transaction as one step.
+    fn write_counted(
+        &self,
+        writes: &[Write<'_>],
+        (counter_store, counter_key): (&str, &str),
+        bounds: &Bounds,
+    ) -> Result<u64, KvError> {
+        let started = Instant::now();
+        let counter = redis_key(counter_store, counter_key)?;
+        let writes = writes
+            .iter()
+            .map(|write| {
+                let (store, key) = write.target();
+                let value = match write {
+                    Write::Set { value, .. } => Some(*value),
+                    Write::Delete { .. } => None,
+                };
+                Ok((redis_key(store, key)?, value))
+            })
+            .collect::<Result<Vec<_>, KvError>>()?;
+        self.run(bounds, |connection| {
+            connection.transaction(
+                writes.iter().map(|(key, value)| (key.as_slice(), *value)),
+                &counter,
+                bounds,
+            )
+        })
+        .map_err(|e| kv_error("write_counted", started, e))
     }
 }
 

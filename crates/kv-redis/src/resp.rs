@@ -77,7 +77,7 @@ pub enum ProtocolError {
     /// The first byte of a reply is not a RESP2 type marker.
     #[error("unknown reply type byte 0x{0:02x}")]
     UnknownType(u8),
-    /// A line ended in a bare LF.
+    /// A line ended in a bare LF or holds a bare CR.
     #[error("line not terminated by CRLF")]
     BadLineEnding,
     /// A status, error or integer line is longer than allowed.
@@ -343,7 +343,8 @@ fn read_line(
     let window = &available[..available.len().min(max_len + 2)];
     match window.iter().position(|&b| b == b'\n') {
         Some(lf) => {
-            if lf == 0 || window[lf - 1] != b'\r' {
+            // A bare CR inside the line is no line ending either (RESP lines hold neither).
+            if lf == 0 || window[lf - 1] != b'\r' || window[..lf - 1].contains(&b'\r') {
                 return Err(ProtocolError::BadLineEnding);
             }
             if lf - 1 > max_len {
@@ -601,6 +602,25 @@ mod tests {
     fn reports_consumed_length_and_leaves_the_rest() {
         let (value, used) = complete(b":1\r\n:2\r\n");
         assert_eq!((value, used), (Value::Integer(1), 4));
+    }
+
+    /// Found by `cargo xtask fuzz` (resp_reply): an error line holding a bare CR was accepted,
+    /// CR and all, as the error's text.
+    #[test]
+    fn a_bare_cr_inside_a_line_is_refused() {
+        let limits = Limits::default();
+        for input in [
+            &b"-11\rD$-1\r\n"[..],
+            b"+O\rK\r\n",
+            b":1\r2\r\n",
+            b"$1\r\r\nx\r\n",
+        ] {
+            assert_eq!(
+                parse_err(input, &limits),
+                ProtocolError::BadLineEnding,
+                "{input:?}"
+            );
+        }
     }
 
     #[test]

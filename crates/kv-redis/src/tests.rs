@@ -37,7 +37,13 @@ fn errors_map_to_kv_errors() {
     ));
     assert!(matches!(
         KvError::from(RedisError::Auth("WRONGPASS".into())),
-        KvError::Connection(_)
+        KvError::Authentication(_)
+    ));
+    assert!(matches!(
+        KvError::from(RedisError::Server(
+            "ERR string exceeds maximum allowed size (proto-max-bulk-len)".into()
+        )),
+        KvError::InvalidValue(_)
     ));
     assert!(matches!(
         KvError::from(RedisError::Server("OOM".into())),
@@ -50,7 +56,7 @@ fn errors_map_to_kv_errors() {
     // Redis slower than io_timeout is the backend's fault; the caller's deadline is not.
     assert!(matches!(
         KvError::from(RedisError::Timeout(Duration::from_secs(5))),
-        KvError::Connection(_)
+        KvError::BackendTimeout(_)
     ));
     assert!(matches!(
         KvError::from(RedisError::Deadline { phase: "waiting for the reply" }),
@@ -138,7 +144,7 @@ fn silent_server_times_out() {
     let started = Instant::now();
     let result = store.set("s", "k", b"v", &Bounds::UNBOUNDED);
     assert!(
-        matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
+        matches!(result, Err(KvError::BackendTimeout(ref m)) if m.contains("did not answer")),
         "{result:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -161,7 +167,7 @@ fn silent_server_times_out_with_polling() {
     let result = store.get("s", "k", &Bounds::UNBOUNDED);
     let elapsed = started.elapsed();
     assert!(
-        matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
+        matches!(result, Err(KvError::BackendTimeout(ref m)) if m.contains("did not answer")),
         "{result:?}"
     );
     assert!(
@@ -308,7 +314,7 @@ fn io_timeout_before_the_deadline_is_a_connection_error() {
     let bounds = Bounds::within(Duration::from_secs(10), usize::MAX);
     let result = store.get("s", "k", &bounds);
     assert!(
-        matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
+        matches!(result, Err(KvError::BackendTimeout(ref m)) if m.contains("did not answer")),
         "{result:?}"
     );
     drop(store);

@@ -351,7 +351,7 @@ fn hung_server_times_out_then_recovers() {
         let elapsed = started.elapsed();
         signal("-CONT");
         assert!(
-            matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
+            matches!(result, Err(KvError::BackendTimeout(ref m)) if m.contains("did not answer")),
             "{strategy:?}: {result:?}"
         );
         assert!(
@@ -378,18 +378,18 @@ fn password_authentication() {
     let wrong = store_for(&format!("redis://:nope@127.0.0.1:{port}"));
     let result = wrong.get("s", "k", &Bounds::UNBOUNDED);
     assert!(
-        matches!(result, Err(KvError::Connection(ref m)) if m.contains("authentication")),
+        matches!(result, Err(KvError::Authentication(ref m)) if m.contains("authentication")),
         "{result:?}"
     );
     let missing = store_for(&format!("redis://127.0.0.1:{port}"));
     let result = missing.get("s", "k", &Bounds::UNBOUNDED);
     assert!(
-        matches!(result, Err(KvError::Connection(ref m)) if m.contains("NOAUTH")),
+        matches!(result, Err(KvError::Authentication(ref m)) if m.contains("NOAUTH")),
         "{result:?}"
     );
     assert!(matches!(
         missing.open("s", &Bounds::UNBOUNDED),
-        Err(KvError::Connection(_))
+        Err(KvError::Authentication(_))
     ));
 }
 
@@ -404,7 +404,7 @@ fn acl_user_authentication() {
         .expect("set as alice");
     let mallory = store_for(&format!("redis://alice:guess@127.0.0.1:{port}"));
     assert!(
-        matches!(mallory.get("s", "k", &Bounds::UNBOUNDED), Err(KvError::Connection(m)) if m.contains("WRONGPASS"))
+        matches!(mallory.get("s", "k", &Bounds::UNBOUNDED), Err(KvError::Authentication(m)) if m.contains("WRONGPASS"))
     );
 }
 
@@ -599,7 +599,7 @@ fn retry_after_a_restart_stays_within_the_deadline() {
 }
 
 #[test]
-fn redis_slower_than_io_timeout_is_still_a_connection_error() {
+fn redis_slower_than_io_timeout_is_a_backend_timeout() {
     let server = RedisServer::start();
     let kv = store_for(&server.url()); // io_timeout 500 ms
     kv.set("s", "k", b"v", &Bounds::UNBOUNDED).expect("set");
@@ -608,7 +608,7 @@ fn redis_slower_than_io_timeout_is_still_a_connection_error() {
     let started = Instant::now();
     let result = kv.get("s", "k", &bounds);
     assert!(
-        matches!(result, Err(KvError::Connection(ref m)) if m.contains("did not answer")),
+        matches!(result, Err(KvError::BackendTimeout(ref m)) if m.contains("did not answer")),
         "{result:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -703,4 +703,67 @@ fn listing_more_than_the_callers_budget_is_refused() {
     );
     // An empty store lists within any budget.
     assert_eq!(kv.keys("none", &Bounds::new(None, 0)), Ok(Vec::new()));
+}
+
+#[test]
+fn write_counted_is_one_transaction_with_the_counter() {
+    use keyvalue::Write;
+    let server = RedisServer::start();
+    let kv = store_for(&server.url());
+    let counter = ("counters", "version");
+    let first = kv
+        .write_counted(
+            &[
+                Write::Set {
+                    store: "a",
+                    key: "x",
+                    value: b"1",
+                },
+                Write::Set {
+                    store: "b",
+                    key: "y",
+                    value: b"2",
+                },
+            ],
+            counter,
+            &Bounds::UNBOUNDED,
+        )
+        .expect("batch");
+    assert_eq!(first, 1);
+    assert_eq!(kv.get("a", "x", &Bounds::UNBOUNDED).expect("x"), b"1");
+    assert_eq!(kv.get("b", "y", &Bounds::UNBOUNDED).expect("y"), b"2");
+    let second = kv
+        .write_counted(
+            &[Write::Delete {
+                store: "a",
+                key: "x",
+            }],
+            counter,
+            &Bounds::UNBOUNDED,
+        )
+        .expect("batch");
+    assert_eq!(second, 2);
+    assert!(kv.get("a", "x", &Bounds::UNBOUNDED).is_err());
+    assert_eq!(
+        kv.get("counters", "version", &Bounds::UNBOUNDED)
+            .expect("counter"),
+        b"2"
+    );
+    // A counter that is not a number fails the whole batch: nothing written.
+    kv.set("counters", "version", b"not a number", &Bounds::UNBOUNDED)
+        .expect("set");
+    let refused = kv.write_counted(
+        &[Write::Set {
+            store: "a",
+            key: "z",
+            value: b"3",
+        }],
+        counter,
+        &Bounds::UNBOUNDED,
+    );
+    assert!(matches!(refused, Err(KvError::Io(_))), "{refused:?}");
+    // Redis runs the SET before the failing INCR (no rollback): the batch's writes stand.
+    // What matters to callers is the error; the connection still works.
+    kv.set("a", "w", b"4", &Bounds::UNBOUNDED)
+        .expect("set after");
 }

@@ -1,10 +1,10 @@
 //! The admin API: deploy, replace, list and delete functions, and shut down; every call needs
 //! the bearer token given at boot.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http_front::{Request, Response};
-use keyvalue::Bounds;
+use subtle::ConstantTimeEq;
 
 use crate::app::{Answer, App};
 use crate::error::PlatformError;
@@ -12,20 +12,10 @@ use crate::function_store::{FUNCTION_STORE, encode_stored};
 use crate::invoke::{RESERVE_WAIT, refusal_message};
 use crate::memory::{Refused, reservation_for};
 
-/// How long an admin change waits for the function store (Redis) before answering 503.
-const STORE_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn store_bounds() -> Bounds {
-    Bounds::within(STORE_TIMEOUT, usize::MAX)
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
+/// Compares two byte strings in time that depends only on their lengths (`subtle`: the
+/// comparison has no early exit the optimizer could add back).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
-    }
-    diff == 0
+    a.ct_eq(b).into()
 }
 
 impl App {
@@ -67,7 +57,7 @@ impl App {
             if request.method != "POST" {
                 return Err(PlatformError::MethodNotAllowed {
                     method: request.method.clone(),
-                    allowed: "POST",
+                    allowed: "POST".into(),
                 });
             }
             let hook = self
@@ -86,7 +76,7 @@ impl App {
             let list: Vec<_> = self.registry.list().iter().map(|f| f.to_json()).collect();
             return Ok(Response::json(
                 200,
-                &serde_json::json!({ "functions": list }),
+                &serde_json::json!({ "functions": list, "fleet": self.fleet_json() }),
             ));
         }
         let Some(name) = path
@@ -133,17 +123,11 @@ impl App {
                     .map_err(reject)?;
                 drop(reservation);
                 // Kept first: a deploy that would not survive a reboot is not made at all.
-                self.kv
-                    .set(
-                        FUNCTION_STORE,
-                        name,
-                        &encode_stored(&request.body, &limits),
-                        &store_bounds(),
-                    )
-                    .map_err(|e| Self::store_unavailable(name, &e))?;
                 let info = function.to_json();
                 let kind = function.program.kind();
-                let replaced = self.registry.insert_admin(function);
+                let replaced = self
+                    .fleet_deploy(function, &encode_stored(&request.body, &limits))
+                    .map_err(|e| Self::store_unavailable(name, &e))?;
                 log::info!(
                     "{} {name} ({kind}, {} bytes) in {} us",
                     if replaced { "replaced" } else { "deployed" },
@@ -156,19 +140,18 @@ impl App {
                 if self.lookup(name).is_none() {
                     return Err(crate::app::not_found_function(name));
                 }
-                self.kv
-                    .delete(FUNCTION_STORE, name, &store_bounds())
-                    .map_err(|e| Self::store_unavailable(name, &e))?;
-                if !self.registry.remove_admin(name) {
+                if !self
+                    .fleet_delete(name)
+                    .map_err(|e| Self::store_unavailable(name, &e))?
+                {
                     return Err(crate::app::not_found_function(name));
                 }
-                self.stats.remove(name);
                 log::info!("deleted {name}");
                 Ok(Response::new(204))
             }
             other => Err(PlatformError::MethodNotAllowed {
                 method: other.to_string(),
-                allowed: "GET, HEAD, PUT, POST, DELETE",
+                allowed: "GET, HEAD, PUT, POST, DELETE".into(),
             }),
         }
     }

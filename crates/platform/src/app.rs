@@ -53,6 +53,7 @@ pub struct App {
     pub(crate) memory: MemoryPool,
     memory_in_use: fn() -> Option<u64>,
     pub(crate) boot: BootGate,
+    pub(crate) fleet: crate::fleet::Fleet,
     pub(crate) shutdown: Option<Box<dyn Fn() + Send + Sync>>,
     /// The HTTP server's counters, for `/metrics`.
     server_stats: Option<Arc<ServerStats>>,
@@ -97,6 +98,7 @@ impl App {
             memory: MemoryPool::new(options.memory_budget),
             memory_in_use: options.memory_in_use,
             boot: BootGate::default(),
+            fleet: crate::fleet::Fleet::default(),
             shutdown: None,
             server_stats: None,
         };
@@ -163,7 +165,7 @@ impl App {
         }
         Err(PlatformError::MethodNotAllowed {
             method: request.method.clone(),
-            allowed: "GET, HEAD",
+            allowed: "GET, HEAD".into(),
         })
     }
 
@@ -422,6 +424,50 @@ mod tests {
                 "{name}: the deleted function's engine lives on"
             );
         }
+    }
+
+    /// A module without imports whose `_start` takes and returns nothing (the nanoprocess
+    /// seed's stuck.wat) runs at `/exec` and at `/api`, into the deadline either way.
+    #[test]
+    fn a_module_that_runs_either_way_answers_at_both_routes() {
+        let app = app_with(Arc::new(keyvalue::MemoryStore::new()));
+        let stuck = br#"(module (func (export "_start") (loop $l (br $l))))"#;
+        let deployed = app.handle(&admin_request(
+            "PUT",
+            "stuck",
+            Some("timeout-ms=100&fuel=100000000000"),
+            stuck,
+        ));
+        assert_eq!(
+            deployed.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&deployed.body)
+        );
+        for path in ["/exec/stuck", "/api/stuck/x"] {
+            let mut request = admin_request("GET", "x", None, b"");
+            request.path = path.into();
+            let answer = app.handle(&request);
+            assert_eq!(
+                answer.status,
+                504,
+                "{path}: {}",
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+        let stats = app.stats.snapshot("stuck").expect("counted");
+        assert_eq!(stats.errors.get("timeout"), Some(&2), "{stats:?}");
+        // A module that imports WASI does not run at /exec.
+        const WASI: &[u8] =
+            br#"(module (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+            (memory (export "memory") 1) (func (export "_start")))"#;
+        assert_eq!(
+            app.handle(&admin_request("PUT", "wasi", None, WASI)).status,
+            201
+        );
+        let mut exec = admin_request("GET", "x", None, b"");
+        exec.path = "/exec/wasi".into();
+        assert_eq!(app.handle(&exec).status, 400);
     }
 
     /// A store whose writes always fail, as Redis does while it is down.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use keyvalue::Bounds;
 
 use crate::app::App;
-use crate::function_store::{FUNCTION_STORE, decode_stored};
+use crate::function_store::FUNCTION_STORE;
 use crate::memory::reservation_for;
 
 /// Longest a request waits for a boot-time function that is still being compiled.
@@ -62,27 +62,13 @@ impl App {
             }
         };
         for name in names {
-            let compiled = self
-                .kv
-                .get(FUNCTION_STORE, &name, &Bounds::UNBOUNDED)
-                .map_err(|e| e.to_string())
-                .and_then(|value| {
-                    let (limits, source) = decode_stored(&value, self.default_limits)?;
-                    self.compile_reserved(&name, source, limits, BOOT_RESERVE_WAIT)
-                });
-            match compiled {
-                Ok(function) => {
-                    log::info!(
-                        "restored {name} ({}, {} bytes) from store {FUNCTION_STORE}",
-                        function.program.kind(),
-                        function.size
-                    );
-                    self.registry.insert_admin(function);
-                }
-                Err(err) => {
-                    log::warn!("function {name} in store {FUNCTION_STORE} not restored: {err}")
-                }
+            if let Err(err) = self.load_stored(&name, BOOT_RESERVE_WAIT) {
+                log::warn!("function {name} in store {FUNCTION_STORE} not restored: {err}");
             }
+        }
+        // Deletes (of built-in functions too) and the fleet version.
+        if let Err(err) = self.sync_fleet(true) {
+            log::warn!("fleet state not read at boot (retried while serving): {err}");
         }
     }
 

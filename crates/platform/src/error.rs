@@ -20,7 +20,7 @@ pub enum PlatformError {
         /// The method used.
         method: String,
         /// The methods the endpoint accepts (for the `Allow` header).
-        allowed: &'static str,
+        allowed: std::borrow::Cow<'static, str>,
     },
     /// Missing or wrong bearer token.
     #[error("unauthorized: a valid `Authorization: Bearer <admin-token>` header is required")]

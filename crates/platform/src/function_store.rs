@@ -49,7 +49,13 @@ pub(crate) struct GuestKeyValue(pub(crate) Arc<dyn KeyValue>);
 
 impl GuestKeyValue {
     fn check(store: &str) -> Result<(), KvError> {
-        if store == FUNCTION_STORE {
+        if [
+            FUNCTION_STORE,
+            crate::fleet::FUNCTION_INDEX,
+            crate::fleet::FLEET_STORE,
+        ]
+        .contains(&store)
+        {
             return Err(KvError::InvalidKey(format!(
                 "store {store:?} is reserved for the platform"
             )));
@@ -151,6 +157,12 @@ mod tests {
             guest.delete(FUNCTION_STORE, "f", &Bounds::UNBOUNDED),
             Err(KvError::InvalidKey(_))
         ));
+        for fleet in [crate::fleet::FUNCTION_INDEX, crate::fleet::FLEET_STORE] {
+            assert!(matches!(
+                guest.get(fleet, "version", &Bounds::UNBOUNDED),
+                Err(KvError::InvalidKey(_))
+            ));
+        }
         assert_eq!(
             kv.get(FUNCTION_STORE, "f", &Bounds::UNBOUNDED).unwrap(),
             b"secret"

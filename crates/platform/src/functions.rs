@@ -17,9 +17,10 @@ const MAX_HANDLES: usize = 10_000;
 pub enum Program {
     /// A Spiderlightning-style guest serving its own routes.
     Http(wasm_host::Function),
-    /// A WASI preview1 command: stdin → stdout.
+    /// A WASI preview1 command: stdin → stdout (one that imports nothing also runs at `/exec`,
+    /// see [`Program::as_nanoprocess`]).
     Wasi(wasm_faas::Module),
-    /// A module whose `_start` takes and returns numbers.
+    /// A nanoprocess: a module whose `_start` takes and returns numbers.
     Nanoprocess(wasm_faas::Module),
 }
 
@@ -30,6 +31,18 @@ impl Program {
             Program::Http(_) => "http",
             Program::Wasi(_) => "wasi",
             Program::Nanoprocess(_) => "nanoprocess",
+        }
+    }
+
+    /// The module `/exec` runs: a nanoprocess, or a WASI command that imports nothing (its
+    /// `_start` takes and returns nothing, so it runs either way).
+    pub fn as_nanoprocess(&self) -> Option<&wasm_faas::Module> {
+        match self {
+            Program::Nanoprocess(module) => Some(module),
+            Program::Wasi(module) if wasm_faas::nanoprocess_signature(module).is_some() => {
+                Some(module)
+            }
+            Program::Wasi(_) | Program::Http(_) => None,
         }
     }
 }
@@ -81,8 +94,8 @@ pub struct Compiler {
     kv: Arc<dyn KeyValue>,
 }
 
-/// A `.wat` body is text; a `.wasm` body starts with this magic.
-const WASM_MAGIC: &[u8] = b"\0asm";
+/// The export that makes a module an HTTP guest.
+const HANDLE_HTTP: &str = "handle-http";
 
 impl Compiler {
     /// A compiler whose HTTP guests use `kv`, except the platform's own
@@ -107,21 +120,28 @@ impl Compiler {
                 "{name:?} is not a valid function name (1-64 of A-Z a-z 0-9 _ -, not a reserved word)"
             ));
         }
-        let binary = if source.starts_with(WASM_MAGIC) {
-            source.to_vec()
-        } else {
-            wat::parse_bytes(source)
-                .map_err(|e| format!("neither a wasm binary nor valid WAT text: {e}"))?
-                .into_owned()
-        };
-        // Compiled once: the kind is read from the compiled module's imports and exports, and
-        // an HTTP guest keeps this module (and its engine).
-        let module =
-            wasm_faas::load_module(&wasm_faas::engine(), &binary).map_err(|e| e.to_string())?;
-        let program = match wasm_faas::classify(&module) {
+        let binary = sandbox::wasm_binary(source)
+            .map_err(|e| e.to_string())?
+            .into_owned();
+        // The kind is read from the module's imports and exports before anything is compiled:
+        // a module of no kind is refused uncompiled, every other one is compiled once, on an
+        // engine of its own, and keeps it.
+        let inspected = sandbox::inspect(&binary).map_err(|e| format!("invalid module: {e}"))?;
+        let kind = wasm_faas::classify(inspected.interface());
+        let is_http = inspected.interface().export(HANDLE_HTTP).is_some();
+        if let (wasm_faas::Kind::Unknown(faas_reason), false) = (&kind, is_http) {
+            return Err(format!(
+                "not an http function (it exports no `{HANDLE_HTTP}`); not a WASI command or \
+                 nanoprocess either ({faas_reason})"
+            ));
+        }
+        let module = inspected
+            .compile()
+            .map_err(|e| format!("invalid module: {e}"))?;
+        let program = match kind {
             wasm_faas::Kind::WasiCommand => Program::Wasi(module),
             wasm_faas::Kind::Nanoprocess { .. } => Program::Nanoprocess(module),
-            wasm_faas::Kind::Unknown(faas_reason) => {
+            wasm_faas::Kind::Unknown(_) => {
                 let host = wasm_host::FunctionHost::new(
                     Arc::clone(&self.kv),
                     wasm_host::HostConfig {
@@ -129,22 +149,10 @@ impl Compiler {
                         max_handles: MAX_HANDLES,
                     },
                 );
-                let is_http = module.get_export("handle-http").is_some();
-                match host.load_module(name, module) {
-                    Ok(function) => Program::Http(function),
-                    Err(err) if is_http => return Err(err.to_string()),
-                    Err(err) => {
-                        return Err(format!(
-                            "not an http function ({err}); not a WASI or _start module either ({faas_reason})"
-                        ));
-                    }
-                }
+                Program::Http(host.load_module(name, module).map_err(|e| e.to_string())?)
             }
         };
-        let sha256 = Sha256::digest(&binary)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = format!("{:x}", Sha256::digest(&binary));
         let deployed_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -197,7 +205,23 @@ mod tests {
             .compile("x", b"not wasm at all", FunctionLimits::default())
             .err()
             .unwrap();
-        assert!(err.contains("neither a wasm binary nor valid WAT"), "{err}");
+        assert!(
+            err.contains("not a wasm binary (no \\0asm header) and not valid WAT text"),
+            "{err}"
+        );
+        // A binary that is not wasm (an ELF here) is called what it is, not "not UTF-8".
+        let err = c
+            .compile(
+                "x",
+                b"\x7fELF\x02\x01\x01\xff\xfe",
+                FunctionLimits::default(),
+            )
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with("neither a wasm binary (it does not start with \\0asm) nor WAT text"),
+            "{err}"
+        );
         let err = c
             .compile(
                 "x",
@@ -207,6 +231,26 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("not an http function"), "{err}");
+        // Refused by its interface before compiling: its invalid body is never looked at.
+        let err = c
+            .compile(
+                "x",
+                br#"(module (func (export "other") (result i32)))"#,
+                FunctionLimits::default(),
+            )
+            .err()
+            .unwrap();
+        assert!(err.contains("not an http function"), "{err}");
+        // With a kind, it is compiled, and refused for its body.
+        let err = c
+            .compile(
+                "x",
+                br#"(module (func (export "_start") (result i32)))"#,
+                FunctionLimits::default(),
+            )
+            .err()
+            .unwrap();
+        assert!(err.starts_with("invalid module: "), "{err}");
         assert!(
             c.compile("metrics", b"(module)", FunctionLimits::default())
                 .is_err()

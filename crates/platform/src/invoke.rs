@@ -199,6 +199,12 @@ impl App {
             }
             Err((error, outcome)) => {
                 self.stats.record(name, outcome, cost);
+                if outcome == Outcome::Trap {
+                    // A trap or panic is the function's bug: its owner finds it in the log,
+                    // with the message the 500 answer has (bounded the same way).
+                    let message = sandbox::clip_display(&error, crate::error::MAX_ERROR_MESSAGE);
+                    log::warn!(target: "guest", "{message}");
+                }
                 Err(error)
             }
         }
@@ -226,7 +232,7 @@ impl App {
         let Some(method) = wasm_host::Method::parse(&request.method) else {
             let error = PlatformError::MethodNotAllowed {
                 method: request.method.clone(),
-                allowed: "GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS",
+                allowed: "GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS".into(),
             };
             return Ran::before_running((error, Outcome::BadInput));
         };
@@ -344,7 +350,7 @@ impl App {
     }
 
     pub(crate) fn run_nanoprocess(&self, function: &Deployed, request: &Request) -> Ran {
-        let Program::Nanoprocess(module) = &function.program else {
+        let Some(module) = function.program.as_nanoprocess() else {
             return Ran::before_running(wrong_kind(function));
         };
         let json = match request.method.as_str() {
@@ -357,7 +363,7 @@ impl App {
             other => {
                 let error = PlatformError::MethodNotAllowed {
                     method: other.to_string(),
-                    allowed: "GET, HEAD, POST",
+                    allowed: "GET, HEAD, POST".into(),
                 };
                 return Ran::before_running((error, Outcome::BadInput));
             }
@@ -367,10 +373,8 @@ impl App {
             Err(failure) => return Ran::before_running(failure),
         };
         let args = if json {
-            let wanted = match wasm_faas::classify(module) {
-                wasm_faas::Kind::Nanoprocess { params, .. } => params.len(),
-                _ => 0,
-            };
+            let wanted = wasm_faas::nanoprocess_signature(module)
+                .map_or(0, |signature| signature.params.len());
             match json_numbers(&request.body, wanted) {
                 Ok(numbers) => numbers.join(","),
                 Err(error) => {
@@ -408,6 +412,15 @@ fn http_failure(function: &Deployed, error: wasm_host::InvokeError) -> Failure {
     );
     match error {
         E::NoRoute { .. } => (PlatformError::NotFound(message), Outcome::GuestError),
+        E::MethodNotAllowed {
+            method, allowed, ..
+        } => (
+            PlatformError::MethodNotAllowed {
+                method: method.to_string(),
+                allowed: allowed.into(),
+            },
+            Outcome::GuestError,
+        ),
         E::Guest { error, .. } => (
             PlatformError::Function {
                 status: error.status(),
@@ -426,7 +439,7 @@ fn http_failure(function: &Deployed, error: wasm_host::InvokeError) -> Failure {
     }
 }
 
-/// A WASI or `_start` run's failure as the platform answers it.
+/// A WASI command's or nanoprocess's failure as the platform answers it.
 fn faas_failure(function: &Deployed, error: wasm_faas::RunError) -> Failure {
     use wasm_faas::RunError as E;
     match error {

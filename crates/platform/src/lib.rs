@@ -22,6 +22,7 @@ pub mod admin;
 pub mod app;
 pub mod boot;
 pub mod error;
+pub mod fleet;
 pub mod function_store;
 pub mod functions;
 pub mod invoke;

@@ -31,18 +31,6 @@ impl Default for FunctionLimits {
     }
 }
 
-/// Bytes, optionally with a `k`, `m` or `g` suffix (KiB, MiB, GiB).
-fn parse_bytes(value: &str) -> Option<u64> {
-    let lower = value.to_ascii_lowercase();
-    let (digits, unit) = match lower.as_bytes().last() {
-        Some(b'k') => (&lower[..lower.len() - 1], 1u64 << 10),
-        Some(b'm') => (&lower[..lower.len() - 1], 1 << 20),
-        Some(b'g') => (&lower[..lower.len() - 1], 1 << 30),
-        _ => (lower.as_str(), 1),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(unit)
-}
-
 impl FunctionLimits {
     /// These limits with overrides from deploy query parameters (`fuel`, `timeout-ms`,
     /// `max-memory`, `max-body`; sizes may end in `k`, `m` or `g`); unknown parameters are errors.
@@ -54,11 +42,8 @@ impl FunctionLimits {
                     .parse::<u64>()
                     .map_err(|_| format!("{key}={value:?} is not a whole number"))
             };
-            let size = || -> Result<usize, String> {
-                parse_bytes(value)
-                    .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX))
-                    .ok_or_else(|| format!("{key}={value:?} is not a size (e.g. 65536, 64k, 4m)"))
-            };
+            // Sizes as on the command line (`max-body=4m` there and here).
+            let size = || boot_config::parse_size(value).map_err(|e| format!("{key}={e}"));
             match key {
                 "fuel" => self.fuel = number()?.max(1),
                 "timeout-ms" | "timeout_ms" => {
@@ -106,7 +91,7 @@ impl FunctionLimits {
         }
     }
 
-    /// The limits of a WASI or `_start` run.
+    /// The limits of a WASI command or nanoprocess run.
     pub fn faas(&self) -> wasm_faas::Limits {
         wasm_faas::Limits {
             fuel: self.fuel,
@@ -134,6 +119,18 @@ mod tests {
         assert_eq!(base.with_overrides(None), Ok(base));
         assert!(base.with_overrides(Some("fuel=x")).is_err());
         assert!(base.with_overrides(Some("max-body=4x")).is_err());
+        let suffixes = base
+            .with_overrides(Some("max-memory=2M&max-body=64k"))
+            .expect("sizes");
+        assert_eq!(
+            (suffixes.max_memory, suffixes.max_body),
+            (2 << 20, 64 << 10)
+        );
+        let message = base.with_overrides(Some("max-memory=1x")).unwrap_err();
+        assert!(
+            message.contains("max-memory=\"1x\" is not a size"),
+            "{message}"
+        );
         assert!(base.with_overrides(Some("color=red")).is_err());
         let round_trip = base.with_overrides(Some(&l.to_query()));
         assert_eq!(round_trip, Ok(l));

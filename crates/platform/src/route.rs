@@ -20,14 +20,15 @@ pub enum Route<'a> {
         /// The path below `/_admin`.
         rest: &'a str,
     },
-    /// `GET /api/{function}/{input}`: a WASI command with `input` on stdin.
+    /// `GET /api/{function}/{input}` (or `POST /api/{function}[/]` with a body): a WASI command
+    /// with `input` (or the body) on stdin.
     Api {
         /// The function's name.
         function: &'a str,
         /// The (still percent-encoded) input.
         input: &'a str,
     },
-    /// `GET|POST /exec/{function}`: a numeric `_start` module.
+    /// `GET|POST /exec/{function}`: a nanoprocess (`_start` takes and returns numbers).
     Exec {
         /// The function's name.
         function: &'a str,
@@ -76,7 +77,14 @@ pub fn route(path: &str) -> Route<'_> {
         "_admin" => Route::Admin { rest },
         "api" => {
             let (function, input) = split_first(rest);
-            match input.strip_prefix('/') {
+            // `/api/NAME` (no input in the path; e.g. a POST with the input as body) is
+            // `/api/NAME/` with empty input.
+            let input = if input.is_empty() {
+                Some("")
+            } else {
+                input.strip_prefix('/')
+            };
+            match input {
                 Some(input) if !function.is_empty() => Route::Api { function, input },
                 _ => Route::Unmatched,
             }
@@ -137,7 +145,15 @@ mod tests {
                 input: ""
             }
         );
-        assert_eq!(route("/api/fib"), Route::Unmatched);
+        assert_eq!(
+            route("/api/fib"),
+            Route::Api {
+                function: "fib",
+                input: ""
+            }
+        );
+        assert_eq!(route("/api"), Route::Unmatched);
+        assert_eq!(route("/api/"), Route::Unmatched);
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub struct Snapshot {
     pub p99_us: u64,
     /// Mean latency over all invocations, in microseconds.
     pub mean_us: u64,
+    /// Time spent in all invocations together, in microseconds (what pay-per-use bills).
+    pub total_us: u64,
     /// Total fuel consumed.
     pub fuel_used: u64,
     /// Largest linear memory seen, in bytes.
@@ -162,6 +164,7 @@ impl Stats {
             p95_us: percentile(&sorted, 95.0),
             p99_us: percentile(&sorted, 99.0),
             mean_us: stats.total_us / stats.invocations.max(1),
+            total_us: stats.total_us,
             fuel_used: stats.fuel_used,
             peak_memory: stats.peak_memory,
         })
@@ -354,6 +357,7 @@ impl Snapshot {
             "invocations": self.invocations,
             "errors": self.errors,
             "latency_us": { "p50": self.p50_us, "p95": self.p95_us, "p99": self.p99_us, "mean": self.mean_us },
+            "execution_time_ms": self.total_us / 1000,
             "fuel_used": self.fuel_used,
             "peak_memory_bytes": self.peak_memory,
         })
@@ -387,6 +391,7 @@ mod tests {
         assert_eq!(snap.p99_us, 100_000);
         assert_eq!(snap.fuel_used, 1010);
         assert_eq!(snap.peak_memory, 1_000_000);
+        assert_eq!(snap.to_json("f")["execution_time_ms"], 5050 + 1000);
         assert!(stats.snapshot("g").is_none());
     }
 

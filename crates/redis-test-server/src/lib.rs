@@ -20,16 +20,21 @@ const RESTART_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The redis-server binary: `$REDIS_SERVER`, else `redis-server` on `PATH`, else Debian's path.
 fn redis_server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("REDIS_SERVER") {
+    find_program("REDIS_SERVER", "redis-server", "/usr/bin/redis-server")
+}
+
+/// A program tests start: the path in `$env_var`, else `name` on `PATH`, else `fallback`.
+pub fn find_program(env_var: &str, name: &str, fallback: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
         return PathBuf::from(path);
     }
     std::env::var_os("PATH")
         .and_then(|paths| {
             std::env::split_paths(&paths)
-                .map(|dir| dir.join("redis-server"))
+                .map(|dir| dir.join(name))
                 .find(|p| p.is_file())
         })
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server"))
+        .unwrap_or_else(|| PathBuf::from(fallback))
 }
 
 /// A running redis-server without persistence, killed (and its directory removed) on drop.

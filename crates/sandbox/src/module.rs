@@ -7,11 +7,14 @@
 //! run with a memory fault instead of the host running out of memory.
 
 use std::any::{Any, TypeId};
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use wasmparser::{ElementItems, Parser, Payload, TypeRef};
+
+use crate::interface::Interface;
 
 /// Most imports a module may declare (each becomes a function entity in every instance).
 pub const MAX_IMPORTS: usize = 1_000;
@@ -176,6 +179,15 @@ pub enum CompileError {
     /// Not valid wasm (or WAT), or beyond one of wasmi's enforced limits.
     #[error("{0}")]
     Invalid(String),
+    /// Neither a wasm binary nor text.
+    #[error(
+        "neither a wasm binary (it does not start with \\0asm) nor WAT text (it is not UTF-8): \
+         upload a .wasm or .wat file"
+    )]
+    NotWasm,
+    /// Text that is not valid WAT.
+    #[error("not a wasm binary (no \\0asm header) and not valid WAT text: {0}")]
+    Wat(String),
     /// The module declares more of something than the host allows.
     #[error("the module declares {count} {what}, more than the {limit} allowed")]
     TooMany {
@@ -191,12 +203,13 @@ pub enum CompileError {
 /// Things built once per module on its engine (linkers), by type.
 type Attachments = Vec<(TypeId, Arc<dyn Any + Send + Sync>)>;
 
-/// A compiled module, its instance [`Footprint`], and what the host built for it (see
-/// [`Module::attachment`]). Dereferences to the [`wasmi::Module`].
+/// A compiled module, its instance [`Footprint`], its [`Interface`], and what the host built for
+/// it (see [`Module::attachment`]). Dereferences to the [`wasmi::Module`].
 #[derive(Clone)]
 pub struct Module {
     module: wasmi::Module,
     footprint: Footprint,
+    interface: Arc<Interface>,
     attachments: Arc<Mutex<Attachments>>,
 }
 
@@ -216,34 +229,99 @@ impl Deref for Module {
     }
 }
 
+impl AsRef<Interface> for Module {
+    fn as_ref(&self) -> &Interface {
+        &self.interface
+    }
+}
+
 /// A `.wasm` binary starts with this magic; anything else is read as WAT text.
 const WASM_MAGIC: &[u8] = b"\0asm";
+
+/// The wasm binary of `source`: itself when it starts with the wasm magic, else its WAT text
+/// compiled; an upload that is neither says so.
+pub fn wasm_binary(source: &[u8]) -> Result<Cow<'_, [u8]>, CompileError> {
+    if source.starts_with(WASM_MAGIC) {
+        return Ok(Cow::Borrowed(source));
+    }
+    if std::str::from_utf8(source).is_err() {
+        return Err(CompileError::NotWasm);
+    }
+    wat::parse_bytes(source).map_err(|error| CompileError::Wat(error.to_string()))
+}
+
+/// A module read and checked against the host's caps, not compiled yet: its kind can be told
+/// from its [`Interface`] and the module refused before compiling it.
+#[derive(Debug)]
+pub struct Inspected<'a> {
+    binary: Cow<'a, [u8]>,
+    footprint: Footprint,
+    interface: Interface,
+}
+
+/// Reads `source` (wasm binary or WAT text) without compiling it: its footprint, checked
+/// against the host's caps, and its imports and exports.
+pub fn inspect(source: &[u8]) -> Result<Inspected<'_>, CompileError> {
+    let binary = wasm_binary(source)?;
+    // Caps first: counting is cheap, and they bound what the interface keeps.
+    let footprint = Footprint::of(&binary)?;
+    footprint.check()?;
+    let interface = Interface::of(&binary)?;
+    Ok(Inspected {
+        binary,
+        footprint,
+        interface,
+    })
+}
+
+impl Inspected<'_> {
+    /// The module's imports and exports.
+    pub fn interface(&self) -> &Interface {
+        &self.interface
+    }
+
+    /// The wasm binary (WAT text already translated).
+    pub fn binary(&self) -> &[u8] {
+        &self.binary
+    }
+
+    /// Validates and compiles the module on an engine of its own (see [`crate::engine`]):
+    /// dropping the last clone of the module (and the stores running it) frees its code, which
+    /// wasmi keeps per engine.
+    pub fn compile(self) -> Result<Module, CompileError> {
+        self.compile_on(&crate::engine())
+    }
+
+    /// Validates and compiles the module on `engine`, which keeps its code until the engine is
+    /// dropped.
+    pub fn compile_on(self, engine: &wasmi::Engine) -> Result<Module, CompileError> {
+        let module = wasmi::Module::new(engine, &self.binary)
+            .map_err(|error| CompileError::Invalid(error.to_string()))?;
+        Ok(Module {
+            module,
+            footprint: self.footprint,
+            interface: Arc::new(self.interface),
+            attachments: Arc::default(),
+        })
+    }
+}
 
 impl Module {
     /// Validates and compiles `source` (wasm binary or WAT text) on `engine`, refusing modules
     /// beyond the host's caps. Every module compiled on an engine keeps its code there until the
     /// engine is dropped: see [`compile`] for a module that owns its engine.
     pub fn new(engine: &wasmi::Engine, source: &[u8]) -> Result<Module, CompileError> {
-        let binary = if source.starts_with(WASM_MAGIC) {
-            std::borrow::Cow::Borrowed(source)
-        } else {
-            wat::parse_bytes(source).map_err(|error| CompileError::Invalid(error.to_string()))?
-        };
-        // Caps first: counting is cheap, compiling is not.
-        let footprint = Footprint::of(&binary)?;
-        footprint.check()?;
-        let module = wasmi::Module::new(engine, &binary)
-            .map_err(|error| CompileError::Invalid(error.to_string()))?;
-        Ok(Module {
-            module,
-            footprint,
-            attachments: Arc::default(),
-        })
+        inspect(source)?.compile_on(engine)
     }
 
     /// The host memory one instance takes (charged by [`crate::instantiate`]).
     pub fn footprint(&self) -> &Footprint {
         &self.footprint
+    }
+
+    /// The module's imports and exports.
+    pub fn interface(&self) -> &Interface {
+        &self.interface
     }
 
     /// The attachment of type `T` (say, the linker a kind of guest uses), built by `build` on
@@ -275,8 +353,7 @@ impl Module {
     }
 }
 
-/// Compiles `source` on an engine of its own (see [`crate::engine`]): dropping the last clone
-/// of the module (and the stores running it) frees its code, which wasmi keeps per engine.
+/// Compiles `source` on an engine of its own (see [`Inspected::compile`]).
 pub fn compile(source: &[u8]) -> Result<Module, CompileError> {
-    Module::new(&crate::engine(), source)
+    inspect(source)?.compile()
 }

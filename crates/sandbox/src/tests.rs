@@ -312,3 +312,97 @@ fn attachments_are_built_once_and_the_engine_dies_with_the_module() {
     drop((first, again, module));
     assert!(engine.upgrade().is_none(), "nothing else keeps the code");
 }
+
+/// The interface read before compiling agrees with what wasmi reads when it compiles.
+#[test]
+fn the_interface_is_read_without_compiling() {
+    let wat = r#"(module
+        (type $unused (func (param f32)))
+        (type $now (func (result f64)))
+        (import "platform" "now" (func $now (type $now)))
+        (import "env" "memory" (memory 1))
+        (import "env" "g" (global i32))
+        (func $start (param i32 i64) (result f64) call $now)
+        (func $other)
+        (table (export "table") 1 funcref)
+        (export "_start" (func $start))
+        (export "now-again" (func $now))
+        (export "other" (func $other)))"#;
+    let inspected = inspect(wat.as_bytes()).expect("reads");
+    let interface = inspected.interface().clone();
+    let f64_result = Signature {
+        params: vec![],
+        results: vec![wasmi::ValType::F64],
+    };
+    assert_eq!(
+        interface.imports,
+        vec![
+            Import {
+                module: "platform".into(),
+                name: "now".into(),
+                ty: ItemType::Func(f64_result.clone()),
+            },
+            Import {
+                module: "env".into(),
+                name: "memory".into(),
+                ty: ItemType::Memory,
+            },
+            Import {
+                module: "env".into(),
+                name: "g".into(),
+                ty: ItemType::Global,
+            },
+        ]
+    );
+    assert_eq!(
+        interface.export("_start"),
+        Some(&ItemType::Func(Signature {
+            params: vec![wasmi::ValType::I32, wasmi::ValType::I64],
+            results: vec![wasmi::ValType::F64],
+        }))
+    );
+    assert_eq!(
+        interface.export("now-again"),
+        Some(&ItemType::Func(f64_result))
+    );
+    assert_eq!(
+        interface.export("other"),
+        Some(&ItemType::Func(Signature::default()))
+    );
+    assert_eq!(interface.export("table"), Some(&ItemType::Table));
+    assert_eq!(interface.export("missing"), None);
+
+    let module = inspected.compile().expect("compiles");
+    assert_eq!(module.interface(), &interface);
+    for export in module.exports() {
+        let read = interface
+            .export(export.name())
+            .expect("read before compiling");
+        if let (wasmi::ExternType::Func(compiled), ItemType::Func(read)) = (export.ty(), read) {
+            assert_eq!(
+                (compiled.params(), compiled.results()),
+                (read.params.as_slice(), read.results.as_slice())
+            );
+        }
+    }
+}
+
+/// A module whose imports or exports cannot be read is refused before anything is compiled.
+#[test]
+fn a_bad_interface_is_refused() {
+    for wat in [
+        r#"(module (export "f" (func 3)) (func))"#,
+        r#"(module (import "a" "b" (func (type 7))))"#,
+    ] {
+        // WAT text that names what does not exist is refused by the WAT parser or by the
+        // interface reader, never accepted.
+        assert!(inspect(wat.as_bytes()).is_err(), "{wat}");
+    }
+    // A binary whose export names a function that is not there.
+    let binary = [
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // header
+        0x07, 0x05, 0x01, 0x01, b'f', 0x00, 0x09, // export "f" = func 9
+    ];
+    let error = inspect(&binary).expect_err("refused");
+    assert!(error.to_string().contains("not defined"), "{error}");
+}

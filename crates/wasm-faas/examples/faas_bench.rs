@@ -63,5 +63,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fuel = run.report.fuel_used;
     }
     report("wasi_exit.wat", runs, started.elapsed(), fuel);
+
+    compilation_modes(&std::fs::read(dir.join("fib.wasm"))?, &input, &limits)
+}
+
+/// fib.wasm compiled, compiled → first answer, and one run once warm, with every function
+/// translated at compile time (eager) and on its first call (lazy translation, the mode
+/// [`wasm_faas::engine`] uses).
+fn compilation_modes(
+    wasm: &[u8],
+    input: &WasiInput,
+    limits: &Limits,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use wasmi::CompilationMode;
+    println!("\n| fib.wasm, mode | compile | compile → first fib(20) | fib(20), warm |");
+    println!("| --- | --- | --- | --- |");
+    for (name, mode) in [
+        ("eager", CompilationMode::Eager),
+        ("lazy translation", CompilationMode::LazyTranslation),
+    ] {
+        let rounds = 50;
+        let (mut compiled, mut first) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..rounds {
+            let started = Instant::now();
+            let module = load_module(&sandbox::engine_with(mode), wasm)?;
+            compiled += started.elapsed();
+            run_wasi(&module, input, limits).result?;
+            first += started.elapsed();
+        }
+        let module = load_module(&sandbox::engine_with(mode), wasm)?;
+        run_wasi(&module, input, limits).result?;
+        let runs = 2000;
+        let started = Instant::now();
+        for _ in 0..runs {
+            run_wasi(&module, input, limits).result?;
+        }
+        println!(
+            "| {name} | {:?} | {:?} | {:?} |",
+            compiled / rounds,
+            first / rounds,
+            started.elapsed() / runs
+        );
+    }
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! Which calling convention a module follows, decided once at load time.
+//! Which calling convention a module follows, read from its imports and exports (before it is
+//! compiled, see [`sandbox::inspect`]).
 
-use wasmi::{ExternType, FuncType, Module, ValType};
+use sandbox::{Interface, ItemType, Signature};
+use wasmi::ValType;
 
 /// Import module of WASI preview 1.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
@@ -41,23 +43,26 @@ impl Kind {
     }
 }
 
-/// Decides the [`Kind`] of `module` from its imports and the type of its `_start` export.
+/// Decides the [`Kind`] of a module (a [`sandbox::Module`], or the [`Interface`] of one not
+/// compiled yet) from its imports and the type of its `_start` export.
 ///
-/// A module without imports whose `_start` is `() -> ()` counts as a WASI command
-/// (it can run as one and simply prints nothing).
-pub fn classify(module: &Module) -> Kind {
-    let entry = match module.get_export(ENTRY) {
-        Some(ExternType::Func(entry)) => entry,
+/// A module without imports whose `_start` is `() -> ()` counts as a WASI command (it can run
+/// as one and simply prints nothing); it also runs as a nanoprocess (see
+/// [`nanoprocess_signature`]).
+pub fn classify(module: &impl AsRef<Interface>) -> Kind {
+    let interface = module.as_ref();
+    let entry = match interface.export(ENTRY) {
+        Some(ItemType::Func(entry)) => entry,
         Some(_) => return Kind::Unknown(format!("export `{ENTRY}` is not a function")),
         None => return Kind::Unknown(format!("no `{ENTRY}` function is exported")),
     };
     let mut wasi_imports = 0usize;
     let mut platform_imports = 0usize;
-    for import in module.imports() {
-        let (namespace, name) = (import.module(), import.name());
-        match (namespace, import.ty()) {
-            (WASI_MODULE, ExternType::Func(_)) => wasi_imports += 1,
-            (PLATFORM_MODULE, ExternType::Func(ty)) if name == PLATFORM_NOW && is_now(ty) => {
+    for import in &interface.imports {
+        let (namespace, name) = (import.module.as_str(), import.name.as_str());
+        match (namespace, &import.ty) {
+            (WASI_MODULE, ItemType::Func(_)) => wasi_imports += 1,
+            (PLATFORM_MODULE, ItemType::Func(ty)) if name == PLATFORM_NOW && is_now(ty) => {
                 platform_imports += 1;
             }
             (PLATFORM_MODULE, _) => {
@@ -68,7 +73,7 @@ pub fn classify(module: &Module) -> Kind {
             _ => return Kind::Unknown(format!("unsupported import `{namespace}.{name}`")),
         }
     }
-    let is_command = entry.params().is_empty() && entry.results().is_empty();
+    let is_command = entry.params.is_empty() && entry.results.is_empty();
     match (wasi_imports, platform_imports) {
         (0, 0) if is_command => Kind::WasiCommand,
         (_, 0) if wasi_imports > 0 => {
@@ -77,28 +82,39 @@ pub fn classify(module: &Module) -> Kind {
             } else {
                 Kind::Unknown(format!(
                     "a WASI command's `{ENTRY}` must take and return nothing, found {}",
-                    describe(&entry)
+                    describe(entry)
                 ))
             }
         }
-        (0, _) => nanoprocess(&entry),
+        (0, _) => nanoprocess(entry),
         _ => Kind::Unknown(format!(
             "mixes `{WASI_MODULE}` and `{PLATFORM_MODULE}` imports"
         )),
     }
 }
 
-fn nanoprocess(entry: &FuncType) -> Kind {
+/// The parameter and result types `module` runs with as a nanoprocess: those of a
+/// nanoprocess's `_start`, and none for a WASI command without imports (whose `_start` takes
+/// and returns nothing: it runs either way). `None` for any other module.
+pub fn nanoprocess_signature(module: &impl AsRef<Interface>) -> Option<Signature> {
+    match classify(module) {
+        Kind::Nanoprocess { params, results } => Some(Signature { params, results }),
+        Kind::WasiCommand if module.as_ref().imports.is_empty() => Some(Signature::default()),
+        Kind::WasiCommand | Kind::Unknown(_) => None,
+    }
+}
+
+fn nanoprocess(entry: &Signature) -> Kind {
     let is_numeric = |ty: &ValType| {
         matches!(
             ty,
             ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64
         )
     };
-    if entry.params().iter().chain(entry.results()).all(is_numeric) {
+    if entry.params.iter().chain(&entry.results).all(is_numeric) {
         Kind::Nanoprocess {
-            params: entry.params().to_vec(),
-            results: entry.results().to_vec(),
+            params: entry.params.clone(),
+            results: entry.results.clone(),
         }
     } else {
         Kind::Unknown(format!(
@@ -108,16 +124,16 @@ fn nanoprocess(entry: &FuncType) -> Kind {
     }
 }
 
-fn is_now(ty: &FuncType) -> bool {
-    ty.params().is_empty() && ty.results() == [ValType::F64]
+fn is_now(ty: &Signature) -> bool {
+    ty.params.is_empty() && ty.results == [ValType::F64]
 }
 
 /// `(i32, i32) -> (i32)` style rendering of a function type.
-pub(crate) fn describe(ty: &FuncType) -> String {
+pub(crate) fn describe(ty: &Signature) -> String {
     format!(
         "({}) -> ({})",
-        type_list(ty.params()),
-        type_list(ty.results())
+        type_list(&ty.params),
+        type_list(&ty.results)
     )
 }
 

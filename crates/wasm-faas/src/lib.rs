@@ -7,6 +7,9 @@
 //! - **Nanoprocesses** (`_start` over i32/i64/f32/f64, optionally importing `platform.now`), run by
 //!   [`run_nanoprocess`] / [`run_nanoprocess_str`] with numbers in and numbers (as text) out.
 //!
+//! A module that imports nothing and whose `_start` takes and returns nothing is both: it is
+//! classified as a WASI command and also runs as a nanoprocess ([`nanoprocess_signature`]).
+//!
 //! Every invocation gets a fresh store and instance bounded by [`Limits`] (fuel, wall-clock
 //! deadline, memory budget, output size) and returns a [`Report`] of what it cost, whatever the
 //! outcome. Compile modules once with [`load_module`] (on an [`engine`] of their own when they
@@ -35,7 +38,9 @@ mod wasi;
 use std::time::Duration;
 
 pub use error::RunError;
-pub use kind::{ENTRY, Kind, PLATFORM_MODULE, PLATFORM_NOW, WASI_MODULE, classify};
+pub use kind::{
+    ENTRY, Kind, PLATFORM_MODULE, PLATFORM_NOW, WASI_MODULE, classify, nanoprocess_signature,
+};
 pub use nanoprocess::{NanoOutput, format_value, parse_args, run_nanoprocess, run_nanoprocess_str};
 pub use sandbox::{Fault, Module, Report, Spend, engine};
 pub use wasi::{GuestRandom, STDERR_CAPTURE, WasiInput, WasiOutput, run_wasi};

@@ -6,7 +6,9 @@ use sandbox::{Guest, Module};
 use wasmi::{F32, F64, Linker, Val, ValType};
 
 use crate::error::RunError;
-use crate::kind::{ENTRY, Kind, PLATFORM_MODULE, PLATFORM_NOW, classify, type_list};
+use crate::kind::{
+    ENTRY, Kind, PLATFORM_MODULE, PLATFORM_NOW, classify, nanoprocess_signature, type_list,
+};
 use crate::{Limits, Run};
 
 /// What a finished nanoprocess invocation produced.
@@ -116,15 +118,18 @@ pub fn format_value(value: &Val) -> String {
     }
 }
 
-/// The parameter and result types of a nanoprocess's `_start`.
+/// The parameter and result types `module` runs with as a nanoprocess (see
+/// [`nanoprocess_signature`]).
 fn signature(module: &Module) -> Result<(Vec<ValType>, Vec<ValType>), RunError> {
-    match classify(module) {
-        Kind::Nanoprocess { params, results } => Ok((params, results)),
-        Kind::WasiCommand => Err(RunError::Invalid(
-            "the module is a WASI command, not a nanoprocess".into(),
-        )),
-        Kind::Unknown(reason) => Err(RunError::Invalid(format!("not a nanoprocess: {reason}"))),
+    if let Some(signature) = nanoprocess_signature(module) {
+        return Ok((signature.params, signature.results));
     }
+    Err(match classify(module) {
+        Kind::Unknown(reason) => RunError::Invalid(format!("not a nanoprocess: {reason}")),
+        Kind::WasiCommand | Kind::Nanoprocess { .. } => {
+            RunError::Invalid("the module is a WASI command, not a nanoprocess".into())
+        }
+    })
 }
 
 /// Runs the nanoprocess `module` once with already typed `args`, in a fresh store and instance.

@@ -3,18 +3,15 @@
 //! Provided: args, environ, stdin from a buffer, stdout captured up to the output limit, stderr
 //! captured as its last [`STDERR_CAPTURE`] bytes, fd 0-2 metadata, clocks (realtime, monotonic,
 //! process/thread CPU time as time since the invocation started), `random_get`
-//! (non-cryptographic, see [`GuestRandom`]), `proc_exit`, `sched_yield` and a minimal
+//! (a CSPRNG, see [`GuestRandom`]), `proc_exit`, `sched_yield` and a minimal
 //! `poll_oneoff` (clock sleeps bounded by the deadline, fd subscriptions ready at once). There is
 //! no file system (no preopens) and no sockets: those calls answer `EBADF` for fds above 2 and
 //! `ENOSYS` otherwise. Every guest pointer is bounds-checked; a bad one traps the invocation
 //! ([`Fault::Host`]), never the host. What the host holds for the guest (stdin, args, captured
 //! output) is charged to the invocation's memory budget.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::ops::Range;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sandbox::{Fault, Guest, Module, Quota};
@@ -69,6 +66,7 @@ mod errno {
     pub const SUCCESS: i32 = 0;
     pub const BADF: i32 = 8;
     pub const INVAL: i32 = 28;
+    pub const IO: i32 = 29;
     pub const NOSYS: i32 = 52;
     pub const SPIPE: i32 = 70;
 }
@@ -98,45 +96,30 @@ fn check_deadline_every(quota: &mut Quota, index: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Non-cryptographic random numbers for `random_get`: SplitMix64 seeded from std's
-/// `RandomState` (OS entropy where the platform has it) mixed with the time and a counter.
-#[derive(Debug)]
-pub struct GuestRandom {
-    state: u64,
-}
+/// Cryptographically secure random bytes for `random_get` (WASI expects that quality: guests
+/// draw keys, nonces and session ids from it), straight from the operating system through
+/// `getrandom`: Linux's getrandom(2); under hermit `sys_read_entropy`, the kernel's ChaCha20
+/// (reseeded every second from RDSEED, or RDRAND under TCG with kernel patch 0005). No generator
+/// of our own on top: `rand_chacha` seeded per invocation would add 10 KiB to the image (its
+/// SIMD variants) for a second ChaCha20. The kernel fills under a lock that masks interrupts,
+/// so a request is served in pieces of [`RANDOM_BYTES_PER_ENTROPY_CALL`].
+#[derive(Debug, Default)]
+pub struct GuestRandom;
+
+/// Bytes asked of the operating system at once (bounds how long hermit masks interrupts).
+const RANDOM_BYTES_PER_ENTROPY_CALL: usize = 4 << 10;
 
 impl GuestRandom {
-    /// A fresh generator with an unpredictable seed.
-    pub fn seeded() -> Self {
-        static INVOCATIONS: AtomicU64 = AtomicU64::new(0);
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(INVOCATIONS.fetch_add(1, Ordering::Relaxed));
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        hasher.write_u128(now.as_nanos());
-        Self {
-            state: hasher.finish(),
-        }
+    /// The operating system's generator.
+    pub fn new() -> Self {
+        Self
     }
 
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut mixed = self.state;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        mixed ^ (mixed >> 31)
-    }
-
-    /// Fills `buffer` with random bytes.
-    pub fn fill(&mut self, buffer: &mut [u8]) {
-        for chunk in buffer.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            for (byte, random) in chunk.iter_mut().zip(bytes) {
-                *byte = random;
-            }
-        }
+    /// Fills `buffer` with random bytes; fails only if the operating system has no entropy.
+    pub fn fill(&mut self, buffer: &mut [u8]) -> Result<(), getrandom::Error> {
+        buffer
+            .chunks_mut(RANDOM_BYTES_PER_ENTROPY_CALL)
+            .try_for_each(getrandom::fill)
     }
 }
 
@@ -262,7 +245,7 @@ impl WasiState {
             stderr_dropped: 0,
             max_output_bytes: limits.max_output_bytes,
             memory: None,
-            random: GuestRandom::seeded(),
+            random: GuestRandom::new(),
             exit: None,
         })
     }
@@ -808,7 +791,9 @@ fn build_wasi_linker(engine: &Engine) -> Result<Linker<WasiGuest>, Error> {
                 let target = memory.slice_mut(buffer as u32, length as u32)?;
                 for chunk in target.chunks_mut(RANDOM_BYTES_PER_DEADLINE_CHECK) {
                     guest.quota.check_deadline()?;
-                    guest.host.random.fill(chunk);
+                    if guest.host.random.fill(chunk).is_err() {
+                        return Ok(errno::IO);
+                    }
                 }
                 Ok(errno::SUCCESS)
             })
@@ -987,12 +972,84 @@ mod tests {
         }
     }
 
+    /// The generator `random_get` used before: SplitMix64, whose 64-bit state any 8 output
+    /// bytes reveal. `next_output` inverts its output function to recover the state and
+    /// predicts the following 8 bytes, as a guest could.
+    mod splitmix64 {
+        const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+        const M1: u64 = 0xBF58_476D_1CE4_E5B9;
+        const M2: u64 = 0x94D0_49BB_1331_11EB;
+
+        fn mix(mut z: u64) -> u64 {
+            z = (z ^ (z >> 30)).wrapping_mul(M1);
+            z = (z ^ (z >> 27)).wrapping_mul(M2);
+            z ^ (z >> 31)
+        }
+
+        /// The multiplicative inverse of an odd `value` modulo 2^64 (Newton's iteration).
+        fn inverse(value: u64) -> u64 {
+            let mut inverse = value;
+            for _ in 0..6 {
+                inverse = inverse.wrapping_mul(2u64.wrapping_sub(value.wrapping_mul(inverse)));
+            }
+            inverse
+        }
+
+        /// Inverts `x ^ (x >> shift)`.
+        fn unshift(y: u64, shift: u32) -> u64 {
+            let mut x = y;
+            for _ in 0..64 / shift {
+                x = y ^ (x >> shift);
+            }
+            x
+        }
+
+        fn unmix(z: u64) -> u64 {
+            let z = unshift(z, 31).wrapping_mul(inverse(M2));
+            let z = unshift(z, 27).wrapping_mul(inverse(M1));
+            unshift(z, 30)
+        }
+
+        /// The output SplitMix64 gives after `output`.
+        pub fn next_output(output: u64) -> u64 {
+            mix(unmix(output).wrapping_add(GAMMA))
+        }
+
+        /// The attack works against SplitMix64 itself (or the test below proves nothing).
+        #[test]
+        fn predicts_splitmix64() {
+            let state = 0x0123_4567_89AB_CDEF_u64;
+            let first = mix(state.wrapping_add(GAMMA));
+            let second = mix(state.wrapping_add(GAMMA).wrapping_add(GAMMA));
+            assert_eq!(next_output(first), second);
+        }
+    }
+
+    /// Earlier output does not predict later output: the state recovered from 8 bytes, as
+    /// SplitMix64 would allow, misses the next 8 bytes (the old generator failed this).
+    #[test]
+    fn random_output_does_not_reveal_the_state() {
+        let mut random = GuestRandom::new();
+        for _ in 0..64 {
+            let mut bytes = [0u8; 16];
+            random.fill(&mut bytes).unwrap();
+            let [first, second] =
+                [&bytes[..8], &bytes[8..]].map(|half| u64::from_le_bytes(half.try_into().unwrap()));
+            assert_ne!(splitmix64::next_output(first), second);
+        }
+    }
+
+    /// Two generators (invocations) never give the same bytes, and odd lengths are filled.
     #[test]
     fn random_generators_differ_and_fill_odd_lengths() {
-        let (mut first, mut second) = (GuestRandom::seeded(), GuestRandom::seeded());
-        assert_ne!(first.next_u64(), second.next_u64());
+        let (mut first, mut second) = (GuestRandom::new(), GuestRandom::new());
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        first.fill(&mut a).unwrap();
+        second.fill(&mut b).unwrap();
+        assert_ne!(a, b);
         let mut buffer = [0u8; 13];
-        first.fill(&mut buffer);
+        first.fill(&mut buffer).unwrap();
         assert_ne!(buffer, [0u8; 13]);
+        assert_ne!(buffer[..], a[..13]);
     }
 }

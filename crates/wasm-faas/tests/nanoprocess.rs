@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use common::{engine, inline, test_limits, wat_module};
 use wasm_faas::{
-    Fault, Kind, Limits, RunError, Val, ValType, WasiInput, classify, load_module, parse_args,
-    run_nanoprocess, run_nanoprocess_str, run_wasi,
+    Fault, Kind, Limits, RunError, Val, ValType, WasiInput, classify, load_module,
+    nanoprocess_signature, parse_args, run_nanoprocess, run_nanoprocess_str, run_wasi,
 };
 
 #[test]
@@ -281,6 +281,28 @@ fn kind_detection() {
     assert!(matches!(
         run_nanoprocess_str(&wasi, "", &test_limits()).result,
         Err(RunError::Invalid(_))
+    ));
+    assert_eq!(nanoprocess_signature(&wasi), None, "it imports WASI");
+    // Imports nothing, `_start: () -> ()`: a WASI command that prints nothing, and a
+    // nanoprocess that returns nothing.
+    let either = load_module(
+        &engine,
+        br#"(module (func (export "_start") (loop $l (br $l))))"#,
+    )
+    .expect("compiles");
+    assert_eq!(classify(&either), Kind::WasiCommand);
+    assert_eq!(nanoprocess_signature(&either), Some(Default::default()));
+    let limits = Limits {
+        deadline: Duration::from_millis(50),
+        ..test_limits()
+    };
+    assert!(matches!(
+        run_nanoprocess_str(&either, "", &limits).result,
+        Err(RunError::Fault(Fault::Timeout { .. }))
+    ));
+    assert!(matches!(
+        run_wasi(&either, &WasiInput::default(), &limits).result,
+        Err(RunError::Fault(Fault::Timeout { .. }))
     ));
     let sleep = wat_module(&engine, "sleep.wat");
     assert_eq!(

@@ -446,3 +446,40 @@ fn calls_with_millions_of_iovecs_stop_at_the_deadline() {
         assert!(started.elapsed() < Duration::from_secs(5), "{call}");
     }
 }
+
+/// `random_get` through the host: a guest that prints 64 random bytes gets different bytes in
+/// every invocation (the generator is seeded per invocation from the operating system), and no
+/// 8-byte word repeats within one.
+#[test]
+fn random_get_differs_between_invocations() {
+    let engine = engine();
+    let module = inline(
+        &engine,
+        r#"(module
+            (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")
+              (drop (call $random (i32.const 64) (i32.const 64)))
+              (i32.store (i32.const 0) (i32.const 64))
+              (i32.store (i32.const 4) (i32.const 64))
+              (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))))"#,
+    );
+    let run = || {
+        run_wasi(&module, &WasiInput::default(), &test_limits())
+            .result
+            .expect("runs")
+            .stdout
+    };
+    let outputs: Vec<Vec<u8>> = (0..4).map(|_| run()).collect();
+    for (i, output) in outputs.iter().enumerate() {
+        assert_eq!(output.len(), 64);
+        let mut words: Vec<&[u8]> = output.chunks(8).collect();
+        words.sort();
+        words.dedup();
+        assert_eq!(words.len(), 8, "a word repeats in {output:?}");
+        for other in &outputs[..i] {
+            assert_ne!(output, other, "two invocations got the same bytes");
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! `cargo bench -p wasm-host`: compile time, and fresh instance + `handle-http` per request.
+//! `cargo bench -p wasm-host`: compile time, and fresh instance + `handle-http` per request;
+//! then both compilation modes side by side (deploy, deploy → first answer, steady state).
 //! Needs the guests: `cargo xtask guests`.
 
 use std::hint::black_box;
@@ -83,4 +84,45 @@ fn main() {
         assert_eq!(r.body.len(), body.len());
     });
     println!("fresh instance + handle-http POST /upload (64 KiB echo): {upload:?}");
+
+    compilation_modes(&host, &wasm);
+}
+
+/// Deploy (compile + `on-server-init`), deploy → first `/hello` answer, and `/hello` once warm,
+/// with every function translated when the module is compiled (eager) and on its first call
+/// (lazy translation, [`sandbox::COMPILATION_MODE`]).
+fn compilation_modes(host: &FunctionHost, wasm: &[u8]) {
+    use wasmi::CompilationMode;
+    let hello = || GuestRequest {
+        method: Method::Get,
+        uri: "/hello".into(),
+        headers: vec![("host".into(), "localhost".into())],
+        body: Vec::new(),
+    };
+    let deploy = |mode: CompilationMode| {
+        let engine = sandbox::engine_with(mode);
+        let module = sandbox::Module::new(&engine, wasm).expect("compiles");
+        host.load_module("bench", module).expect("loads")
+    };
+    println!("\n| mode | deploy | deploy → first /hello | /hello, warm |");
+    println!("| --- | --- | --- | --- |");
+    for (name, mode) in [
+        ("eager", CompilationMode::Eager),
+        ("lazy translation", CompilationMode::LazyTranslation),
+    ] {
+        let deployed = per_iteration(50, || {
+            black_box(deploy(mode));
+        });
+        let first_answer = per_iteration(50, || {
+            let function = deploy(mode);
+            let answer = function.handle(hello()).result.expect("hello");
+            assert_eq!(answer.status, 200);
+        });
+        let function = deploy(mode);
+        let warm = per_iteration(2000, || {
+            let answer = function.handle(hello()).result.expect("hello");
+            assert_eq!(answer.status, 200);
+        });
+        println!("| {name} | {deployed:?} | {first_answer:?} | {warm:?} |");
+    }
 }

@@ -82,9 +82,23 @@ pub enum LoadError {
 /// Why a request could not be answered by the guest.
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
-    /// No registered route matches.
-    #[error("no route for {method} {path}")]
-    NoRoute { method: &'static str, path: String },
+    /// No registered route matches; `routes` lists the function's routes (bounded).
+    #[error("no route for {method} {path}; {function}'s routes: {routes}")]
+    NoRoute {
+        function: String,
+        method: &'static str,
+        path: String,
+        routes: String,
+    },
+    /// A route matches the path, but not with this method.
+    #[error("{function} has no route for {method} {path}; allowed: {allowed}")]
+    MethodNotAllowed {
+        function: String,
+        method: &'static str,
+        path: String,
+        /// The methods that have a route for the path, as for `Allow`: `GET, PUT`.
+        allowed: String,
+    },
     /// The run stopped: a trap, a limit, or a misuse of the host.
     #[error("{function}: {fault}")]
     Fault { function: String, fault: Fault },
@@ -207,7 +221,7 @@ impl FunctionHost {
             function: function.clone(),
             error: Box::new(error),
         };
-        let mut store = self.shared.store(module.engine());
+        let mut store = self.shared.store(module.engine(), &function);
         let exports = instantiate(&mut store, &linker, &module, &init_name).map_err(init_error)?;
         match exports.call_on_server_init(&mut store) {
             Ok(Ok(())) => {}
@@ -240,11 +254,11 @@ fn build_linker(engine: &Engine) -> Result<GuestLinker, wasmi::Error> {
 }
 
 impl Shared {
-    fn store(&self, engine: &Engine) -> GuestStore {
+    fn store(&self, engine: &Engine, function: &str) -> GuestStore {
         sandbox::store(
             engine,
             self.config.limits,
-            HostState::new(self.kv.clone(), self.config.max_handles),
+            HostState::new(self.kv.clone(), self.config.max_handles, function),
         )
     }
 }
@@ -385,7 +399,7 @@ impl Function {
         };
         // The run's clock starts before the routes are matched: the host's time on them counts
         // toward the request's deadline and shows in its report, whatever the outcome.
-        let mut store = self.shared.store(self.module.engine());
+        let mut store = self.shared.store(self.module.engine(), &self.name);
         let matched = self.route(request.method, path);
         if let Err(fault) = store.data_mut().quota.check_deadline() {
             return Invocation {
@@ -398,10 +412,7 @@ impl Function {
         }
         let Some(matched) = matched else {
             return Invocation {
-                result: Err(InvokeError::NoRoute {
-                    method: request.method.as_str(),
-                    path: clip(path, GUEST_TEXT_MAX),
-                }),
+                result: Err(self.unrouted(request.method, path)),
                 report: sandbox::report(&store),
             };
         };
@@ -416,17 +427,38 @@ impl Function {
                 .map(|(name, value)| (name.to_ascii_lowercase(), value))
                 .collect(),
             params,
-            body: if request.body.is_empty() {
-                None
-            } else {
-                Some(request.body)
-            },
+            // Spiderlightning hands every request a body, empty when none was sent.
+            body: Some(request.body),
         };
         let function = format!("{}::handle-http({})", self.name, Clipped(&matched.handler));
         let result = self.run(&mut store, &function, &matched.handler, &wit_request);
         Invocation {
             result,
             report: sandbox::report(&store),
+        }
+    }
+
+    /// Why no route answers `method path`: another method would (405), or none does (404,
+    /// listing the routes).
+    fn unrouted(&self, method: Method, path: &str) -> InvokeError {
+        let allowed = routes::allowed_methods(&self.routes, path);
+        if allowed.is_empty() {
+            return InvokeError::NoRoute {
+                function: self.name.clone(),
+                method: method.as_str(),
+                path: clip(path, GUEST_TEXT_MAX),
+                routes: routes::listing(&self.routes, GUEST_TEXT_MAX),
+            };
+        }
+        InvokeError::MethodNotAllowed {
+            function: self.name.clone(),
+            method: method.as_str(),
+            path: clip(path, GUEST_TEXT_MAX),
+            allowed: allowed
+                .iter()
+                .map(|method| method.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
 

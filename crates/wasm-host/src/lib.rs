@@ -26,6 +26,7 @@ pub mod abi;
 #[cfg(test)]
 mod abi_tests;
 pub mod glue;
+mod guest_log;
 mod host;
 mod resources;
 mod routes;
@@ -44,6 +45,7 @@ pub mod bindings {
 }
 
 pub use bindings::http_types::{HttpError, Method};
+pub use guest_log::LOG_BYTES_PER_RUN;
 pub use host::{
     Function, FunctionHost, GuestRequest, GuestResponse, HostConfig, Invocation, InvokeError,
     LoadError,

@@ -8,7 +8,8 @@ use sandbox::{Fault, Guest, Spend};
 
 use crate::abi::Resource;
 use crate::bindings::{http_server, keyvalue as kv};
-use crate::routes::Route;
+use crate::guest_log::RunLog;
+use crate::routes::{MAX_PATTERN_BYTES, Route, RouteError};
 use crate::{HttpError, Method};
 
 /// Most routes a guest may serve: every request is matched against all of them on the host.
@@ -31,6 +32,14 @@ struct RouteNode {
 
 type RouteList = Option<Arc<RouteNode>>;
 
+/// What a router handle holds: the prefix of its patterns and its routes.
+#[derive(Debug, Clone, Default)]
+struct RouterEntry {
+    /// Prepended to every pattern added (`new-with-base`); empty for none.
+    base: Arc<str>,
+    routes: RouteList,
+}
+
 fn routes_in_order(list: &RouteList) -> Vec<Route> {
     let mut routes = Vec::with_capacity(list.as_ref().map_or(0, |node| node.len));
     let mut node = list.as_deref();
@@ -45,21 +54,27 @@ fn routes_in_order(list: &RouteList) -> Vec<Route> {
 /// The host state of one run.
 pub(crate) struct HostState {
     kv: Arc<dyn KeyValue>,
-    routers: Vec<Option<RouteList>>,
+    routers: Vec<Option<RouterEntry>>,
     stores: Vec<Option<String>>,
+    /// Live `server` handles (they hold nothing).
+    servers: Vec<Option<()>>,
     /// The routes given to `serve`.
     pub(crate) served: Option<Vec<Route>>,
     max_handles: usize,
+    /// What the run wrote to the log.
+    pub(crate) log: RunLog,
 }
 
 impl HostState {
-    pub(crate) fn new(kv: Arc<dyn KeyValue>, max_handles: usize) -> Self {
+    pub(crate) fn new(kv: Arc<dyn KeyValue>, max_handles: usize, function: &str) -> Self {
         Self {
             kv,
             routers: Vec::new(),
             stores: Vec::new(),
+            servers: Vec::new(),
             served: None,
             max_handles,
+            log: RunLog::new(function),
         }
     }
 }
@@ -91,31 +106,79 @@ fn slot<'a, T>(
 
 type State = Guest<HostState>;
 
+/// Adds `method route → handler` to the router `this` as a new router handle; a route the host
+/// refuses is the inner error (the caller decides whether it traps), limits on the number of
+/// routes and handles and the run's memory are faults.
 fn add_route(
     state: &mut State,
     this: Resource<http_server::Router>,
     method: Method,
-    route: String,
-    handler: String,
-) -> Result<Resource<http_server::Router>, Fault> {
+    route: &str,
+    handler: &str,
+) -> Result<Result<Resource<http_server::Router>, RouteError>, Fault> {
     let previous = slot(&mut state.host.routers, this.handle(), "router")?
         .clone()
-        .flatten();
-    let new_route = Route::new(method, &route, &handler).map_err(|e| Fault::Host(e.to_string()))?;
-    let len = previous.as_ref().map_or(0, |node| node.len) + 1;
+        .unwrap_or_default();
+    // The route itself must be a pattern: a base does not make "x" into "/basex".
+    if !route.starts_with('/') {
+        return Ok(Err(RouteError::NoLeadingSlash(route.into())));
+    }
+    let pattern = format!("{}{route}", previous.base);
+    // `-` and `_` name the same handler: guests written for Spiderlightning route to
+    // `delete-file` what Rust calls `delete_file`.
+    let handler = handler.replace('-', "_");
+    let new_route = match Route::new(method, &pattern, &handler) {
+        Ok(new_route) => new_route,
+        Err(
+            limit @ (RouteError::PatternTooLong { .. }
+            | RouteError::TooManySegments { .. }
+            | RouteError::HandlerTooLong { .. }),
+        ) => return Err(Fault::Host(limit.to_string())),
+        Err(error) => return Ok(Err(error)),
+    };
+    let len = previous.routes.as_ref().map_or(0, |node| node.len) + 1;
     if len > MAX_ROUTES {
         return Err(Fault::Host(format!("more than {MAX_ROUTES} routes")));
     }
     state
         .quota
-        .charge(route.len() + handler.len() + ROUTE_OVERHEAD)?;
+        .charge(pattern.len() + handler.len() + ROUTE_OVERHEAD)?;
     let node = Arc::new(RouteNode {
         route: new_route,
         len,
-        previous,
+        previous: previous.routes,
     });
-    let handle = insert(&mut state.host.routers, state.host.max_handles, Some(node))?;
-    Ok(Resource::new(handle))
+    let entry = RouterEntry {
+        base: previous.base,
+        routes: Some(node),
+    };
+    let handle = insert(&mut state.host.routers, state.host.max_handles, entry)?;
+    Ok(Ok(Resource::new(handle)))
+}
+
+/// [`add_route`] for the router methods that trap on a bad route.
+fn add_route_or_trap(
+    state: &mut State,
+    this: Resource<http_server::Router>,
+    method: Method,
+    route: &str,
+    handler: &str,
+) -> Result<Resource<http_server::Router>, Fault> {
+    add_route(state, this, method, route, handler)?.map_err(|e| Fault::Host(e.to_string()))
+}
+
+/// The routes of the router `router`, charged to the run, become the ones it serves.
+fn serve_router(state: &mut State, router: Resource<http_server::Router>) -> Result<(), Fault> {
+    let list = slot(&mut state.host.routers, router.handle(), "router")?
+        .clone()
+        .unwrap_or_default()
+        .routes;
+    let count = list.as_ref().map_or(0, |node| node.len);
+    state
+        .quota
+        .charge(count.saturating_mul(std::mem::size_of::<Route>()))?;
+    state.host.served = Some(routes_in_order(&list));
+    Ok(())
 }
 
 impl http_server::Host for State {
@@ -124,7 +187,7 @@ impl http_server::Host for State {
         Ok(Resource::new(insert(
             &mut self.host.routers,
             self.host.max_handles,
-            None,
+            RouterEntry::default(),
         )?))
     }
 
@@ -134,7 +197,7 @@ impl http_server::Host for State {
         route: String,
         handler: String,
     ) -> Result<Resource<http_server::Router>, Fault> {
-        add_route(self, this, Method::Get, route, handler)
+        add_route_or_trap(self, this, Method::Get, &route, &handler)
     }
 
     fn router_put(
@@ -143,7 +206,7 @@ impl http_server::Host for State {
         route: String,
         handler: String,
     ) -> Result<Resource<http_server::Router>, Fault> {
-        add_route(self, this, Method::Put, route, handler)
+        add_route_or_trap(self, this, Method::Put, &route, &handler)
     }
 
     fn router_post(
@@ -152,7 +215,7 @@ impl http_server::Host for State {
         route: String,
         handler: String,
     ) -> Result<Resource<http_server::Router>, Fault> {
-        add_route(self, this, Method::Post, route, handler)
+        add_route_or_trap(self, this, Method::Post, &route, &handler)
     }
 
     fn router_delete(
@@ -161,7 +224,42 @@ impl http_server::Host for State {
         route: String,
         handler: String,
     ) -> Result<Resource<http_server::Router>, Fault> {
-        add_route(self, this, Method::Delete, route, handler)
+        add_route_or_trap(self, this, Method::Delete, &route, &handler)
+    }
+
+    fn router_new_with_base(
+        &mut self,
+        base: String,
+    ) -> Result<Result<Resource<http_server::Router>, http_server::HttpRouterError>, Fault> {
+        let base = base.trim_end_matches('/');
+        if !(base.is_empty() || base.starts_with('/')) || base.len() > MAX_PATTERN_BYTES {
+            return Ok(Err(http_server::HttpRouterError::InvalidRoute(format!(
+                "base \"{}\" is not empty and does not start with '/' or is longer than \
+                 {MAX_PATTERN_BYTES} bytes",
+                sandbox::Clipped(base)
+            ))));
+        }
+        self.quota.charge(ROUTE_OVERHEAD + base.len())?;
+        let entry = RouterEntry {
+            base: base.into(),
+            routes: None,
+        };
+        Ok(Ok(Resource::new(insert(
+            &mut self.host.routers,
+            self.host.max_handles,
+            entry,
+        )?)))
+    }
+
+    fn router_add_route(
+        &mut self,
+        this: Resource<http_server::Router>,
+        method: Method,
+        route: String,
+        handler: String,
+    ) -> Result<Result<Resource<http_server::Router>, http_server::HttpRouterError>, Fault> {
+        Ok(add_route(self, this, method, &route, &handler)?
+            .map_err(|e| http_server::HttpRouterError::InvalidRoute(e.to_string())))
     }
 
     fn serve(
@@ -169,14 +267,32 @@ impl http_server::Host for State {
         _address: String,
         router: Resource<http_server::Router>,
     ) -> Result<Result<(), HttpError>, Fault> {
-        let list = slot(&mut self.host.routers, router.handle(), "router")?
-            .clone()
-            .flatten();
-        let count = list.as_ref().map_or(0, |node| node.len);
-        self.quota
-            .charge(count.saturating_mul(std::mem::size_of::<Route>()))?;
-        self.host.served = Some(routes_in_order(&list));
+        serve_router(self, router)?;
         Ok(Ok(()))
+    }
+
+    fn server_serve(
+        &mut self,
+        _address: String,
+        router: Resource<http_server::Router>,
+    ) -> Result<Result<Resource<http_server::Server>, http_server::HttpRouterError>, Fault> {
+        serve_router(self, router)?;
+        let handle = insert(&mut self.host.servers, self.host.max_handles, ())?;
+        Ok(Ok(Resource::new(handle)))
+    }
+
+    fn server_stop(
+        &mut self,
+        this: Resource<http_server::Server>,
+    ) -> Result<Result<(), http_server::HttpRouterError>, Fault> {
+        slot(&mut self.host.servers, this.handle(), "server")?;
+        self.host.served = None;
+        Ok(Ok(()))
+    }
+
+    fn server_drop(&mut self, handle: Resource<http_server::Server>) -> Result<(), Fault> {
+        *slot(&mut self.host.servers, handle.handle(), "server")? = None;
+        Ok(())
     }
 
     fn router_drop(&mut self, handle: Resource<http_server::Router>) -> Result<(), Fault> {
@@ -215,6 +331,9 @@ fn kv_error(e: KvError) -> kv::KeyvalueError {
         KvError::InvalidKey(m) => kv::KeyvalueError::InvalidKey(m),
         KvError::Connection(m) => kv::KeyvalueError::ConnectionError(m),
         KvError::Io(m) => kv::KeyvalueError::IoError(m),
+        KvError::InvalidValue(m) => kv::KeyvalueError::InvalidValue(m),
+        KvError::Authentication(m) => kv::KeyvalueError::AuthenticationError(m),
+        KvError::BackendTimeout(m) => kv::KeyvalueError::TimeoutError(m),
         // The write failed and the guest may go on (delete keys, answer an error of its own).
         full @ KvError::Full { .. } => kv::KeyvalueError::IoError(full.to_string()),
         other => kv::KeyvalueError::UnexpectedError(other.to_string()),
@@ -306,5 +425,25 @@ impl kv::Host for State {
         let held = name.map_or(0, |name| name.len() + STORE_OVERHEAD);
         self.quota.budget.release(held);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_errors_reach_the_guest_as_spiderlightnings_cases() {
+        let cases = [
+            (KvError::InvalidValue("v".into()), "InvalidValue"),
+            (KvError::Authentication("a".into()), "AuthenticationError"),
+            (KvError::BackendTimeout("t".into()), "TimeoutError"),
+            (KvError::Connection("c".into()), "ConnectionError"),
+            (KvError::KeyNotFound("k".into()), "KeyNotFound"),
+        ];
+        for (error, case) in cases {
+            let guest = format!("{:?}", kv_error(error));
+            assert!(guest.starts_with(case), "{guest} is not {case}");
+        }
     }
 }

@@ -1,9 +1,12 @@
-//! Route patterns registered by guests (`/items/:id`) and matching request paths against them.
+//! Route patterns registered by guests (`/items/:id`, or Spin's `/items/{id}`) and matching
+//! request paths against them.
 //!
 //! Every request is matched against every route of its function on the host, before the guest
 //! runs: patterns are capped in size at registration ([`MAX_PATTERN_BYTES`], [`MAX_SEGMENTS`]),
 //! a route is only compared with paths of as many segments as it has, and the comparison
 //! allocates nothing; parameters are collected only for the route that matches.
+
+use percent_encoding::percent_decode_str;
 
 use crate::bindings::http_types::Method;
 
@@ -35,9 +38,16 @@ pub enum RouteError {
     /// Patterns start with `/`.
     #[error("route \"{}\" does not start with '/'", sandbox::Clipped(.0))]
     NoLeadingSlash(String),
-    /// A `:` segment needs a name.
+    /// A `:` or `{}` segment needs a name.
     #[error("route \"{}\" has a parameter without a name", sandbox::Clipped(.0))]
     UnnamedParam(String),
+    /// Braces that do not make a whole segment `{name}` (e.g. `/a{b}`, `{*rest}`, `{a}{b}`).
+    #[error(
+        "route \"{}\" has braces that are not a parameter: a parameter is a whole segment, \
+         `{{name}}` or `:name`, whose name has letters, digits, - or _",
+        sandbox::Clipped(.0)
+    )]
+    BadBraces(String),
     /// Handler names are not empty.
     #[error("route \"{}\" has an empty handler name", sandbox::Clipped(.0))]
     EmptyHandler(String),
@@ -74,6 +84,31 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }
 
+/// The parameter a pattern segment declares, `:name` or `{name}`; `None` for a literal.
+fn param_name(segment: &str) -> Option<&str> {
+    segment
+        .strip_prefix(':')
+        .or_else(|| segment.strip_prefix('{')?.strip_suffix('}'))
+}
+
+/// Whether a pattern segment is well formed: a literal without braces, or a named parameter
+/// whose braced name has letters, digits, `-` or `_` only.
+fn check_segment(pattern: &str, segment: &str) -> Result<(), RouteError> {
+    match param_name(segment) {
+        Some("") => Err(RouteError::UnnamedParam(pattern.into())),
+        Some(name)
+            if segment.starts_with('{')
+                && !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Err(RouteError::BadBraces(pattern.into()))
+        }
+        None if segment.contains(['{', '}']) => Err(RouteError::BadBraces(pattern.into())),
+        _ => Ok(()),
+    }
+}
+
 impl Route {
     /// Checks the pattern and handler name.
     pub fn new(method: Method, pattern: &str, handler: &str) -> Result<Self, RouteError> {
@@ -94,8 +129,8 @@ impl Route {
         if count > MAX_SEGMENTS {
             return Err(RouteError::TooManySegments { segments: count });
         }
-        if segments(pattern).any(|s| s == ":") {
-            return Err(RouteError::UnnamedParam(pattern.into()));
+        for segment in segments(pattern) {
+            check_segment(pattern, segment)?;
         }
         if handler.is_empty() {
             return Err(RouteError::EmptyHandler(pattern.into()));
@@ -110,21 +145,22 @@ impl Route {
 
     /// Whether the segments of a path match, comparing without allocating.
     fn fits(&self, method: Method, path: &[&str]) -> bool {
-        method == self.method
-            && path.len() == self.segments
+        method == self.method && self.fits_path(path)
+    }
+
+    /// Whether the segments of a path match, whatever the method.
+    fn fits_path(&self, path: &[&str]) -> bool {
+        path.len() == self.segments
             && segments(&self.pattern)
                 .zip(path)
-                .all(|(p, a)| p.starts_with(':') || p == *a)
+                .all(|(p, a)| param_name(p).is_some() || p == *a)
     }
 
     /// The parameters captured from the segments of a path that [`Route::fits`].
     fn params(&self, path: &[&str]) -> Vec<(String, String)> {
         segments(&self.pattern)
             .zip(path)
-            .filter_map(|(p, a)| {
-                p.strip_prefix(':')
-                    .map(|name| (name.to_string(), percent_decode(a)))
-            })
+            .filter_map(|(p, a)| param_name(p).map(|name| (name.to_string(), percent_decode(a))))
             .collect()
     }
 
@@ -166,35 +202,60 @@ pub fn find(routes: &[Route], method: Method, path: &str) -> Option<RouteMatch> 
     .flatten()
 }
 
+/// The methods of the routes whose pattern matches `path` (none when no route's does), in
+/// registration order without repeats: the `Allow` of a 405.
+pub fn allowed_methods(routes: &[Route], path: &str) -> Vec<Method> {
+    with_segments(path, |path| {
+        let mut methods = Vec::new();
+        for route in routes.iter().filter(|route| route.fits_path(path)) {
+            if !methods.contains(&route.method) {
+                methods.push(route.method);
+            }
+        }
+        methods
+    })
+    .unwrap_or_default()
+}
+
+/// The routes as `GET /a, POST /b/:id`, at most `max` bytes (then how many more there are).
+pub fn listing(routes: &[Route], max: usize) -> String {
+    let mut out = String::new();
+    for (index, route) in routes.iter().enumerate() {
+        let entry = format!(
+            "{} {}",
+            route.method.as_str(),
+            sandbox::Clipped(&route.pattern)
+        );
+        if out.len() + entry.len() + 2 > max {
+            out.push_str(&format!(
+                "{}… and {} more",
+                if out.is_empty() { "" } else { ", " },
+                routes.len() - index
+            ));
+            break;
+        }
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(&entry);
+    }
+    out
+}
+
 /// Decodes `%XX` escapes and `+` (as space); invalid escapes stay as they are.
 pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&percent_decode_bytes(s, true)).into_owned()
 }
 
 /// Decodes `%XX` escapes (and `+` as space when `plus_is_space`) into bytes; invalid escapes
-/// stay as they are.
+/// stay as they are (`percent-encoding`, which knows no `+`: that is replaced first, an encoded
+/// plus being `%2B`).
 pub fn percent_decode_bytes(text: &str, plus_is_space: bool) -> Vec<u8> {
-    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
-    let mut out = Vec::with_capacity(text.len());
-    let mut bytes = text.as_bytes().iter();
-    while let Some(&b) = bytes.next() {
-        match b {
-            b'%' => {
-                let mut ahead = bytes.clone();
-                match (hex(ahead.next()), hex(ahead.next())) {
-                    (Some(high), Some(low)) => {
-                        // Two hex digits are at most 255.
-                        out.push(u8::try_from(high * 16 + low).unwrap_or(u8::MAX));
-                        bytes = ahead;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
+    if plus_is_space && text.contains('+') {
+        percent_decode_str(&text.replace('+', " ")).collect()
+    } else {
+        percent_decode_str(text).collect()
     }
-    out
 }
 
 /// Splits a query string into decoded `(name, value)` pairs.
@@ -236,6 +297,59 @@ mod tests {
         assert!(Route::new(Method::Get, "items", "h").is_err());
         assert!(Route::new(Method::Get, "/a/:", "h").is_err());
         assert!(Route::new(Method::Get, "/a", "").is_err());
+        assert_eq!(
+            Route::new(Method::Get, "/a/{}", "h"),
+            Err(RouteError::UnnamedParam("/a/{}".into()))
+        );
+        for braces in ["/a{b}", "/{*rest}", "/{a}{b}", "/{a", "/a}", "/{a b}"] {
+            let error = Route::new(Method::Get, braces, "h").unwrap_err();
+            assert_eq!(error, RouteError::BadBraces(braces.into()));
+            assert!(error.to_string().contains("`{name}` or `:name`"), "{error}");
+        }
+    }
+
+    #[test]
+    fn braced_and_colon_parameters_are_the_same() {
+        let spin = Route::new(Method::Get, "/greet/{name}/{the-id_2}", "h").unwrap();
+        let colon = Route::new(Method::Get, "/greet/:name/:the-id_2", "h").unwrap();
+        let expected = Some(vec![
+            ("name".into(), "bob".into()),
+            ("the-id_2".into(), "7".into()),
+        ]);
+        assert_eq!(spin.matches(Method::Get, "/greet/bob/7"), expected);
+        assert_eq!(colon.matches(Method::Get, "/greet/bob/7"), expected);
+        assert_eq!(spin.matches(Method::Get, "/greet/bob"), None);
+    }
+
+    #[test]
+    fn other_methods_and_the_listing() {
+        let routes = vec![
+            Route::new(Method::Get, "/items/:id", "get").unwrap(),
+            Route::new(Method::Put, "/items/{id}", "put").unwrap(),
+            Route::new(Method::Get, "/items/:other", "again").unwrap(),
+            Route::new(Method::Post, "/items", "add").unwrap(),
+        ];
+        assert_eq!(
+            allowed_methods(&routes, "/items/7"),
+            vec![Method::Get, Method::Put]
+        );
+        assert_eq!(allowed_methods(&routes, "/items"), vec![Method::Post]);
+        assert!(allowed_methods(&routes, "/nothing/here").is_empty());
+        assert!(allowed_methods(&routes, &"/x".repeat(MAX_SEGMENTS + 1)).is_empty());
+        assert_eq!(
+            listing(&routes, 1024),
+            "GET /items/:id, PUT /items/{id}, GET /items/:other, POST /items"
+        );
+        assert_eq!(
+            listing(&routes, 40),
+            "GET /items/:id, PUT /items/{id}, … and 2 more"
+        );
+        let many: Vec<Route> = (0..crate::MAX_ROUTES)
+            .map(|i| {
+                Route::new(Method::Get, &format!("/{}", "x".repeat(i % 900 + 1)), "h").unwrap()
+            })
+            .collect();
+        assert!(listing(&many, 1024).len() <= 1024 + 32);
     }
 
     #[test]

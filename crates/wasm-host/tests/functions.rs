@@ -37,7 +37,10 @@ fn request(method: Method, uri: &str, body: &[u8]) -> GuestRequest {
     GuestRequest {
         method,
         uri: uri.into(),
-        headers: vec![("content-type".into(), "text/plain".into())],
+        headers: vec![
+            ("content-type".into(), "text/plain".into()),
+            ("X-Echo".into(), "me".into()),
+        ],
         body: body.to_vec(),
     }
 }
@@ -93,7 +96,25 @@ fn http_server_demo_answers_its_routes() {
         call(&f, Method::Post, "/upload", &binary),
         (200, binary.clone())
     );
-    assert_eq!(call(&f, Method::Delete, "/delete-file", b"").0, 200);
+    assert_eq!(
+        call(&f, Method::Delete, "/delete-file", b"file.txt"),
+        (200, b"file.txt".to_vec())
+    );
+    // Like Spiderlightning's demo, hello and the echoes send the request's headers back.
+    for (method, uri) in [
+        (Method::Get, "/hello"),
+        (Method::Post, "/upload"),
+        (Method::Delete, "/delete-file"),
+    ] {
+        let answer = f.handle(request(method, uri, b"")).result.unwrap();
+        assert!(
+            answer
+                .headers
+                .contains(&("x-echo".to_string(), "me".to_string())),
+            "{uri}: {:?}",
+            answer.headers
+        );
+    }
 
     let missing = f
         .handle(request(Method::Get, "/nope", b""))
@@ -138,16 +159,97 @@ fn large_bodies_round_trip() {
 #[test]
 fn keyvalue_demo_reports_two_separate_stores() {
     let (host, kv) = host();
+    kv.set("my-container2", "other", b"x", &Bounds::UNBOUNDED)
+        .unwrap();
     let f = host.load("keyvalue-demo", &guest("keyvalue-demo")).unwrap();
     let (status, body) = call(&f, Method::Get, "/", b"");
     let report = String::from_utf8(body).unwrap();
     assert_eq!(status, 200, "{report}");
     assert_eq!(
         report,
-        "a keys: [\"k1\", \"k2\"]\nb keys: [\"k1\"]\na k1 = one\nb k1 = other\n\
-         a k1 after delete: not found\na keys: [\"k2\"]\n"
+        "keyvalue1 keys: [\"key\"]\nkeyvalue2 keys: [\"key\", \"other\"]\n\
+         The value for keyvalue1 is: spiderlightning, keyvalue2 is spiderlightning\n\
+         keyvalue1 after delete: gone\nkeyvalue2 after delete: gone\n"
     );
-    assert!(kv.keys("kv-demo-a", &Bounds::UNBOUNDED).unwrap().is_empty());
+    assert!(
+        kv.keys("my-container", &Bounds::UNBOUNDED)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The Spiderlightning guests ported by changing their `use` lines (guests/slight-*).
+#[test]
+fn slight_http_server_demo_answers_like_slights() {
+    let (host, kv) = host();
+    let f = host
+        .load("slight-http-server-demo", &guest("slight-http-server-demo"))
+        .unwrap();
+    let names: Vec<&str> = f.routes().iter().map(|r| r.handler.as_str()).collect();
+    // The route names `delete-file-handler`; the host hands it over as the Rust name.
+    assert_eq!(
+        names,
+        [
+            "handle_hello",
+            "handle_get",
+            "handle_set",
+            "upload",
+            "delete_file_handler"
+        ]
+    );
+    let hello = f
+        .handle(request(Method::Get, "/hello", b""))
+        .result
+        .unwrap();
+    assert_eq!((hello.status, hello.body.as_slice()), (200, &b"hello"[..]));
+    assert!(hello.headers.contains(&("x-echo".into(), "me".into())));
+    assert_eq!(
+        call(&f, Method::Get, "/get", b""),
+        (404, b"Key not found".to_vec())
+    );
+    assert_eq!(
+        call(&f, Method::Put, "/set", b"slight value"),
+        (204, Vec::new())
+    );
+    assert_eq!(
+        kv.get("slight-container", "key", &Bounds::UNBOUNDED)
+            .unwrap(),
+        b"slight value"
+    );
+    assert_eq!(
+        call(&f, Method::Get, "/get", b""),
+        (200, b"slight value".to_vec())
+    );
+    for (method, uri) in [(Method::Post, "/upload"), (Method::Delete, "/delete-file")] {
+        let echo = f.handle(request(method, uri, b"body")).result.unwrap();
+        assert_eq!((echo.status, echo.body.as_slice()), (200, &b"body"[..]));
+        assert!(echo.headers.contains(&("x-echo".into(), "me".into())));
+        // An empty body arrives as an empty body (slight's `request.body` is `Some`).
+        assert_eq!(call(&f, method, uri, b""), (200, Vec::new()));
+    }
+}
+
+#[test]
+fn slight_keyvalue_demo_reports_both_stores_and_the_delete() {
+    let (host, kv) = host();
+    let f = host
+        .load("slight-keyvalue-demo", &guest("slight-keyvalue-demo"))
+        .unwrap();
+    let (status, body) = call(&f, Method::Get, "/", b"");
+    let report = String::from_utf8(body).unwrap();
+    assert_eq!(
+        (status, report.as_str()),
+        (
+            200,
+            "The value for keyvalue1 is: spiderlightning, keyvalue2 is spiderlightning\n\
+             deleted from both: true\n"
+        )
+    );
+    assert!(
+        kv.keys("slight-container2", &Bounds::UNBOUNDED)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -349,6 +451,65 @@ fn init_that_fails_or_never_serves_is_a_load_error() {
         .unwrap_err();
     assert!(
         err.to_string().contains("invalid router handle 99"),
+        "{err}"
+    );
+}
+
+const LOG: &str = "uniwasm:platform/log@0.1.0";
+
+#[test]
+fn log_messages_go_on_and_a_panic_stops_the_run_with_its_message() {
+    let (host, _) = host();
+    let imports = format!(
+        r#"(import "{LOG}" "write" (func $write (param i32 i32 i32)))
+           (import "{LOG}" "panic" (func $panic (param i32 i32)))"#
+    );
+    // 10,000 messages: past the first 4 KiB they are dropped, the run goes on and answers.
+    let chatty = format!(
+        "(local $i i32)
+         (loop $more
+           (call $write (i32.const 1) (i32.const 48) (i32.const 4))
+           (local.set $i (i32.add (local.get $i) (i32.const 1)))
+           (br_if $more (i32.lt_u (local.get $i) (i32.const 10000))))
+         {OK_200}"
+    );
+    let f = host
+        .load(
+            "chatty",
+            &wat_guest_with_imports(&imports, "", SERVE, &chatty),
+        )
+        .unwrap();
+    let answer = f.handle(request(Method::Get, "/x", b"")).result.unwrap();
+    assert_eq!(answer.status, 200);
+
+    // A level that is not one traps; a panic ends the run with its message.
+    let bad_level = format!("(call $write (i32.const 9) (i32.const 48) (i32.const 4)) {OK_200}");
+    let f = host
+        .load(
+            "bad-level",
+            &wat_guest_with_imports(&imports, "", SERVE, &bad_level),
+        )
+        .unwrap();
+    assert!(matches!(
+        fault_of(&invoke_err(&f)),
+        Fault::Host(_) | Fault::Trap(_)
+    ));
+    let panics = format!("(call $panic (i32.const 48) (i32.const 4)) {OK_200}");
+    let f = host
+        .load(
+            "panics",
+            &wat_guest_with_imports(&imports, "", SERVE, &panics),
+        )
+        .unwrap();
+    let err = invoke_err(&f);
+    assert_eq!(
+        fault_of(&err),
+        &Fault::Trap("panicked: addr".into()),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("panics::handle-http(h): trapped: panicked: addr"),
         "{err}"
     );
 }
@@ -760,4 +921,69 @@ fn matching_the_most_routes_allowed_counts_toward_the_request() {
     let matched = f.route(Method::Get, &hit).expect("matches");
     assert_eq!(matched.params.len(), wasm_host::MAX_SEGMENTS - 1);
     assert_eq!(call(&f, Method::Get, &hit, b"").0, 200);
+}
+
+/// Spiderlightning's router and server calls (`new-with-base`, `add-route`, `server.serve`,
+/// `server.stop`) for WAT guests: `{init}` runs with `$base` (a router below `/api`), and the
+/// strings "x" (900), "my-handler" (910), "/x" (16), "addr" (48). Results land at 800 and 820.
+fn slight_wat_guest(init: &str) -> Vec<u8> {
+    let imports = format!(
+        r#"(import "{HTTP}" "[static]router.new-with-base" (func $new_with_base (param i32 i32 i32)))
+  (import "{HTTP}" "[method]router.add-route"
+    (func $add_route (param i32 i32 i32 i32 i32 i32 i32)))
+  (import "{HTTP}" "[static]server.serve" (func $server_serve (param i32 i32 i32 i32)))
+  (import "{HTTP}" "[method]server.stop" (func $server_stop (param i32 i32)))"#
+    );
+    let extra = r#"(data (i32.const 880) "/api/")
+  (data (i32.const 900) "x")
+  (data (i32.const 910) "my-handler")
+  (func $base (result i32)
+    (call $new_with_base (i32.const 880) (i32.const 5) (i32.const 800))
+    (if (i32.load8_u (i32.const 800)) (then unreachable))
+    (i32.load (i32.const 804)))"#;
+    wat_guest_with_imports(&imports, extra, init, OK_200)
+}
+
+#[test]
+fn slight_router_calls_return_errors_prefix_the_base_and_unify_handler_names() {
+    let (host, _) = host();
+    // add-route "x" (no leading '/') is an invalid-route error (result 1, variant 0), not a
+    // trap; then GET /x under base /api for "my-handler" is served through server.serve.
+    let init = "(local $router i32)
+    (local.set $router (call $base))
+    (call $add_route (local.get $router) (i32.const 0) (i32.const 900) (i32.const 1)
+      (i32.const 910) (i32.const 10) (i32.const 820))
+    (if (i32.ne (i32.load8_u (i32.const 820)) (i32.const 1)) (then unreachable))
+    (if (i32.ne (i32.load8_u (i32.const 824)) (i32.const 0)) (then unreachable))
+    (call $add_route (local.get $router) (i32.const 0) (i32.const 16) (i32.const 2)
+      (i32.const 910) (i32.const 10) (i32.const 820))
+    (if (i32.load8_u (i32.const 820)) (then unreachable))
+    (call $server_serve (i32.const 48) (i32.const 4) (i32.load (i32.const 824)) (i32.const 512))
+    (i32.const 512)";
+    let f = host.load("slight-wat", &slight_wat_guest(init)).unwrap();
+    let routes: Vec<(&str, &str)> = f
+        .routes()
+        .iter()
+        .map(|r| (r.pattern.as_str(), r.handler.as_str()))
+        .collect();
+    assert_eq!(routes, [("/api/x", "my_handler")]);
+    assert_eq!(call(&f, Method::Get, "/api/x", b"").0, 200);
+    assert_eq!(call(&f, Method::Get, "/x", b"").0, 404);
+
+    // The same bad route through the trapping `get` fails the load, naming the reason.
+    let trap = "(drop (call $get (call $base) (i32.const 900) (i32.const 1) (i32.const 32)
+      (i32.const 1))) (i32.const 512)";
+    let err = host
+        .load("slight-trap", &slight_wat_guest(trap))
+        .unwrap_err();
+    assert!(err.to_string().contains("does not start with '/'"), "{err}");
+
+    // server.stop after serve: the function serves nothing, so it does not load.
+    let stop = "(call $server_serve (i32.const 48) (i32.const 4) (call $base) (i32.const 512))
+    (call $server_stop (i32.load (i32.const 516)) (i32.const 800))
+    (i32.const 512)";
+    let err = host
+        .load("slight-stop", &slight_wat_guest(stop))
+        .unwrap_err();
+    assert!(matches!(err, LoadError::NotServed { .. }), "{err}");
 }

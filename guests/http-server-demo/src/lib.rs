@@ -1,4 +1,6 @@
-//! The classic demo: hello, a key-value round trip, an echo, and a delete.
+//! The classic demo: hello, a key-value round trip, an echo, and a delete. Routes and answers
+//! are Spiderlightning's `http-server-demo`'s: `/hello` and the echoes send the request's
+//! headers back.
 
 use uniwasm_sdk::prelude::*;
 
@@ -15,19 +17,18 @@ fn init() -> Result<(), HttpError> {
         .serve()
 }
 
-fn hello(_req: Request) -> Result<Response, HttpError> {
-    Ok(Response::text(200, "hello"))
+fn hello(req: Request) -> Result<Response, HttpError> {
+    Ok(Response::text(200, "hello").with_headers(req.headers))
 }
 
 /// A key-value failure as the answer: 503 (with `Retry-After`) when the store cannot be
 /// reached, so clients retry later; any other failure is a 500.
 fn kv_failure(e: KeyvalueError) -> Result<Response, HttpError> {
     match e {
-        KeyvalueError::ConnectionError(message) => Ok(Response::text(
-            503,
-            format!("key-value store unavailable: {message}"),
-        )
-        .with_header("retry-after", "1")),
+        KeyvalueError::ConnectionError(message) | KeyvalueError::TimeoutError(message) => Ok(
+            Response::text(503, format!("key-value store unavailable: {message}"))
+                .with_header("retry-after", "1"),
+        ),
         other => Err(HttpError::UnexpectedError(format!("{other:?}"))),
     }
 }
@@ -55,12 +56,17 @@ fn get(_req: Request) -> Result<Response, HttpError> {
     }
 }
 
-fn upload(req: Request) -> Result<Response, HttpError> {
-    Ok(Response::bytes(200, req.body.unwrap_or_default()))
+/// The body and headers, sent back.
+fn echo(req: Request) -> Response {
+    Response::bytes(200, req.body.unwrap_or_default()).with_headers(req.headers)
 }
 
-fn delete_file(_req: Request) -> Result<Response, HttpError> {
-    Ok(Response::text(200, "deleted"))
+fn upload(req: Request) -> Result<Response, HttpError> {
+    Ok(echo(req))
+}
+
+fn delete_file(req: Request) -> Result<Response, HttpError> {
+    Ok(echo(req))
 }
 
 uniwasm_sdk::http_function!(init; hello, set, get, upload, delete_file);

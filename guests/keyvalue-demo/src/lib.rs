@@ -1,42 +1,52 @@
-//! Exercises the keyvalue interface: two stores, set, keys, get, delete — and reports what it saw.
+//! Spiderlightning's keyvalue demo as an HTTP function: `GET /` opens two stores, sets the same
+//! key in both, lists their keys, reports the value from each, deletes the key from both and
+//! checks that it is gone.
 
 use uniwasm_sdk::prelude::*;
+
+const KEY: &str = "key";
+const VALUE: &[u8] = b"spiderlightning";
 
 fn init() -> Result<(), HttpError> {
     Router::new().get("/", "run").serve()
 }
 
 fn kv(e: KeyvalueError) -> HttpError {
-    HttpError::UnexpectedError(format!("{e:?}"))
+    HttpError::UnexpectedError(e.to_string())
 }
 
-fn sorted_keys(store: &Store) -> Result<Vec<String>, HttpError> {
+fn sorted_keys(store: &Keyvalue) -> Result<Vec<String>, HttpError> {
     let mut keys = store.keys().map_err(kv)?;
     keys.sort();
     Ok(keys)
 }
 
 fn run(_req: Request) -> Result<Response, HttpError> {
-    let first = Store::open("kv-demo-a").map_err(kv)?;
-    let second = Store::open("kv-demo-b").map_err(kv)?;
-    first.set("k1", b"one").map_err(kv)?;
-    first.set("k2", b"two").map_err(kv)?;
-    second.set("k1", b"other").map_err(kv)?;
-    let mut report = String::new();
-    report += &format!("a keys: {:?}\n", sorted_keys(&first)?);
-    report += &format!("b keys: {:?}\n", sorted_keys(&second)?);
-    let value = first.get("k1").map_err(kv)?;
-    report += &format!("a k1 = {}\n", String::from_utf8_lossy(&value));
-    let value = second.get("k1").map_err(kv)?;
-    report += &format!("b k1 = {}\n", String::from_utf8_lossy(&value));
-    first.delete("k1").map_err(kv)?;
-    match first.get("k1") {
-        Err(KeyvalueError::KeyNotFound(_)) => report += "a k1 after delete: not found\n",
-        other => report += &format!("a k1 after delete: {other:?}\n"),
+    let keyvalue1 = Keyvalue::open("my-container").map_err(kv)?;
+    let keyvalue2 = Keyvalue::open("my-container2").map_err(kv)?;
+    keyvalue1.set(KEY, VALUE).map_err(kv)?;
+    keyvalue2.set(KEY, VALUE).map_err(kv)?;
+    let mut report = format!("keyvalue1 keys: {:?}\n", sorted_keys(&keyvalue1)?);
+    report += &format!("keyvalue2 keys: {:?}\n", sorted_keys(&keyvalue2)?);
+    let value1 = keyvalue1.get(KEY).map_err(kv)?;
+    let value2 = keyvalue2.get(KEY).map_err(kv)?;
+    report += &format!(
+        "The value for keyvalue1 is: {}, keyvalue2 is {}\n",
+        String::from_utf8_lossy(&value1),
+        String::from_utf8_lossy(&value2)
+    );
+    keyvalue1.delete(KEY).map_err(kv)?;
+    keyvalue2.delete(KEY).map_err(kv)?;
+    for (name, store) in [("keyvalue1", &keyvalue1), ("keyvalue2", &keyvalue2)] {
+        match store.get(KEY) {
+            Err(KeyvalueError::KeyNotFound(_)) => report += &format!("{name} after delete: gone\n"),
+            other => {
+                return Err(HttpError::UnexpectedError(format!(
+                    "{name} after delete: {other:?}"
+                )));
+            }
+        }
     }
-    report += &format!("a keys: {:?}\n", sorted_keys(&first)?);
-    first.delete("k2").map_err(kv)?;
-    second.delete("k1").map_err(kv)?;
     Ok(Response::text(200, report))
 }
 

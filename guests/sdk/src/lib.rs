@@ -29,12 +29,73 @@ pub mod bindings {
 }
 
 pub use bindings::uniwasm::platform::http_server::Router;
+pub use bindings::uniwasm::platform::http_server::{HttpRouterError, Server};
 pub use bindings::uniwasm::platform::http_types::{HttpError, Method, Request, Response};
 pub use bindings::uniwasm::platform::keyvalue::{KeyvalueError, Store};
 
+pub mod slight;
+
+/// A key-value store under Spiderlightning's name (`Keyvalue::open("name")`).
+pub type Keyvalue = Store;
+
+/// Messages to the server's log, tagged with the function's name: at most 4 KiB per request
+/// reach it (each message cut to 1 KiB); the server's `log=` setting filters them by level.
+pub mod log {
+    use crate::bindings::uniwasm::platform::log as host;
+    pub use host::Level;
+
+    /// Writes `message` at `level`.
+    pub fn write(level: Level, message: &str) {
+        host::write(level, message);
+    }
+
+    /// Writes `message` at level debug.
+    pub fn debug(message: &str) {
+        write(Level::Debug, message);
+    }
+
+    /// Writes `message` at level info.
+    pub fn info(message: &str) {
+        write(Level::Info, message);
+    }
+
+    /// Writes `message` at level warn.
+    pub fn warn(message: &str) {
+        write(Level::Warn, message);
+    }
+
+    /// Writes `message` at level error.
+    pub fn error(message: &str) {
+        write(Level::Error, message);
+    }
+}
+
+/// Hands a panic to the host, which fails the request with 500 and logs the panic's message and
+/// where it happened (without it the host sees only wasm's `unreachable`). [`http_function!`]
+/// installs it.
+#[doc(hidden)]
+pub fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info
+                .payload_as_str()
+                .unwrap_or("a non-string panic payload");
+            let message = match info.location() {
+                Some(at) => format!("{message} ({}:{}:{})", at.file(), at.line(), at.column()),
+                None => message.to_string(),
+            };
+            bindings::uniwasm::platform::log::panic(&message);
+        }));
+    });
+}
+
 /// Everything a function usually needs.
 pub mod prelude {
-    pub use crate::{HttpError, KeyvalueError, Method, Request, Response, Router, Store};
+    pub use crate::{
+        HttpError, HttpRouterError, Keyvalue, KeyvalueError, Method, Request, Response, Router,
+        Store,
+    };
 }
 
 /// The address passed to `serve`; the host decides where functions are really reachable.
@@ -44,6 +105,21 @@ impl Router {
     /// Starts serving with this router's routes.
     pub fn serve(&self) -> Result<(), HttpError> {
         bindings::uniwasm::platform::http_server::serve(DEFAULT_ADDRESS, self)
+    }
+}
+
+impl std::fmt::Display for Method {
+    /// The method name as on the wire (`GET`, `POST`, ...).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+        })
     }
 }
 
@@ -105,6 +181,12 @@ impl Response {
         Self::bytes(status, body).with_header("content-type", "application/json")
     }
 
+    /// Adds `headers` (e.g. a request's, to echo them).
+    pub fn with_headers(mut self, headers: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.headers.get_or_insert_with(Vec::new).extend(headers);
+        self
+    }
+
     /// Adds a header.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers
@@ -125,6 +207,7 @@ macro_rules! http_function {
 
         impl $crate::bindings::Guest for __HttpFunction {
             fn on_server_init() -> ::core::result::Result<(), $crate::HttpError> {
+                $crate::install_panic_hook();
                 $init()
             }
 
@@ -132,12 +215,13 @@ macro_rules! http_function {
                 handler: ::std::string::String,
                 req: $crate::Request,
             ) -> ::core::result::Result<$crate::Response, $crate::HttpError> {
-                match handler.as_str() {
-                    $(stringify!($handler) => $handler(req),)*
-                    _ => ::core::result::Result::Err($crate::HttpError::UnexpectedError(
-                        ::std::format!("no handler named {handler:?}"),
-                    )),
-                }
+                $crate::install_panic_hook();
+                $(if $crate::slight::same_handler_name(&handler, stringify!($handler)) {
+                    return $handler(req);
+                })*
+                ::core::result::Result::Err($crate::HttpError::UnexpectedError(
+                    ::std::format!("no handler named {handler:?}"),
+                ))
             }
         }
 

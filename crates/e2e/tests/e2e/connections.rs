@@ -79,7 +79,7 @@ fn limits_and_deadlines(mode: Mode) {
     let mut writer = trickle.try_clone().expect("clone");
     let sender = std::thread::spawn(move || {
         for byte in
-            b"GET /healthz HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
         {
             if writer.write_all(&[*byte]).is_err() {
                 break;

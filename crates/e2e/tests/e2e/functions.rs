@@ -8,6 +8,58 @@ pub fn functions_append() -> String {
     format!("log=info admin-token={ADMIN_TOKEN} workers=3")
 }
 
+/// A request carrying the header `X-Echo: me`.
+fn echo_call(port: u16, method: &str, path: &str, body: &[u8]) -> http::Response {
+    http::request(port, method, path, &[("X-Echo", "me")], body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// The Spiderlightning guests ported by changing their `use` lines (guests/slight-*) answer
+/// as slight's demos do.
+fn slight_guests(port: u16) {
+    let hello = echo_call(port, "GET", "/slight-http-server-demo/hello", b"");
+    assert_eq!((hello.status, hello.text().as_str()), (200, "hello"));
+    assert_eq!(hello.header("x-echo"), Some("me"));
+    let missing = echo_call(port, "GET", "/slight-http-server-demo/get", b"");
+    assert_eq!(
+        (missing.status, missing.text().as_str()),
+        (404, "Key not found")
+    );
+    assert_eq!(missing.header("x-echo"), Some("me"));
+    let set = echo_call(port, "PUT", "/slight-http-server-demo/set", b"slight-1");
+    assert_eq!((set.status, set.body.len()), (204, 0));
+    let got = echo_call(port, "GET", "/slight-http-server-demo/get", b"");
+    assert_eq!((got.status, got.text().as_str()), (200, "slight-1"));
+    for (method, path) in [
+        ("POST", "/slight-http-server-demo/upload"),
+        ("DELETE", "/slight-http-server-demo/delete-file"),
+    ] {
+        let echoed = echo_call(port, method, path, b"body \x00\xff");
+        assert_eq!(
+            (echoed.status, echoed.body.as_slice()),
+            (200, b"body \x00\xff".as_slice()),
+            "{method} {path}"
+        );
+        assert_eq!(echoed.header("x-echo"), Some("me"), "{method} {path}");
+        // No body arrives as an empty body: slight guests may unwrap it.
+        let empty = echo_call(port, method, path, b"");
+        assert_eq!(
+            (empty.status, empty.body.len()),
+            (200, 0),
+            "{method} {path}"
+        );
+    }
+    let report = call(port, "GET", "/slight-keyvalue-demo/", b"");
+    assert_eq!(
+        (report.status, report.text().as_str()),
+        (
+            200,
+            "The value for keyvalue1 is: spiderlightning, keyvalue2 is spiderlightning\n\
+             deleted from both: true\n"
+        )
+    );
+}
+
 /// The functions built into the image answer on their routes.
 fn boot_functions_suite(inst: &Instance) {
     let port = inst.port;
@@ -32,14 +84,23 @@ fn boot_functions_suite(inst: &Instance) {
         (upload.status, upload.body.as_slice()),
         (200, b"echo me\x00\xff".as_slice())
     );
-    assert_eq!(
-        call(port, "DELETE", "/http-server-demo/delete-file", b"").status,
-        200
-    );
+    let deleted = call(port, "DELETE", "/http-server-demo/delete-file", b"file.txt");
+    assert_eq!((deleted.status, deleted.text().as_str()), (200, "file.txt"));
     assert_eq!(
         call(port, "GET", "/http-server-demo/no-such-route", b"").status,
         404
     );
+    // As in Spiderlightning's demo, hello and the echoes send the request's headers back.
+    for (method, path) in [
+        ("GET", "/http-server-demo/hello"),
+        ("POST", "/http-server-demo/upload"),
+        ("DELETE", "/http-server-demo/delete-file"),
+    ] {
+        let echoed = echo_call(port, method, path, b"");
+        assert_eq!(echoed.header("x-echo"), Some("me"), "{method} {path}");
+    }
+
+    slight_guests(port);
 
     // keyvalue demo: two stores, keys, get, delete.
     crate::assert_keyvalue_demo(port);
@@ -299,6 +360,47 @@ fn admin_suite(inst: &Instance) {
     assert_eq!(stats["errors"]["timeout"], 1, "{stats}");
 }
 
+/// WASI `random_get` in the server (under hermit: the kernel's ChaCha20 through `getrandom`,
+/// seeded from the CPU): every call gets fresh bytes, and the kernel did not fall back to its
+/// fixed-seed generator.
+fn entropy_suite(inst: &Instance) {
+    let random = br#"(module
+        (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (func (export "_start")
+          (if (call $random (i32.const 64) (i32.const 32)) (then (call $exit (i32.const 1))))
+          (i32.store (i32.const 0) (i32.const 64))
+          (i32.store (i32.const 4) (i32.const 32))
+          (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))))"#;
+    let port = inst.port;
+    assert_eq!(
+        admin(port, "PUT", "/_admin/functions/random", random).status,
+        201
+    );
+    let answers: Vec<Vec<u8>> = (0..3)
+        .map(|_| {
+            let answer = call(port, "GET", "/api/random/", b"");
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            answer.body
+        })
+        .collect();
+    for (i, bytes) in answers.iter().enumerate() {
+        assert_eq!(bytes.len(), 32);
+        assert_ne!(bytes, &[0u8; 32].to_vec());
+        for earlier in &answers[..i] {
+            assert_ne!(bytes, earlier, "two calls got the same random bytes");
+        }
+    }
+    // Without a hardware seed hermit falls back to a fixed-seed PRNG and says so.
+    let output = inst.output();
+    assert!(
+        !output.contains("Unable to read entropy"),
+        "the kernel had no entropy source:\n{output}"
+    );
+}
+
 /// A WAT source from `guests/wat/`.
 fn guest_source(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -311,6 +413,7 @@ fn native_functions() {
     let inst = Instance::start(Mode::Native, &functions_append(), &[]);
     boot_functions_suite(&inst);
     admin_suite(&inst);
+    entropy_suite(&inst);
 }
 
 #[test]
@@ -318,6 +421,7 @@ fn qemu_functions() {
     let inst = Instance::start(Mode::Qemu, &functions_append(), &["--smp", "2"]);
     boot_functions_suite(&inst);
     admin_suite(&inst);
+    entropy_suite(&inst);
     assert!(
         inst.output().contains("access"),
         "structured request log on the serial console"

@@ -78,6 +78,12 @@ pub fn http_front_suite(inst: &Instance) {
         413
     );
 
+    // HTTP/1.1 without Host: 400 (RFC 9112 §3.2); HTTP/1.0 may omit it.
+    let no_host = b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n";
+    assert_eq!(http::exchange(port, no_host).expect("no host").status, 400);
+    let http10 = b"GET /healthz HTTP/1.0\r\n\r\n";
+    assert_eq!(http::exchange(port, http10).expect("http/1.0").status, 200);
+
     // Bad Content-Length: 400.
     let bad_len = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: twelve\r\n\r\n";
     assert_eq!(
@@ -147,7 +153,7 @@ fn qemu_http_front() {
     http_front_suite(&inst);
     let output = inst.output();
     assert!(
-        output.contains("ready"),
+        output.contains(e2e::READY_LINE),
         "serial console shows the ready line:\n{output}"
     );
     assert_stops_cleanly(inst);

@@ -25,10 +25,10 @@ fn uhyve_boots_to_ready() {
     let ready = std::io::BufRead::lines(std::io::BufReader::new(stdout))
         .map_while(Result::ok)
         .take(2000)
-        .any(|line| line.contains("ready"));
+        .any(|line| line.contains(e2e::READY_LINE));
     let _ = child.kill();
     let _ = child.wait();
-    assert!(ready, "uhyve boot printed no ready line");
+    assert!(ready, "uhyve boot never logged {:?}", e2e::READY_LINE);
 }
 
 #[test]

@@ -26,7 +26,7 @@ fn start_with_redis(mode: Mode, redis: &RedisServer) -> Instance {
 }
 
 /// Like [`start_with_redis`], with more `key=value` words.
-fn start_with_redis_and(mode: Mode, redis: &RedisServer, more: &str) -> Instance {
+pub fn start_with_redis_and(mode: Mode, redis: &RedisServer, more: &str) -> Instance {
     let host = match mode {
         Mode::Native => "127.0.0.1",
         Mode::Qemu => "10.0.2.2",
@@ -108,12 +108,16 @@ fn demo_routes_suite(port: u16, redis: &RedisServer) {
 
     // keyvalue demo: two stores, keys, get, delete; it leaves both stores empty.
     crate::assert_keyvalue_demo(port);
-    assert_eq!(raw.get("kv-demo-a:k1"), None, "deleted through the guest");
+    assert_eq!(
+        raw.get("my-container2:key"),
+        None,
+        "deleted through the guest"
+    );
 
     // Listing a store of 10,000 keys (SCAN in rounds) through the guest.
     for batch in 0..BULK_KEYS / 1000 {
         let keys: Vec<String> = (batch * 1000..(batch + 1) * 1000)
-            .map(|i| format!("kv-demo-b:bulk-{i:05}"))
+            .map(|i| format!("my-container2:bulk-{i:05}"))
             .collect();
         let mut args: Vec<&[u8]> = vec![b"MSET"];
         for key in &keys {
@@ -129,7 +133,7 @@ fn demo_routes_suite(port: u16, redis: &RedisServer) {
     let report = kv.text();
     let b_keys = report
         .lines()
-        .find(|l| l.starts_with("b keys: "))
+        .find(|l| l.starts_with("keyvalue2 keys: "))
         .unwrap_or_else(|| panic!("{report}"));
     assert_eq!(
         b_keys.matches("\"bulk-").count(),
@@ -138,7 +142,7 @@ fn demo_routes_suite(port: u16, redis: &RedisServer) {
     );
     assert!(b_keys.contains("\"bulk-00000\"") && b_keys.contains("\"bulk-09999\""));
     assert!(
-        b_keys.contains("\"k1\""),
+        b_keys.contains("\"key\""),
         "the guest's own key is listed too"
     );
 
