@@ -167,21 +167,16 @@ pub fn command(config: &QemuConfig, loader: &Path, app: &Path) -> Command {
     // Guest RAM in a memfd instead of anonymous memory: QEMU asks for transparent huge pages on
     // anonymous guest RAM, so every 2 MiB the guest touches cost the host 2 MiB (an idle image
     // touched 34 MiB that way, 17.5 MiB in 4 KiB pages); shared memory gets no huge pages.
-    // Not on microvm: kernel 0.11 there then fails to allocate its task stacks (not examined).
     cmd.args([
         "-smp",
         &config.smp.to_string(),
         "-m",
         &format!("{}M", config.memory_mib),
+        "-object",
+        &format!("memory-backend-memfd,id=ram0,size={}M", config.memory_mib),
+        "-machine",
+        "memory-backend=ram0",
     ]);
-    if config.machine != Machine::Microvm {
-        cmd.args([
-            "-object",
-            &format!("memory-backend-memfd,id=ram0,size={}M", config.memory_mib),
-            "-machine",
-            "memory-backend=ram0",
-        ]);
-    }
     cmd.args([
         "-device",
         &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT},iosize=0x04"),
