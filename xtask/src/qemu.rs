@@ -10,10 +10,6 @@ use std::process::{Command, ExitStatus};
 /// QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
 
-/// qboot, the minimal firmware `microvm` uses by default (Debian's qemu-system-data): on q35 and
-/// pc it reaches our loader sooner than SeaBIOS (see `cargo xtask bench boot`).
-pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
-
 /// I/O port of the `isa-debug-exit` device (hermit-kernel 0.11 writes its exit code there).
 const DEBUG_EXIT_PORT: &str = "0xf4";
 
@@ -157,9 +153,6 @@ pub fn command(config: &QemuConfig, loader: &Path, app: &Path) -> Command {
         "stdio",
     ])
     .args(["-M", machine, "-accel", &accel, "-cpu", cpu]);
-    if config.machine != Machine::Microvm && Path::new(QBOOT).is_file() {
-        cmd.args(["-bios", QBOOT]);
-    }
     if config.machine == Machine::Microvm {
         // kernel 0.11 drives only modern (version 2) virtio-mmio devices; QEMU's default is legacy.
         cmd.args(["-global", "virtio-mmio.force-legacy=false"]);
@@ -491,21 +484,6 @@ mod tests {
         };
         let args = args_of(&command(&config, Path::new("l"), Path::new("a"))).join(" ");
         assert!(args.contains("-accel tcg,tb-size=8 -cpu"), "{args}");
-    }
-
-    #[test]
-    fn q35_and_pc_boot_qboot_when_installed() {
-        for machine in [Machine::Q35, Machine::Pc, Machine::Microvm] {
-            let config = QemuConfig {
-                machine,
-                accel: Accel::Tcg,
-                ..QemuConfig::default()
-            };
-            let args = args_of(&command(&config, Path::new("l"), Path::new("a"))).join(" ");
-            let qboot = format!("-bios {QBOOT}");
-            let expected = machine != Machine::Microvm && Path::new(QBOOT).is_file();
-            assert_eq!(args.contains(&qboot), expected, "{args}");
-        }
     }
 
     #[test]
