@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{BenchArgs, ProbeFailure, Running, free_port, median, probe, wait_first_response};
+use super::{BenchArgs, ProbeFailure, Running, free_port, median, probe};
 use crate::image::Image;
 use crate::image_dir::MICROVM_MIN_MEMORY_MIB;
 use crate::qemu::{BootEntry, Machine};
@@ -95,6 +95,28 @@ fn wait_route(port: u16, route: &str, start: Instant) -> Result<Duration> {
     }
 }
 
+/// Waits until the serial console says the guest's network is up. Probing earlier only times
+/// it worse: QEMU's user network accepts at once and the guest drops the SYN until its stack is
+/// up, so each early probe waits out its timeout (longer and longer, not to load a slow guest)
+/// and the first 200 came up to 200 ms after the guest was listening.
+fn wait_network_up(seen: &SerialMarks, start: Instant) -> Result<()> {
+    let (_, network_marks) = STAGES[3];
+    loop {
+        let up = seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("serial watcher panicked"))?
+            .iter()
+            .any(|(mark, _)| network_marks.contains(mark));
+        if up {
+            return Ok(());
+        }
+        if start.elapsed() > BOOT_LIMIT {
+            bail!("the serial console did not say the network is up within {BOOT_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Boots `image` once with `append`, timing the serial stages, `/healthz` and [`FUNCTION_ROUTE`].
 fn boot_once(vm: &VmArgs, image: &Image, append: &str) -> Result<BootSample> {
     let port = free_port()?;
@@ -102,7 +124,8 @@ fn boot_once(vm: &VmArgs, image: &Image, append: &str) -> Result<BootSample> {
     let start = Instant::now();
     let (_running, stdout) = Running::spawn_with_stdout(cmd)?;
     let seen = watch_serial(stdout, start);
-    let healthz = wait_first_response(port, start, BOOT_LIMIT)?;
+    wait_network_up(&seen, start)?;
+    let healthz = wait_route(port, "/healthz", start)?;
     let function = wait_route(port, FUNCTION_ROUTE, start)?;
     let stages = stage_ends(
         &seen
