@@ -48,7 +48,7 @@ fn serves_on(machine: &str, smp: usize) {
     }
     let output = inst.output();
     assert!(
-        output.contains(&format!("({machine}, tcg, {smp} vcpu, 64 mib)")),
+        output.contains(&format!("({machine}, tcg, pvh entry, {smp} vcpu, 64 mib)")),
         "xtask booted another machine:\n{output}"
     );
     // One I/O thread per CPU the kernel brought up (at most 4).
