@@ -281,7 +281,7 @@ fn bench_boot(args: &BenchArgs, image: &Image) -> Result<()> {
     let min = times.iter().min().copied().unwrap_or_default();
     let max = times.iter().max().copied().unwrap_or_default();
     let loader = size_of(image.loader_for(vm.entry));
-    let app = size_of(&image.app);
+    let app = size_of(&image.module);
     println!("\n## boot ({})", vm.describe());
     println!("| figure | value |");
     println!("| --- | --- |");
@@ -293,7 +293,7 @@ fn bench_boot(args: &BenchArgs, image: &Image) -> Result<()> {
         max.as_secs_f64() * 1e3
     );
     println!(
-        "| image size: loader + app ELF | {:.2} MB ({} + {} bytes) |",
+        "| image size: loader + app ELF (LZ4) | {:.2} MB ({} + {} bytes) |",
         (loader + app) as f64 / 1e6,
         loader,
         app

@@ -138,7 +138,7 @@ pub fn bench_machines(args: &VmArgs, boots: usize, image: &Image, microvm: &Imag
             _ => ("SeaBIOS", "virtio-net-pci"),
         };
         let (app, _) = boot_setup(machine, image, microvm);
-        let app_bytes = std::fs::metadata(&app.app).map(|m| m.len()).unwrap_or(0);
+        let app_bytes = std::fs::metadata(&app.module).map(|m| m.len()).unwrap_or(0);
         if times.is_empty() {
             let reason = failure.map(|e| e.to_string()).unwrap_or_default();
             println!(
