@@ -12,7 +12,7 @@ exec qemu-system-x86_64 -nodefaults -display none -no-reboot -serial stdio \
   -cpu Skylake-Client,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm,-rdseed,-3dnowprefetch,-xsavec,-spec-ctrl,-xsaves \
   -smp "${SMP:-2}" -m "${MEMORY:-256}M" \
   -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
-  -kernel "$image/hermit-loader-pvh" -initrd "$image/kernel-app" \
+  -kernel "$image/hermit-loader-pvh" -initrd "$image/kernel-app.lz4" \
   -append "-- $*" \
   -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:${port}-:8080" \
   -device virtio-net-pci,netdev=net0,disable-legacy=on

@@ -13,7 +13,7 @@ exec qemu-system-x86_64 -nodefaults -display none -no-reboot -serial stdio \
   -cpu Skylake-Client,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm,-rdseed,-3dnowprefetch,-xsavec,-spec-ctrl,-xsaves \
   -smp "${SMP:-1}" -m "${MEMORY:-256}M" \
   -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
-  -kernel "$root/target/image/hermit-loader-pvh" -initrd "$root/target/image-microvm/kernel-app" \
+  -kernel "$root/target/image/hermit-loader-pvh" -initrd "$root/target/image-microvm/kernel-app.lz4" \
   -append "-ip 10.0.2.15 -gateway 10.0.2.2 -mask 255.255.255.0 -- $*" \
   -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:${port}-:8080" \
   -device virtio-net-device,netdev=net0

@@ -18,7 +18,7 @@ ip netns exec "$ns" qemu-system-x86_64 -nodefaults -display none -no-reboot -ser
   -cpu Skylake-Client,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm,-rdseed,-3dnowprefetch,-xsavec,-spec-ctrl,-xsaves \
   -smp "${SMP:-1}" -m "${MEMORY:-256}M" \
   -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
-  -kernel "$root/target/image/hermit-loader-pvh" -initrd "$root/target/image-microvm/kernel-app" \
+  -kernel "$root/target/image/hermit-loader-pvh" -initrd "$root/target/image-microvm/kernel-app.lz4" \
   -append "-ip 10.0.5.3 -gateway 10.0.5.1 -mask 255.255.255.0 -- $*" \
   -netdev tap,id=net0,ifname=tap0,script=no,downscript=no,vnet_hdr=off \
   -device virtio-net-device,netdev=net0

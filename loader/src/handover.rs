@@ -137,6 +137,18 @@ impl Handover {
             && !self.reserved.as_slice().iter().any(|r| r.overlaps(&span))
     }
 
+    /// The highest `align`-aligned address where `size` bytes are free below `limit`.
+    pub fn highest_free(&self, size: u64, align: u64, limit: u64) -> Option<u64> {
+        let before_reserved = self.reserved.as_slice().iter().map(|r| r.start);
+        let ram_ends = self.ram.as_slice().iter().map(|r| r.end.min(limit));
+        before_reserved
+            .chain(ram_ends)
+            .filter_map(|end| end.checked_sub(size))
+            .map(|start| start - start % align)
+            .filter(|&start| self.is_free(Span::with_len(start, size), limit))
+            .max()
+    }
+
     /// The lowest `align`-aligned address at or above `floor` where `size` bytes are free below
     /// `limit`.
     ///

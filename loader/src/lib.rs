@@ -13,6 +13,7 @@
 #![no_std]
 
 mod acpi;
+mod compressed;
 mod entry;
 mod fdt;
 mod handover;
@@ -25,6 +26,7 @@ mod serial;
 use core::mem::MaybeUninit;
 use core::num::{NonZeroU16, NonZeroU64};
 
+use compressed::Compressed;
 use handover::{Handover, Protocol, Span};
 use hermit_entry::boot_info::{BootInfo, HardwareInfo, PlatformInfo, RawBootInfo};
 use hermit_entry::elf::KernelObject;
@@ -234,9 +236,11 @@ fn read_handover(info_address: u64, magic: u32) -> Handover {
 /// from the RAM it counts above it): a lower image makes the heap bigger and leaves less memory for
 /// task stacks and device queues, and the microvm variant at 256 MiB then fails to allocate a
 /// task stack.
-fn place_kernel(handover: &Handover, kernel: &KernelObject<'_>, size: u64) -> u64 {
-    let module_len = handover.module.end - handover.module.start;
-    let floor = (&raw const __bss_end) as u64 + module_len;
+///
+/// `elf_len` is the ELF's length (expanded, if the module is compressed): the same ELF gets the
+/// same place whether or not it came compressed.
+fn place_kernel(handover: &Handover, kernel: &KernelObject<'_>, size: u64, elf_len: u64) -> u64 {
+    let floor = (&raw const __bss_end) as u64 + elf_len;
     match kernel.start_addr() {
         Some(fixed) if handover.is_free(Span::with_len(fixed, size), IDENTITY_MAPPED_END) => fixed,
         Some(_) => fail("the non-relocatable ELF overlaps the loader, its modules or non-RAM"),
@@ -246,23 +250,51 @@ fn place_kernel(handover: &Handover, kernel: &KernelObject<'_>, size: u64) -> u6
     }
 }
 
+/// Expands a compressed boot module into the highest free RAM below 1 GiB (out of the way of the
+/// kernel image, which goes low; the kernel later reuses that RAM as heap) and returns the ELF.
+fn expand(handover: &mut Handover, module: &Compressed<'_>) -> &'static [u8] {
+    let len = module.expanded_len;
+    let limit = handover.ram_end().min(IDENTITY_MAPPED_END);
+    let start = handover
+        .highest_free(len, PAGE_SIZE, limit)
+        .unwrap_or_else(|| fail("not enough free RAM below 1 GiB to expand the boot module"));
+    let span = Span::with_len(start, len);
+    handover
+        .reserved
+        .push(span)
+        .unwrap_or_else(|reason| fail(reason));
+    // SAFETY: `highest_free` found this range in identity-mapped RAM that nothing uses, and it is
+    // now reserved, so the kernel image is not placed over it.
+    let out = unsafe { core::slice::from_raw_parts_mut(start as *mut u8, len as usize) };
+    module
+        .expand_into(out)
+        .unwrap_or_else(|error| fail(error.message()));
+    print_range("loader: expanded the LZ4 module to ", span);
+    out
+}
+
 /// Called by the entry code in long mode with the protocol's information address and EAX.
 extern "C" fn loader_main(info_address: u32, magic: u32) -> ! {
     print("loader: hermit-loader ");
     print(env!("CARGO_PKG_VERSION"));
     print("\n");
-    let handover = read_handover(u64::from(info_address), magic);
+    let mut handover = read_handover(u64::from(info_address), magic);
     print(match handover.protocol {
         Protocol::Multiboot(_) => "loader: entered through multiboot\n",
         Protocol::Pvh => "loader: entered through PVH\n",
     });
-    print_range("loader: application ELF at ", handover.module);
+    print_range("loader: boot module at ", handover.module);
     // SAFETY: the module lies in RAM the VMM loaded it into, identity-mapped below 4 GiB.
-    let elf_bytes = unsafe {
+    let module_bytes = unsafe {
         core::slice::from_raw_parts(
             handover.module.start as *const u8,
             (handover.module.end - handover.module.start) as usize,
         )
+    };
+    let elf_bytes = match Compressed::parse(module_bytes) {
+        None => module_bytes,
+        Some(Ok(compressed)) => expand(&mut handover, &compressed),
+        Some(Err(error)) => fail(error.message()),
     };
     // hermit-entry indexes the ELF without checks; this catches the usual mistake (a wrong initrd).
     if elf_bytes.get(..4) != Some(b"\x7fELF".as_slice()) {
@@ -275,7 +307,7 @@ extern "C" fn loader_main(info_address: u32, magic: u32) -> ! {
         halt(2)
     });
     let size = kernel.mem_size() as u64;
-    let start = place_kernel(&handover, &kernel, size);
+    let start = place_kernel(&handover, &kernel, size, elf_bytes.len() as u64);
     // SAFETY: `place_kernel` checked that this is free, identity-mapped RAM.
     let memory =
         unsafe { core::slice::from_raw_parts_mut(start as *mut MaybeUninit<u8>, size as usize) };

@@ -85,7 +85,8 @@ pub fn build_microvm_app() -> Result<PathBuf> {
     copy_image(&built, &util::target_dir().join("image-microvm"), true)
 }
 
-/// Copies the linked ELF `built` to `image_dir/kernel-app` (stripped when `release`).
+/// Copies the linked ELF `built` to `image_dir/kernel-app` (stripped when `release`) and writes
+/// its compressed boot module `kernel-app.lz4` beside it.
 fn copy_image(built: &Path, image_dir: &Path, release: bool) -> Result<PathBuf> {
     fs::create_dir_all(image_dir)?;
     let image = image_dir.join("kernel-app");
@@ -101,7 +102,8 @@ fn copy_image(built: &Path, image_dir: &Path, release: bool) -> Result<PathBuf> 
         fs::copy(built, &image)
             .with_context(|| format!("copying {} to {}", built.display(), image.display()))?;
     }
-    eprintln!("app: wrote {}", image.display());
+    let module = crate::compress::write_module(&image)?;
+    eprintln!("app: wrote {} and {}", image.display(), module.display());
     Ok(image)
 }
 

@@ -14,8 +14,10 @@ pub struct Image {
     pub loader: PathBuf,
     /// PVH loader ELF, QEMU's `-kernel` with `--entry pvh` (and Firecracker's kernel).
     pub loader_pvh: PathBuf,
-    /// Application ELF, QEMU's `-initrd` (and uhyve's kernel argument).
+    /// Application ELF (uhyve's kernel argument).
     pub app: PathBuf,
+    /// The application ELF compressed (`crate::compress`), QEMU's `-initrd`.
+    pub module: PathBuf,
 }
 
 impl Image {
@@ -43,6 +45,7 @@ pub fn build() -> Result<Image> {
     Ok(Image {
         loader,
         loader_pvh: crate::loader::pvh_loader_image_path(),
+        module: crate::compress::module_path(&app),
         app,
     })
 }
@@ -54,8 +57,9 @@ pub fn existing() -> Result<Image> {
         loader: dir.join("hermit-loader"),
         loader_pvh: crate::loader::pvh_loader_image_path(),
         app: dir.join("kernel-app"),
+        module: dir.join("kernel-app.lz4"),
     };
-    for part in [&image.loader, &image.loader_pvh, &image.app] {
+    for part in [&image.loader, &image.loader_pvh, &image.app, &image.module] {
         ensure!(
             part.exists(),
             "{} is missing: build first (drop --no-build)",

@@ -34,19 +34,22 @@ pub fn microvm_image(build: bool) -> Result<Image> {
     let image = if build {
         // The app embeds the boot functions (crates/boot-functions reads target/guests).
         crate::image::build_boot_functions()?;
+        let app = crate::app::build_microvm_app()?;
         Image {
             loader: crate::loader::build_loader()?,
             loader_pvh: crate::loader::pvh_loader_image_path(),
-            app: crate::app::build_microvm_app()?,
+            module: crate::compress::module_path(&app),
+            app,
         }
     } else {
         Image {
             loader: crate::loader::loader_image_path(),
             loader_pvh: crate::loader::pvh_loader_image_path(),
             app: microvm_app_path(),
+            module: crate::compress::module_path(&microvm_app_path()),
         }
     };
-    for part in [&image.loader, &image.loader_pvh, &image.app] {
+    for part in [&image.loader, &image.loader_pvh, &image.app, &image.module] {
         ensure!(part.exists(), "{} is missing: build first", part.display());
     }
     Ok(image)
@@ -99,8 +102,11 @@ pub struct ImageArgs {
 /// File names inside the image directory.
 const LOADER_FILE: &str = "hermit-loader";
 const LOADER_PVH_FILE: &str = "hermit-loader-pvh";
-const APP_FILE: &str = "kernel-app";
-const MICROVM_APP_FILE: &str = "kernel-app-microvm";
+/// The application compressed for our loader (`crate::compress`), what VMMs load as the initrd.
+const APP_FILE: &str = "kernel-app.lz4";
+const MICROVM_APP_FILE: &str = "kernel-app-microvm.lz4";
+/// The application ELF uncompressed: uhyve loads it itself, without our loader.
+const UHYVE_APP_FILE: &str = "kernel-app";
 
 /// `cargo xtask image`: writes the directory and returns its path.
 pub fn write(args: &ImageArgs) -> Result<PathBuf> {
@@ -118,8 +124,9 @@ pub fn write(args: &ImageArgs) -> Result<PathBuf> {
     for (from, name) in [
         (&default.loader, LOADER_FILE),
         (&default.loader_pvh, LOADER_PVH_FILE),
-        (&default.app, APP_FILE),
-        (&microvm.app, MICROVM_APP_FILE),
+        (&default.module, APP_FILE),
+        (&microvm.module, MICROVM_APP_FILE),
+        (&default.app, UHYVE_APP_FILE),
     ] {
         fs::copy(from, out.join(name))
             .with_context(|| format!("copying {} to {}", from.display(), out.display()))?;
@@ -319,6 +326,8 @@ fn booting_md(args: &ImageArgs, manifest: &serde_json::Value) -> String {
 Files: `{LOADER_FILE}` (our loader, multiboot v1 entry) and `{LOADER_PVH_FILE}` (the same loader
 as an ELF with the PVH entry), `{APP_FILE}` (hermit kernel 0.11 + app, kernel with PCI and DHCPv4),
 `{MICROVM_APP_FILE}` (same app, kernel without PCI and DHCPv4: virtio-mmio NIC, static address).
+Both are the application ELF compressed with LZ4 behind a 12-byte header, which the loader expands;
+`{UHYVE_APP_FILE}` is the uncompressed ELF of the first, for uhyve.
 `vm.json` has the kernel command lines, vCPUs, memory, machine and NIC; `firecracker.json` is a
 Firecracker configuration (see below, not tested). QEMU boots either loader with `-kernel`: it
 takes multiboot when the file has a multiboot header ({LOADER_FILE}) and the PVH note otherwise
@@ -354,7 +363,7 @@ on our machines is nested kvm-pvm, where the kernel dies. uhyve has no user netw
 needs a tap device.
 
 ```sh
-uhyve {APP_FILE} -- port={port}
+uhyve {UHYVE_APP_FILE} -- port={port}
 ```
 
 ## Firecracker (NOT tested: Firecracker cannot be installed where this image is built)

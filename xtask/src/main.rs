@@ -3,6 +3,7 @@
 mod app;
 mod bench;
 mod build_function;
+mod compress;
 mod density;
 mod deploy;
 mod faas_guests;

@@ -133,7 +133,8 @@ pub fn machine_name(machine: Machine) -> &'static str {
     }
 }
 
-/// The QEMU command booting `loader` (our multiboot loader) with `app` (the application ELF).
+/// The QEMU command booting `loader` (our loader) with `app` (the application ELF, or its LZ4
+/// module) as the initrd.
 pub fn command(config: &QemuConfig, loader: &Path, app: &Path) -> Command {
     let mut cmd = Command::new(QEMU);
     let machine = machine_name(config.machine);
@@ -345,7 +346,8 @@ pub fn kvm_status() -> Result<(), String> {
 /// around [`command`], for trying images by hand).
 #[derive(clap::Args, Debug, Clone)]
 pub struct BootArgs {
-    /// Application ELF (hermit kernel + app); default target/image/kernel-app.
+    /// Application ELF or its compressed module (hermit kernel + app); default
+    /// target/image/kernel-app.lz4.
     #[arg(long)]
     pub app: Option<std::path::PathBuf>,
     /// Kernel command line.
@@ -380,7 +382,7 @@ pub fn boot(args: &BootArgs) -> anyhow::Result<()> {
     let app = args
         .app
         .clone()
-        .unwrap_or_else(|| crate::util::target_dir().join("image/kernel-app"));
+        .unwrap_or_else(|| crate::util::target_dir().join("image/kernel-app.lz4"));
     anyhow::ensure!(
         app.exists(),
         "{} does not exist (build the application first)",

@@ -97,7 +97,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let mut cmd = crate::vm::command(&vm, &image, args.port, guest_port, &append)?;
         println!(
             "booting {} ({}); serving on http://127.0.0.1:{}/",
-            image.app.display(),
+            image.module.display(),
             vm.describe(),
             args.port
         );

@@ -169,8 +169,8 @@ pub fn run(args: &TapArgs) -> Result<()> {
     let loader = crate::loader::loader_path(qemu::BootEntry::default());
     let app = match &args.app {
         Some(app) => app.clone(),
-        None if args.no_build => image_dir::microvm_app_path(),
-        None => image_dir::microvm_image(true)?.app,
+        None if args.no_build => crate::compress::module_path(&image_dir::microvm_app_path()),
+        None => image_dir::microvm_image(true)?.module,
     };
     for part in [&loader, &app] {
         ensure!(

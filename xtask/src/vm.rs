@@ -102,7 +102,7 @@ pub fn command(
     Ok(crate::qemu::command(
         &config,
         image.loader_for(args.entry),
-        &image.app,
+        &image.module,
     ))
 }
 

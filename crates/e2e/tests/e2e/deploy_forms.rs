@@ -205,8 +205,9 @@ fn image_directory_has_everything_to_boot() {
     for file in [
         "hermit-loader",
         "hermit-loader-pvh",
+        "kernel-app.lz4",
+        "kernel-app-microvm.lz4",
         "kernel-app",
-        "kernel-app-microvm",
         "vm.json",
         "firecracker.json",
         "BOOTING.md",
@@ -246,14 +247,26 @@ fn image_directory_has_everything_to_boot() {
         .filter_map(|a| a.as_str())
         .collect();
     assert!(qemu.contains(&"virtio-net-device,netdev=net0"), "{qemu:?}");
-    assert!(qemu.contains(&"kernel-app-microvm"), "{qemu:?}");
+    assert!(qemu.contains(&"kernel-app-microvm.lz4"), "{qemu:?}");
     let firecracker: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("firecracker.json")).expect("firecracker.json"),
     )
     .expect("json");
     let boot_source = &firecracker["boot-source"];
     assert_eq!(boot_source["kernel_image_path"], "hermit-loader-pvh");
-    assert_eq!(boot_source["initrd_path"], "kernel-app-microvm");
+    assert_eq!(boot_source["initrd_path"], "kernel-app-microvm.lz4");
+    // The boot modules are the compressed form the loader expands; uhyve's ELF is plain.
+    for (file, magic) in [
+        ("kernel-app.lz4", b"HLZ4".as_slice()),
+        ("kernel-app-microvm.lz4", b"HLZ4"),
+        ("kernel-app", b"\x7fELF"),
+    ] {
+        let bytes = std::fs::read(out.join(file)).expect("image file");
+        assert!(
+            bytes.starts_with(magic),
+            "{file} does not start with {magic:?}"
+        );
+    }
     let booting = std::fs::read_to_string(out.join("BOOTING.md")).expect("BOOTING.md");
     assert!(
         booting.contains("Firecracker") && booting.contains("uhyve"),
