@@ -4,7 +4,7 @@
 # -M microvm: no PCI, qboot firmware; second IOAPIC off (kernel 0.11 handles one IOAPIC);
 # virtio-net on virtio-mmio in modern mode (force-legacy=false: the kernel drives only version 2);
 # static address (the variant has no DHCP client): QEMU's user network expects 10.0.2.15.
-# 256 MiB: kernel 0.11's virtio-mmio driver fails to allocate its queues at 192 MiB.
+# 64 MiB also serve (kernel/patches/0031 keeps the virtio-mmio queues at 256 entries).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 port="${PORT:-8080}"

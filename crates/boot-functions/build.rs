@@ -6,19 +6,15 @@ use std::env;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-/// Function name and file name, in the order they are deployed.
-const FUNCTIONS: &[(&str, &str)] = &[
-    ("http-server-demo", "http-server-demo.wasm"),
-    ("keyvalue-demo", "keyvalue-demo.wasm"),
-    ("todo-demo", "todo-demo.wasm"),
-    ("slight-http-server-demo", "slight-http-server-demo.wasm"),
-    ("slight-keyvalue-demo", "slight-keyvalue-demo.wasm"),
-    ("fib", "fib.wasm"),
-    ("answer", "answer.wat"),
-    ("sum", "sum.wat"),
-    ("sleep", "sleep.wat"),
-    ("stuck", "stuck.wat"),
-];
+/// Function name and file name, in the order they are deployed (`functions.txt`).
+fn functions(list: &str) -> Vec<(&str, &str)> {
+    list.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once(char::is_whitespace))
+        .map(|(name, file)| (name, file.trim()))
+        .collect()
+}
 
 fn main() {
     println!("cargo:rerun-if-env-changed=BOOT_FUNCTIONS_DIR");
@@ -28,8 +24,14 @@ fn main() {
         .unwrap_or_else(|| manifest_dir.join("../../target/guests"));
     println!("cargo:rerun-if-changed={}", dir.display());
 
+    let list_path = manifest_dir.join("functions.txt");
+    println!("cargo:rerun-if-changed={}", list_path.display());
+    let list = match std::fs::read_to_string(&list_path) {
+        Ok(list) => list,
+        Err(err) => panic!("cannot read {}: {err}", list_path.display()),
+    };
     let mut table = String::from("&[\n");
-    for (name, file) in FUNCTIONS {
+    for (name, file) in functions(&list) {
         let path = dir.join(file);
         println!("cargo:rerun-if-changed={}", path.display());
         if path.is_file() {

@@ -21,6 +21,20 @@ pub const KERNEL_DIR_ENV: &str = "HERMIT_KERNEL_DIR";
 /// needs the same (in `CARGO_TARGET_X86_64_UNKNOWN_HERMIT_RUSTFLAGS`) to reuse the `std` build.
 pub const HERMIT_RUSTFLAGS: &str = "-Cpanic=abort";
 
+/// Cargo profile of the image's application (the workspace's `[profile.image]`: size-oriented,
+/// LTO); debug builds use `dev`.
+pub const IMAGE_PROFILE: &str = "unikernel";
+
+/// Cargo profile of an application build: [`IMAGE_PROFILE`] for release, else `dev`.
+fn app_profile(release: bool) -> &'static str {
+    if release { IMAGE_PROFILE } else { "dev" }
+}
+
+/// The directory name cargo puts `profile`'s outputs in.
+fn profile_dir(profile: &str) -> &str {
+    if profile == "dev" { "debug" } else { profile }
+}
+
 /// How long the self-test may run in QEMU (TCG) before it counts as hung.
 /// (The TCP connection checks take about a minute: load, then the kernel's linger time.)
 const SELFTEST_TIMEOUT: Duration = Duration::from_secs(420);
@@ -33,7 +47,7 @@ pub fn build_app(release: bool) -> Result<PathBuf> {
         &util::root().join("Cargo.toml"),
         "kernel-app",
         "kernel-app",
-        release,
+        app_profile(release),
         &kernel_dir,
         &util::target_dir(),
     )?;
@@ -43,10 +57,9 @@ pub fn build_app(release: bool) -> Result<PathBuf> {
 /// The linked application ELF of [`build_app`] before stripping (with its symbols), in the
 /// target directory; `target/image/kernel-app` is its stripped copy in release builds.
 pub fn linked_app_path(release: bool) -> PathBuf {
-    let profile = if release { "release" } else { "debug" };
     util::target_dir()
         .join(APP_TARGET)
-        .join(profile)
+        .join(profile_dir(app_profile(release)))
         .join("kernel-app")
 }
 
@@ -63,7 +76,7 @@ pub fn build_microvm_app() -> Result<PathBuf> {
         &util::root().join("Cargo.toml"),
         "kernel-app",
         "kernel-app",
-        true,
+        IMAGE_PROFILE,
         &kernel_dir,
         // The shared target dir: only kernel-app is relinked against the other archive
         // (its build script reruns when HERMIT_KERNEL_DIR changes); std and deps are reused.
@@ -118,32 +131,32 @@ pub fn hermit_cargo(subcommand: &str, target_dir: &Path) -> std::process::Comman
 }
 
 /// Builds binary `bin` of `package` (in the workspace of `manifest`) for hermit, linked with the
-/// kernel archive, and returns the path of the ELF in the target directory.
+/// kernel archive with cargo profile `profile`, and returns the path of the ELF in the target
+/// directory.
 fn build_hermit_binary(
     manifest: &Path,
     package: &str,
     bin: &str,
-    release: bool,
+    profile: &str,
     kernel_dir: &Path,
     target_dir: &Path,
 ) -> Result<PathBuf> {
     let linker = kernel::ld_lld()?;
-    let profile = if release { "release" } else { "debug" };
 
     eprintln!("app: building {package} ({profile}) for {APP_TARGET}");
     let mut cargo = hermit_cargo("build", target_dir);
     cargo
-        .args(["--package", package, "--bin", bin])
+        .args(["--package", package, "--bin", bin, "--profile", profile])
         .arg("--manifest-path")
         .arg(manifest)
         .env(KERNEL_DIR_ENV, kernel_dir)
         // Debian's rustc has no rust-lld: link with LLVM's ld.lld (the target's flavor is gnu-lld).
         .env("CARGO_TARGET_X86_64_UNKNOWN_HERMIT_LINKER", &linker);
-    if release {
-        cargo.arg("--release");
-    }
     util::run(&mut cargo)?;
-    Ok(target_dir.join(APP_TARGET).join(profile).join(bin))
+    Ok(target_dir
+        .join(APP_TARGET)
+        .join(profile_dir(profile))
+        .join(bin))
 }
 
 /// Builds `kernel/selftest`, boots it with our loader in QEMU and fails unless every check passed
@@ -155,7 +168,7 @@ pub fn kernel_selftest() -> Result<()> {
         &util::root().join("kernel/selftest/Cargo.toml"),
         "hermit-selftest",
         "hermit-selftest",
-        true,
+        "release",
         &kernel::build_kernel()?,
         &util::target_dir(),
     )?;

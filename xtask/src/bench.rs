@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,13 +19,15 @@ use crate::vm::VmArgs;
 /// What to measure.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Suite {
-    /// Boot time to first HTTP response, image size, guest RAM; q35 vs pc vs microvm.
+    /// QEMU start → first 200 from a function and from /healthz on q35, pc and microvm, with
+    /// a breakdown from the serial console; the image's size by part.
     Boot,
     /// Requests/s and latency: native vs image with 1 and 2 vCPUs.
     Http,
     /// Requests/s of a key-value GET: in-memory vs Redis, native vs image.
     Kv,
-    /// Many instances side by side: time until all answer, RSS per QEMU (deployment forms).
+    /// Many instances side by side, each answering /healthz and a function on its own port:
+    /// time until all answered, host memory (RSS, PSS, private) per QEMU process.
     Density,
     /// Native server under wrk at 4/32/256 keep-alive connections, a hyper baseline, and
     /// 10,000 idle connections (RSS, does /healthz still answer).
@@ -84,7 +85,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "/healthz")]
     pub route: String,
     /// Profile suite: use the image of an earlier build and its unstripped app ELF
-    /// (target/x86_64-unknown-hermit/release/kernel-app) instead of building them.
+    /// (target/x86_64-unknown-hermit/unikernel/kernel-app) instead of building them.
     #[arg(long)]
     pub no_build: bool,
     #[command(flatten)]
@@ -111,10 +112,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("note: KVM unusable ({reason}); VM figures are under TCG (software emulation)");
     }
     if matches!(args.suite, Suite::Boot | Suite::All) {
-        bench_boot(args, &image)?;
         let microvm = crate::image_dir::microvm_image(true)?;
-        crate::density::bench_machines(&args.vm, args.boots, &image, &microvm)?;
-        bench_entry::bench_entries(&args.vm, args.boots, &image, &microvm)?;
+        bench_boot::bench_boot(args, &image, &microvm)?;
     }
     if matches!(args.suite, Suite::Http | Suite::All) {
         bench_http(args, &image)?;
@@ -142,10 +141,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+#[path = "bench_boot.rs"]
+mod bench_boot;
 #[path = "bench_connections.rs"]
 mod bench_connections;
-#[path = "bench_entry.rs"]
-mod bench_entry;
 #[path = "bench_fleet.rs"]
 mod bench_fleet;
 #[path = "bench_kv.rs"]
@@ -175,6 +174,16 @@ impl Running {
             .stderr(Stdio::null());
         let group = ProcessGroup::spawn(&mut cmd).with_context(|| format!("start {cmd:?}"))?;
         Ok(Running { _group: group })
+    }
+
+    /// Like [`Running::spawn`], with the process's stdout (QEMU's serial console) to read.
+    fn spawn_with_stdout(mut cmd: Command) -> Result<(Running, std::process::ChildStdout)> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut group = ProcessGroup::spawn(&mut cmd).with_context(|| format!("start {cmd:?}"))?;
+        let stdout = group.child().stdout.take().context("no stdout pipe")?;
+        Ok((Running { _group: group }, stdout))
     }
 }
 
@@ -250,9 +259,6 @@ fn vm_with(args: &BenchArgs, smp: u32) -> VmArgs {
     }
 }
 
-/// Guest RAM the small-memory boot uses (the target is to serve in 64 MiB).
-const SMALL_MEMORY_MIB: u32 = 64;
-
 fn boot_vm(vm: &VmArgs, image: &Image, port: u16, append: &str) -> Result<(Running, Duration)> {
     let cmd = crate::vm::command(vm, image, port, 8080, append)?;
     let start = Instant::now();
@@ -264,54 +270,6 @@ fn boot_vm(vm: &VmArgs, image: &Image, port: u16, append: &str) -> Result<(Runni
 pub(crate) fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
-}
-
-fn size_of(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-fn bench_boot(args: &BenchArgs, image: &Image) -> Result<()> {
-    let vm = vm_with(args, args.vm.smp);
-    let mut times = Vec::new();
-    for _ in 0..args.boots.max(1) {
-        let port = free_port()?;
-        let (_vm, elapsed) = boot_vm(&vm, image, port, "log=warn")?;
-        times.push(elapsed);
-    }
-    let min = times.iter().min().copied().unwrap_or_default();
-    let max = times.iter().max().copied().unwrap_or_default();
-    let loader = size_of(image.loader_for(vm.entry));
-    let app = size_of(&image.module);
-    println!("\n## boot ({})", vm.describe());
-    println!("| figure | value |");
-    println!("| --- | --- |");
-    println!(
-        "| QEMU start → first HTTP 200, median of {} | {:.0} ms (min {:.0}, max {:.0}) |",
-        times.len(),
-        median(times).as_secs_f64() * 1e3,
-        min.as_secs_f64() * 1e3,
-        max.as_secs_f64() * 1e3
-    );
-    println!(
-        "| image size: loader + app ELF (LZ4) | {:.2} MB ({} + {} bytes) |",
-        (loader + app) as f64 / 1e6,
-        loader,
-        app
-    );
-    println!("| guest RAM of the timed boots | {} MiB |", vm.memory);
-    let small = VmArgs {
-        memory: SMALL_MEMORY_MIB,
-        ..vm.clone()
-    };
-    let served = match boot_vm(&small, image, free_port()?, "log=warn") {
-        Ok((_vm, elapsed)) => format!(
-            "yes, first response after {:.0} ms",
-            elapsed.as_secs_f64() * 1e3
-        ),
-        Err(err) => format!("no: {err}"),
-    };
-    println!("| serves in {SMALL_MEMORY_MIB} MiB of guest RAM | {served} |");
-    Ok(())
 }
 
 /// Result of a load run.

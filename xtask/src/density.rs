@@ -1,5 +1,6 @@
-//! Deployment-form figures for `cargo xtask bench`: boot time per QEMU machine type (`machines`)
-//! and many instances side by side (`density`): time until all answer, RSS per QEMU process.
+//! `cargo xtask bench density`: many instances side by side. Each boots with its own hostfwd
+//! port and must answer `/healthz` and a function; the suite prints the time until all answered
+//! and the host memory each QEMU process costs (RSS, PSS, private), then kills them all.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -7,23 +8,50 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use harness::ProcessGroup;
 
-use crate::bench::{free_port, get_status, median};
+use crate::bench::{free_port, get_status};
 use crate::image::Image;
 use crate::image_dir::{MICROVM_MIN_MEMORY_MIB, USER_NET_STATIC_OPTIONS, with_kernel_options};
 use crate::qemu::Machine;
 use crate::vm::VmArgs;
 
-/// Most instances `bench density` starts (bounded: the host has few cores and the suite must
-/// stay friendly to it).
-pub const MAX_DENSITY_COUNT: usize = 32;
+/// Most instances `bench density` starts.
+pub const MAX_DENSITY_COUNT: usize = 128;
 
-/// How long one boot may take before the measurement gives up (TCG on a busy host).
-const BOOT_LIMIT: Duration = Duration::from_secs(180);
+/// TCG translation cache of each density instance unless `--tcg-cache` says otherwise: a
+/// booted image that served its functions translated ~20 MiB; 8 MiB costs some retranslation.
+pub const DENSITY_TCG_CACHE_MIB: u32 = 8;
+
+/// Route every instance must answer besides `/healthz` (a `_start` function embedded in the image).
+const DENSITY_FUNCTION_ROUTE: &str = "/exec/answer";
+
+/// How long all boots may take before the measurement gives up (N TCG guests on few cores).
+const BOOT_LIMIT: Duration = Duration::from_secs(900);
 
 /// A QEMU process in its own process group, killed (with the group) on drop.
 struct Vm {
     group: ProcessGroup,
     port: u16,
+}
+
+/// Host memory of one QEMU process in KiB.
+#[derive(Default, Clone, Copy)]
+struct Memory {
+    /// `VmRSS`: every resident page it maps, shared library pages included.
+    rss: u64,
+    /// `Pss` of smaps_rollup: shared pages divided among the processes sharing them.
+    pss: u64,
+    /// `RssAnon` + `RssShmem`: its own pages (guest RAM, translation cache, QEMU's heap).
+    private: u64,
+}
+
+/// The value in KiB of `key` in a /proc status-like text.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl Vm {
@@ -35,16 +63,17 @@ impl Vm {
         Ok(Vm { group, port })
     }
 
-    /// Resident set size of the QEMU process in KiB (`VmRSS` of /proc/PID/status).
-    fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.group.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+    fn memory(&self) -> Memory {
+        let pid = self.group.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let field = |text: &str, key| kib_field(text, key).unwrap_or(0);
+        Memory {
+            rss: field(&status, "VmRSS:"),
+            pss: field(&rollup, "Pss:"),
+            private: field(&status, "RssAnon:") + field(&status, "RssShmem:"),
+        }
     }
 
     fn exited(&mut self) -> bool {
@@ -52,52 +81,64 @@ impl Vm {
     }
 }
 
-/// Kernel command line and image for `machine`: the microvm variant needs its static address.
-fn boot_setup<'a>(machine: Machine, image: &'a Image, microvm: &'a Image) -> (&'a Image, String) {
-    match machine {
+/// What booting `requested.machine` takes: the VM settings (microvm needs its minimum RAM), the
+/// image (the microvm variant there) and the kernel command line with `app_words` (the microvm
+/// variant needs its static address).
+pub fn machine_setup<'a>(
+    requested: &VmArgs,
+    image: &'a Image,
+    microvm: &'a Image,
+    app_words: &str,
+) -> (VmArgs, &'a Image, String) {
+    match requested.machine {
         Machine::Microvm => (
+            VmArgs {
+                memory: requested.memory.max(MICROVM_MIN_MEMORY_MIB),
+                ..requested.clone()
+            },
             microvm,
-            with_kernel_options(USER_NET_STATIC_OPTIONS, "log=warn"),
+            with_kernel_options(USER_NET_STATIC_OPTIONS, app_words),
         ),
-        _ => (image, "log=warn".to_string()),
+        _ => (requested.clone(), image, app_words.to_string()),
     }
 }
 
-fn spawn_vm(vm: &VmArgs, image: &Image, microvm: &Image) -> Result<Vm> {
-    let port = free_port()?;
-    let (image, append) = boot_setup(vm.machine, image, microvm);
-    let vm = match vm.machine {
-        Machine::Microvm => VmArgs {
-            memory: vm.memory.max(MICROVM_MIN_MEMORY_MIB),
-            ..vm.clone()
-        },
-        _ => vm.clone(),
-    };
+/// Boots one instance on a host port none of `taken` uses (`free_port` releases the port it
+/// found, so two calls can return the same one, and QEMU would fail to forward it).
+fn spawn_vm(requested: &VmArgs, image: &Image, microvm: &Image, taken: &[Vm]) -> Result<Vm> {
+    let mut port = free_port()?;
+    while taken.iter().any(|vm| vm.port == port) {
+        port = free_port()?;
+    }
+    let (vm, image, append) = machine_setup(requested, image, microvm, "log=warn");
     let cmd = crate::vm::command(&vm, image, port, 8080, &append)?;
     Vm::spawn(cmd, port)
 }
 
-/// Polls `/healthz` of `vm` until 200; the time since `start`.
-fn wait_healthy(vm: &mut Vm, start: Instant) -> Result<Duration> {
+/// Polls `route` of `vm` until 200; the time since `start`.
+fn wait_answer(vm: &mut Vm, route: &str, start: Instant) -> Result<Duration> {
     loop {
-        if get_status(vm.port, "/healthz") == Some(200) {
+        if get_status(vm.port, route) == Some(200) {
             return Ok(start.elapsed());
         }
         if vm.exited() {
-            bail!("QEMU on port {} exited before answering", vm.port);
+            bail!("QEMU on port {} exited before {route} answered", vm.port);
         }
         if start.elapsed() > BOOT_LIMIT {
-            bail!("no response on port {} within {BOOT_LIMIT:?}", vm.port);
+            bail!(
+                "{route} on port {} did not answer within {BOOT_LIMIT:?}",
+                vm.port
+            );
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// Whether `/healthz` on `port` answers 200 within a few attempts (the probe's read timeout is
+/// Whether `route` on `port` answers 200 within a few attempts (the probe's read timeout is
 /// short, and N TCG guests share few host cores).
-fn answers(port: u16) -> bool {
+fn answers(port: u16, route: &str) -> bool {
     (0..10).any(|_| {
-        let ok = get_status(port, "/healthz") == Some(200);
+        let ok = get_status(port, route) == Some(200);
         if !ok {
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -109,100 +150,77 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Boot time (QEMU start → first HTTP 200) on q35, pc and microvm: median of `boots` each.
-pub fn bench_machines(args: &VmArgs, boots: usize, image: &Image, microvm: &Image) -> Result<()> {
-    println!(
-        "\n## boot time by machine type ({} vCPU, {} MiB, TCG unless KVM is usable)",
-        args.smp, args.memory
-    );
-    println!("| machine | firmware | NIC | median | min | max | boots | app ELF |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for machine in [Machine::Q35, Machine::Pc, Machine::Microvm] {
-        let vm_args = VmArgs {
-            machine,
-            ..args.clone()
-        };
-        let mut times = Vec::new();
-        let mut failure = None;
-        for _ in 0..boots.max(1) {
-            let start = Instant::now();
-            let result =
-                spawn_vm(&vm_args, image, microvm).and_then(|mut vm| wait_healthy(&mut vm, start));
-            match result {
-                Ok(elapsed) => times.push(elapsed),
-                Err(err) => failure = Some(err),
-            }
-        }
-        let (firmware, nic) = match machine {
-            Machine::Microvm => ("qboot", "virtio-net-device (mmio)"),
-            _ => ("SeaBIOS", "virtio-net-pci"),
-        };
-        let (app, _) = boot_setup(machine, image, microvm);
-        let app_bytes = std::fs::metadata(&app.module).map(|m| m.len()).unwrap_or(0);
-        if times.is_empty() {
-            let reason = failure.map(|e| e.to_string()).unwrap_or_default();
-            println!(
-                "| {} | {firmware} | {nic} | failed: {reason} | | | 0 | {app_bytes} B |",
-                crate::qemu::machine_name(machine)
-            );
-            continue;
-        }
-        let min = times.iter().min().copied().unwrap_or_default();
-        let max = times.iter().max().copied().unwrap_or_default();
-        let count = times.len();
-        println!(
-            "| {} | {firmware} | {nic} | {:.0} ms | {:.0} ms | {:.0} ms | {count} | {:.2} MB |",
-            crate::qemu::machine_name(machine),
-            ms(median(times)),
-            ms(min),
-            ms(max),
-            app_bytes as f64 / 1e6
-        );
-    }
-    Ok(())
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 /// Boots `count` instances side by side (each with its own hostfwd port), waits until each
-/// answers `/healthz`, prints time to boot all and RSS per QEMU process, then kills them all.
+/// answers `/healthz` and a function, prints the time until all answered and the host memory
+/// per QEMU process, then kills them all. Without `--tcg-cache`, the instances use
+/// [`DENSITY_TCG_CACHE_MIB`].
 pub fn bench_density(args: &VmArgs, count: usize, image: &Image, microvm: &Image) -> Result<()> {
     if count == 0 || count > MAX_DENSITY_COUNT {
         bail!("--count must be 1..={MAX_DENSITY_COUNT}");
     }
+    let args = VmArgs {
+        tcg_cache_mib: Some(args.tcg_cache_mib.unwrap_or(DENSITY_TCG_CACHE_MIB)),
+        ..args.clone()
+    };
     let start = Instant::now();
     let mut vms = Vec::with_capacity(count);
     for _ in 0..count {
-        vms.push(spawn_vm(args, image, microvm)?);
+        let vm = spawn_vm(&args, image, microvm, &vms)?;
+        vms.push(vm);
     }
     let spawned = start.elapsed();
-    let mut ready = Vec::with_capacity(count);
+    let mut healthy = Vec::with_capacity(count);
+    let mut served = Vec::with_capacity(count);
     for vm in &mut vms {
-        ready.push(wait_healthy(vm, start)?);
+        healthy.push(wait_answer(vm, "/healthz", start)?);
+    }
+    for vm in &mut vms {
+        served.push(wait_answer(vm, DENSITY_FUNCTION_ROUTE, start)?);
     }
     let all = start.elapsed();
+    // Let the last boots settle (they were still translating code), then measure idle VMs.
+    std::thread::sleep(Duration::from_secs(2));
+    let memory: Vec<Memory> = vms.iter().map(Vm::memory).collect();
     // Every instance answered; each must still answer now that all run.
-    let answering = vms.iter().filter(|vm| answers(vm.port)).count();
-    let rss: Vec<u64> = vms.iter().map(|vm| vm.rss_kib().unwrap_or(0)).collect();
+    let answering = vms
+        .iter()
+        .filter(|vm| answers(vm.port, "/healthz") && answers(vm.port, DENSITY_FUNCTION_ROUTE))
+        .count();
+    let (vm_args, _, _) = machine_setup(&args, image, microvm, "");
     println!(
-        "\n## density: {count} instances side by side ({:?}, {} vCPU, {} MiB guest RAM each)",
-        args.machine,
-        args.smp,
-        match args.machine {
-            Machine::Microvm => args.memory.max(MICROVM_MIN_MEMORY_MIB),
-            _ => args.memory,
-        }
+        "\n## density: {count} instances side by side ({}, TCG cache {} MiB)",
+        vm_args.describe(),
+        args.tcg_cache_mib.unwrap_or(0)
     );
-    println!("| instance | host port | first 200 after | QEMU RSS |");
-    println!("| --- | --- | --- | --- |");
+    println!(
+        "| instance | host port | /healthz 200 after | {DENSITY_FUNCTION_ROUTE} 200 after | RSS | PSS | private |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (i, vm) in vms.iter().enumerate() {
+        let m = memory.get(i).copied().unwrap_or_default();
         println!(
-            "| {} | {} | {:.0} ms | {:.1} MiB |",
+            "| {} | {} | {:.0} ms | {:.0} ms | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
             i + 1,
             vm.port,
-            ms(ready[i]),
-            rss[i] as f64 / 1024.0
+            healthy.get(i).map_or(0.0, |d| ms(*d)),
+            served.get(i).map_or(0.0, |d| ms(*d)),
+            mib(m.rss),
+            mib(m.pss),
+            mib(m.private)
         );
     }
-    let total: u64 = rss.iter().sum();
+    let sum = |f: fn(&Memory) -> u64| memory.iter().map(f).sum::<u64>();
+    let range = |f: fn(&Memory) -> u64| {
+        let values = memory.iter().map(f);
+        (
+            mib(values.clone().min().unwrap_or(0)),
+            mib(values.max().unwrap_or(0)),
+        )
+    };
     println!("\n| figure | value |");
     println!("| --- | --- |");
     println!(
@@ -210,17 +228,22 @@ pub fn bench_density(args: &VmArgs, count: usize, image: &Image, microvm: &Image
         ms(spawned)
     );
     println!(
-        "| all {count} answered /healthz after | {:.0} ms |",
+        "| all {count} answered /healthz and {DENSITY_FUNCTION_ROUTE} after | {:.0} ms |",
         ms(all)
     );
-    println!("| still answering with all running | {answering} of {count} |");
-    println!(
-        "| RSS per QEMU process, mean (min–max) | {:.1} MiB ({:.1}–{:.1}) |",
-        total as f64 / 1024.0 / count as f64,
-        rss.iter().min().copied().unwrap_or(0) as f64 / 1024.0,
-        rss.iter().max().copied().unwrap_or(0) as f64 / 1024.0
-    );
-    println!("| RSS of all {count} | {:.1} MiB |", total as f64 / 1024.0);
+    println!("| still answering both with all running | {answering} of {count} |");
+    for (name, f) in [
+        ("RSS", (|m: &Memory| m.rss) as fn(&Memory) -> u64),
+        ("PSS (shared pages split)", |m: &Memory| m.pss),
+        ("private (anonymous + guest RAM)", |m: &Memory| m.private),
+    ] {
+        let (min, max) = range(f);
+        println!(
+            "| {name} per QEMU process, mean (min–max) | {:.1} MiB ({min:.1}–{max:.1}) |",
+            mib(sum(f)) / count as f64
+        );
+        println!("| {name} of all {count} | {:.0} MiB |", mib(sum(f)));
+    }
     drop(vms);
     Ok(())
 }

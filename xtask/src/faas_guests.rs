@@ -1,6 +1,7 @@
 //! Builds the classic FaaS guests into `target/guests/`: the Rust WASI commands `guests/fib` and
 //! `guests/nebula-fib` (the Nebula seed's guest, test data for the end-to-end tests;
-//! wasm32-wasip1, std built from source and linked against Debian's wasi-libc) and the WAT
+//! wasm32-wasip1, std built from source and linked against Debian's wasi-libc, then shrunk with
+//! `wasm-opt` like the other guests) and the WAT
 //! examples of `guests/wat/` (copied as source: wasmi compiles WAT text directly).
 
 use std::fs;
@@ -59,8 +60,11 @@ fn build_wasi_command(name: &str, out_dir: &Path) -> Result<PathBuf> {
         .env_remove("CARGO_ENCODED_RUSTFLAGS"))?;
     let built = build_dir.join(format!("wasm32-wasip1/release/{name}.wasm"));
     let target = out_dir.join(format!("{name}.wasm"));
-    fs::copy(&built, &target)
-        .with_context(|| format!("cannot copy {} to {}", built.display(), target.display()))?;
+    // Shrunk like the other guests (it is embedded into the image); only when rebuilt, so that
+    // the image is not relinked for an unchanged guest.
+    if crate::guests::is_newer(&built, &target)? {
+        crate::guests::optimise(crate::guests::which("wasm-opt").as_deref(), &built, &target)?;
+    }
     Ok(target)
 }
 

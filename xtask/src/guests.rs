@@ -103,6 +103,7 @@ pub fn is_newer(source: &Path, output: &Path) -> Result<bool> {
     Ok(std::fs::metadata(source)?.modified()? > out_meta.modified()?)
 }
 
+/// Writes `linked` shrunk by `wasm-opt -Oz` to `output` (a plain copy without wasm-opt).
 pub fn optimise(wasm_opt: Option<&Path>, linked: &Path, output: &Path) -> Result<()> {
     if let Some(wasm_opt) = wasm_opt {
         let status = Command::new(wasm_opt)
@@ -124,6 +125,7 @@ pub fn optimise(wasm_opt: Option<&Path>, linked: &Path, output: &Path) -> Result
     Ok(())
 }
 
+/// The path of `program` on `PATH`, if it is there.
 pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)

@@ -68,3 +68,16 @@ pub fn existing() -> Result<Image> {
     }
     Ok(image)
 }
+
+/// Files of the functions embedded into the image (`crates/boot-functions/functions.txt`), in
+/// `target/guests/`.
+pub fn boot_function_files() -> Vec<String> {
+    let list = util::root().join("crates/boot-functions/functions.txt");
+    std::fs::read_to_string(list)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+}

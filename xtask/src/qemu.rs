@@ -90,6 +90,9 @@ pub struct QemuConfig {
     pub append: String,
     /// More raw QEMU arguments, appended last.
     pub extra_args: Vec<String>,
+    /// TCG translation cache in MiB (`-accel tcg,tb-size=`); `None`: QEMU's default, which
+    /// grows up to 1 GiB as code is translated (a booted image fills ~20 MiB of it).
+    pub tcg_cache_mib: Option<u32>,
 }
 
 impl Default for QemuConfig {
@@ -104,6 +107,7 @@ impl Default for QemuConfig {
             network: true,
             append: String::new(),
             extra_args: Vec::new(),
+            tcg_cache_mib: None,
         }
     }
 }
@@ -135,8 +139,11 @@ pub fn command(config: &QemuConfig, loader: &Path, app: &Path) -> Command {
     let mut cmd = Command::new(QEMU);
     let machine = machine_name(config.machine);
     let (accel, cpu) = match config.effective_accel() {
-        Accel::Kvm => ("kvm", "host"),
-        _ => ("tcg", TCG_CPU),
+        Accel::Kvm => ("kvm".to_string(), "host"),
+        _ => match config.tcg_cache_mib {
+            Some(mib) => (format!("tcg,tb-size={mib}"), TCG_CPU),
+            None => ("tcg".to_string(), TCG_CPU),
+        },
     };
     cmd.args([
         "-nodefaults",
@@ -146,18 +153,25 @@ pub fn command(config: &QemuConfig, loader: &Path, app: &Path) -> Command {
         "-serial",
         "stdio",
     ])
-    .args(["-M", machine, "-accel", accel, "-cpu", cpu]);
+    .args(["-M", machine, "-accel", &accel, "-cpu", cpu]);
     if config.machine == Machine::Microvm {
         // kernel 0.11 drives only modern (version 2) virtio-mmio devices; QEMU's default is legacy.
         cmd.args(["-global", "virtio-mmio.force-legacy=false"]);
     }
+    // Guest RAM in a memfd instead of anonymous memory: QEMU asks for transparent huge pages on
+    // anonymous guest RAM, so every 2 MiB the guest touches cost the host 2 MiB (an idle image
+    // touched 34 MiB that way, 17.5 MiB in 4 KiB pages); shared memory gets no huge pages.
     cmd.args([
         "-smp",
         &config.smp.to_string(),
         "-m",
         &format!("{}M", config.memory_mib),
-    ])
-    .args([
+        "-object",
+        &format!("memory-backend-memfd,id=ram0,size={}M", config.memory_mib),
+        "-machine",
+        "memory-backend=ram0",
+    ]);
+    cmd.args([
         "-device",
         &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT},iosize=0x04"),
     ])
@@ -165,7 +179,7 @@ pub fn command(config: &QemuConfig, loader: &Path, app: &Path) -> Command {
     .arg(loader)
     .arg("-initrd")
     .arg(app);
-    let append = kernel_command_line(config, accel == "tcg");
+    let append = kernel_command_line(config, accel.starts_with("tcg"));
     if !append.is_empty() {
         cmd.args(["-append", &append]);
     }
@@ -384,6 +398,7 @@ pub fn boot(args: &BootArgs) -> anyhow::Result<()> {
         network: !args.no_network,
         append: args.append.clone(),
         extra_args: Vec::new(),
+        tcg_cache_mib: args.vm.tcg_cache_mib,
     };
     if config.accel == Accel::Auto
         && let Err(reason) = kvm_status()
@@ -448,6 +463,29 @@ mod tests {
             args.contains("virtio-net-pci,netdev=net0,disable-legacy=on"),
             "{args}"
         );
+    }
+
+    #[test]
+    fn guest_ram_is_a_memfd_and_the_tcg_cache_is_sized_on_request() {
+        let config = QemuConfig {
+            accel: Accel::Tcg,
+            memory_mib: 64,
+            ..QemuConfig::default()
+        };
+        let args = args_of(&command(&config, Path::new("l"), Path::new("a"))).join(" ");
+        assert!(
+            args.contains(
+                "-m 64M -object memory-backend-memfd,id=ram0,size=64M -machine memory-backend=ram0"
+            ),
+            "{args}"
+        );
+        assert!(args.contains("-accel tcg -cpu"), "{args}");
+        let config = QemuConfig {
+            tcg_cache_mib: Some(8),
+            ..config
+        };
+        let args = args_of(&command(&config, Path::new("l"), Path::new("a"))).join(" ");
+        assert!(args.contains("-accel tcg,tb-size=8 -cpu"), "{args}");
     }
 
     #[test]

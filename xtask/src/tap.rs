@@ -195,6 +195,7 @@ pub fn run(args: &TapArgs) -> Result<()> {
         network: false,
         append: image_dir::with_kernel_options(&static_options, &args.append),
         extra_args: tap_nic_args(args.machine),
+        tcg_cache_mib: None,
     };
     let qemu_cmd = qemu::command(&config, &loader, &app);
     let mut cmd = namespace.command(qemu_cmd.get_program());

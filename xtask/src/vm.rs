@@ -32,6 +32,10 @@ pub struct VmArgs {
     /// How QEMU enters our loader: multiboot (`hermit-loader`) or PVH (`hermit-loader-pvh`).
     #[arg(long, value_enum, default_value_t = BootEntry::default())]
     pub entry: BootEntry,
+    /// TCG translation cache in MiB (default: QEMU's, up to 1 GiB as needed); a small one
+    /// saves host memory per VM and costs retranslation.
+    #[arg(long = "tcg-cache", value_name = "MIB")]
+    pub tcg_cache_mib: Option<u32>,
 }
 
 impl VmArgs {
@@ -64,6 +68,7 @@ impl VmArgs {
             network: true,
             append: kernel_command_line(append),
             extra_args: Vec::new(),
+            tcg_cache_mib: self.tcg_cache_mib,
         }
     }
 }
