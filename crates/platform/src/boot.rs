@@ -126,6 +126,9 @@ impl App {
                         log::error!("boot function {name} not deployed: {err}");
                     }
                     app.boot.finish(name);
+                    // Let the I/O thread in between compiles: on one vCPU it would otherwise wait
+                    // for every boot function before answering anything (even `/healthz`).
+                    std::thread::yield_now();
                 }
                 log::info!(
                     "{} boot functions deployed in {} ms",
