@@ -9,6 +9,12 @@ pub const MAGIC: &[u8; 4] = b"HLZ4";
 /// Length of the header: magic and the expanded length.
 const HEADER_LEN: usize = 12;
 
+/// Shortest ELF (its header).
+const MIN_EXPANDED_LEN: u64 = 64;
+
+/// Most an LZ4 block expands: 255 bytes per input byte, plus the last literals.
+const MAX_RATIO: u64 = 255;
+
 /// A compressed boot module.
 pub struct Compressed<'a> {
     /// Length of the ELF once expanded.
@@ -21,6 +27,8 @@ pub struct Compressed<'a> {
 pub enum ExpandError {
     /// The header is cut short.
     TruncatedHeader,
+    /// The header names a length no ELF has or this block cannot expand to.
+    ImpossibleLength,
     /// The LZ4 block is corrupt or does not expand to the length the header names.
     Corrupt,
 }
@@ -30,6 +38,9 @@ impl ExpandError {
     pub fn message(&self) -> &'static str {
         match self {
             Self::TruncatedHeader => "the compressed boot module's header is cut short",
+            Self::ImpossibleLength => {
+                "the compressed boot module's header names a length its block cannot expand to"
+            }
             Self::Corrupt => {
                 "the compressed boot module is corrupt or does not expand to its declared length"
             }
@@ -51,7 +62,15 @@ impl<'a> Compressed<'a> {
                 expanded_len: u64::from_le_bytes(len),
                 block,
             })
-            .ok_or(ExpandError::TruncatedHeader);
+            .ok_or(ExpandError::TruncatedHeader)
+            .and_then(|module| {
+                let most = (module.block.len() as u64).saturating_mul(MAX_RATIO) + 16;
+                if (MIN_EXPANDED_LEN..=most).contains(&module.expanded_len) {
+                    Ok(module)
+                } else {
+                    Err(ExpandError::ImpossibleLength)
+                }
+            });
         Some(parsed)
     }
 

@@ -137,7 +137,8 @@ impl Handover {
             && !self.reserved.as_slice().iter().any(|r| r.overlaps(&span))
     }
 
-    /// The highest `align`-aligned address where `size` bytes are free below `limit`.
+    /// The highest `align`-aligned address at or above 1 MiB (clear of the real-mode area and the
+    /// kernel's SMP trampoline) where `size` bytes are free below `limit`.
     pub fn highest_free(&self, size: u64, align: u64, limit: u64) -> Option<u64> {
         let before_reserved = self.reserved.as_slice().iter().map(|r| r.start);
         let ram_ends = self.ram.as_slice().iter().map(|r| r.end.min(limit));
@@ -145,7 +146,7 @@ impl Handover {
             .chain(ram_ends)
             .filter_map(|end| end.checked_sub(size))
             .map(|start| start - start % align)
-            .filter(|&start| self.is_free(Span::with_len(start, size), limit))
+            .filter(|&start| start >= 0x10_0000 && self.is_free(Span::with_len(start, size), limit))
             .max()
     }
 

@@ -243,7 +243,9 @@ fn place_kernel(handover: &Handover, kernel: &KernelObject<'_>, size: u64, elf_l
     let floor = (&raw const __bss_end) as u64 + elf_len;
     match kernel.start_addr() {
         Some(fixed) if handover.is_free(Span::with_len(fixed, size), IDENTITY_MAPPED_END) => fixed,
-        Some(_) => fail("the non-relocatable ELF overlaps the loader, its modules or non-RAM"),
+        Some(_) => fail(
+            "the non-relocatable ELF overlaps the loader, its modules, the expanded module or non-RAM",
+        ),
         None => handover
             .lowest_free(size, LARGE_PAGE_SIZE, floor, IDENTITY_MAPPED_END)
             .unwrap_or_else(|| fail("not enough free RAM below 1 GiB for the application image")),

@@ -33,6 +33,14 @@ pub struct Instance {
     output: Arc<Mutex<String>>,
 }
 
+/// The cargo target directory (`CARGO_TARGET_DIR`, else the repository's `target/`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+    }
+}
+
 /// Path of the xtask binary, given by `cargo xtask test` in `XTASK_BIN`.
 pub fn xtask_bin() -> PathBuf {
     match std::env::var_os("XTASK_BIN") {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::{Instance, http, xtask_bin};
+use e2e::{Instance, http, target_dir, xtask_bin};
 
 /// Kernel options of the microvm variant on QEMU's user network (no DHCP client in it).
 const USER_NET_STATIC: &str = "-ip 10.0.2.15 -gateway 10.0.2.2 -mask 255.255.255.0";
@@ -17,13 +17,6 @@ const USER_NET_STATIC: &str = "-ip 10.0.2.15 -gateway 10.0.2.2 -mask 255.255.255
 const TAP_GUEST: &str = "10.0.5.3";
 /// How long a TCG boot may take on a busy host.
 const BOOT_LIMIT: Duration = Duration::from_secs(180);
-
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-    }
-}
 
 /// The microvm variant's app ELF (`cargo xtask test` builds it; missing, the test fails).
 fn microvm_app() -> PathBuf {
