@@ -416,6 +416,29 @@ fn a_bad_byte_beyond_the_head_limit_is_431_however_it_arrives() {
     }
 }
 
+/// Found by `cargo xtask fuzz` (http_request) in a CI run: the same in a chunked body's
+/// trailer section, where a bad byte within the limit on a line ending beyond it gave 400 when
+/// the request arrived whole and 431 when it arrived byte by byte.
+#[test]
+fn a_bad_trailer_byte_gives_the_same_answer_however_it_arrives() {
+    let head = b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n";
+    let mut within = head.to_vec();
+    within.extend(b"N: v\r\nTransfer\x00");
+    within.extend(std::iter::repeat_n(b'a', 1100));
+    within.extend(b"\r\n\r\n");
+    let mut beyond = head.to_vec();
+    beyond.extend(b"N: v\r\nX: ");
+    beyond.extend(std::iter::repeat_n(b'a', 1100));
+    beyond.extend(b"\x00\r\n\r\n");
+    for (input, status) in [(within, 400), (beyond, 431)] {
+        for size in [1, 4, 100, 1000, input.len()] {
+            let ((requests, error), _) = feed(&input, &[size], limits());
+            assert!(requests.is_empty());
+            assert_eq!(error.map(|e| e.status()), Some(status), "pieces of {size}");
+        }
+    }
+}
+
 #[test]
 fn requests_before_an_error_are_still_returned() {
     let (requests, error, _) = parse(b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\nBROKEN\x00\r\n\r\n");
