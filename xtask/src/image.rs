@@ -53,11 +53,12 @@ pub fn build() -> Result<Image> {
 /// The image of an earlier build, without building.
 pub fn existing() -> Result<Image> {
     let dir = util::target_dir().join("image");
+    let app = dir.join("kernel-app");
     let image = Image {
         loader: dir.join("hermit-loader"),
         loader_pvh: crate::loader::pvh_loader_image_path(),
-        app: dir.join("kernel-app"),
-        module: dir.join("kernel-app.lz4"),
+        module: crate::compress::module_path(&app),
+        app,
     };
     for part in [&image.loader, &image.loader_pvh, &image.app, &image.module] {
         ensure!(
