@@ -81,13 +81,13 @@ fn stage_ends(seen: &[(&str, Duration)]) -> [Option<Duration>; 4] {
 /// Polls `route` until it answers 200 (the function may not be deployed yet: a 404 or 503 is
 /// retried after a short pause, which keeps the probing from loading the booting guest).
 ///
-/// The first attempt gives up after 50 ms, each later one after twice as long as the one
-/// before. A connection that reaches the guest before the app listens hangs rather than being
-/// refused (most likely the guest's reset is lost while its network stack has not learned the
-/// gateway's MAC, which QEMU's user network never announces after DHCP); with 200 ms first
-/// attempts every q35 and pc boot measured 200 ms of that wait.
+/// A connection that reaches the guest before the app listens is refused at once (the kernel
+/// knows the gateway's hardware address from the moment its address is configured,
+/// kernel/patches/0032) and retried 2 ms later; one attempt may take 1 s, each later one twice as
+/// long (a slow attempt means a slow guest, and a request for a function still being deployed
+/// waits for it).
 fn wait_route(port: u16, route: &str, start: Instant) -> Result<Duration> {
-    let mut attempt = Duration::from_millis(50);
+    let mut attempt = Duration::from_secs(1);
     loop {
         match probe(port, route, attempt) {
             Ok(200) => return Ok(start.elapsed()),

@@ -36,6 +36,24 @@ pub struct VmArgs {
     /// saves host memory per VM and costs retranslation.
     #[arg(long = "tcg-cache", value_name = "MIB")]
     pub tcg_cache_mib: Option<u32>,
+    /// One more port forward, `HOST:GUEST` (127.0.0.1:HOST on the host to the guest's GUEST);
+    /// may be given more than once.
+    #[arg(long = "forward", value_name = "HOST:GUEST", value_parser = parse_forward)]
+    pub forwards: Vec<(u16, u16)>,
+}
+
+/// Parses `HOST:GUEST` (two port numbers).
+fn parse_forward(text: &str) -> Result<(u16, u16), String> {
+    let (host, guest) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?}: expected HOST:GUEST, two port numbers"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("{p:?} is not a port number (1 to 65535)"))
+    };
+    Ok((port(host)?, port(guest)?))
 }
 
 impl VmArgs {
@@ -59,11 +77,11 @@ impl VmArgs {
             smp: self.smp,
             memory_mib: self.memory,
             accel: self.accel,
-            forwards: if host_port == 0 {
-                Vec::new()
-            } else {
-                vec![(host_port, guest_port)]
-            },
+            forwards: (host_port != 0)
+                .then_some((host_port, guest_port))
+                .into_iter()
+                .chain(self.forwards.iter().copied())
+                .collect(),
             nic: self.nic,
             network: true,
             append: kernel_command_line(append),
@@ -109,6 +127,14 @@ pub fn command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwards_are_two_port_numbers() {
+        assert_eq!(parse_forward("18081:7777"), Ok((18081, 7777)));
+        for bad in ["18081", "0:80", "80:", "x:80", "70000:80"] {
+            assert!(parse_forward(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn app_words_go_after_the_separator() {
