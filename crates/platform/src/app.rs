@@ -293,6 +293,29 @@ mod tests {
     }
 
     #[test]
+    fn the_deployer_gives_way_to_running_calls_but_not_for_ever() {
+        static FUNCTIONS: &[(&str, &[u8])] = &[(
+            "only",
+            br#"(module (func (export "_start") (result i32) i32.const 1))"#,
+        )];
+        let app = Arc::new(app_with(Arc::new(keyvalue::MemoryStore::new())));
+        let call = app.boot.call_running();
+        let started = std::time::Instant::now();
+        let deployer = App::deploy_in_background(&app, FUNCTIONS).expect("spawn deployer");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        if started.elapsed() < std::time::Duration::from_millis(90) {
+            assert!(
+                app.registry.get("only").is_none(),
+                "deployed while a call was running"
+            );
+        }
+        // A call that never ends delays the deployment by a bounded time only.
+        deployer.join().expect("deployer");
+        assert!(app.registry.get("only").is_some());
+        drop(call);
+    }
+
+    #[test]
     fn requests_for_boot_functions_wait_until_deployed() {
         static FUNCTIONS: &[(&str, &[u8])] = &[
             (

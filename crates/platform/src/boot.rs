@@ -18,12 +18,33 @@ const BOOT_WAIT: Duration = Duration::from_secs(120);
 /// runs under the function's limits like any request).
 const BOOT_RESERVE_WAIT: Duration = Duration::from_secs(60);
 
+/// Longest the deployer defers its next compile while function calls run: it gives way to
+/// requests (on one vCPU a compile would otherwise take turns with the first answers), but
+/// a steady stream of calls cannot keep the remaining boot functions from being deployed.
+const DEFER_TO_CALLS: Duration = Duration::from_millis(100);
+
 /// Boot-time functions still being compiled: requests for them wait rather than get 404, so
 /// the server can listen (and answer `/healthz`) before every function is ready.
 #[derive(Default)]
 pub(crate) struct BootGate {
     pending: Mutex<HashSet<String>>,
     deployed: Condvar,
+    /// Function calls running now (see [`BootGate::call_running`]).
+    calls: Mutex<usize>,
+    calls_done: Condvar,
+}
+
+/// A function call in progress, counted until dropped.
+pub(crate) struct CallRunning<'a>(&'a BootGate);
+
+impl Drop for CallRunning<'_> {
+    fn drop(&mut self) {
+        let mut calls = self.0.calls_lock();
+        *calls = calls.saturating_sub(1);
+        if *calls == 0 {
+            self.0.calls_done.notify_all();
+        }
+    }
 }
 
 impl BootGate {
@@ -44,6 +65,24 @@ impl BootGate {
     fn finish(&self, name: &str) {
         self.lock().remove(name);
         self.deployed.notify_all();
+    }
+
+    fn calls_lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a function call until the returned guard is dropped.
+    pub(crate) fn call_running(&self) -> CallRunning<'_> {
+        *self.calls_lock() += 1;
+        CallRunning(self)
+    }
+
+    /// Waits until no function call runs, at most [`DEFER_TO_CALLS`].
+    fn wait_for_calls(&self) {
+        let calls = self.calls_lock();
+        let _ = self
+            .calls_done
+            .wait_timeout_while(calls, DEFER_TO_CALLS, |calls| *calls > 0);
     }
 }
 
@@ -122,12 +161,14 @@ impl App {
             .spawn(move || {
                 let started = Instant::now();
                 for (name, source) in functions {
+                    app.boot.wait_for_calls();
                     if let Err(err) = app.deploy(name, source) {
                         log::error!("boot function {name} not deployed: {err}");
                     }
                     app.boot.finish(name);
-                    // Let the I/O thread in between compiles: on one vCPU it would otherwise wait
-                    // for every boot function before answering anything (even `/healthz`).
+                    // Let the I/O thread and the requests that waited for this function in
+                    // before the next compile (on one vCPU they would otherwise wait for every
+                    // boot function before answering, even `/healthz`).
                     std::thread::yield_now();
                 }
                 log::info!(

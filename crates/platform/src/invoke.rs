@@ -186,7 +186,10 @@ impl App {
             .lookup(name)
             .ok_or_else(|| PlatformError::NotFound(format!("no function named {name:?}")))?;
         let started = Instant::now();
-        let ran = call(&function);
+        let ran = {
+            let _running = self.boot.call_running();
+            call(&function)
+        };
         let cost = Cost {
             elapsed: started.elapsed(),
             fuel: ran.report.fuel_used,
