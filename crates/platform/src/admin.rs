@@ -9,6 +9,7 @@ use subtle::ConstantTimeEq;
 use crate::app::{Answer, App};
 use crate::error::PlatformError;
 use crate::function_store::{FUNCTION_STORE, encode_stored};
+use crate::functions::Origin;
 use crate::invoke::{RESERVE_WAIT, refusal_message};
 use crate::memory::{Refused, reservation_for};
 
@@ -119,7 +120,7 @@ impl App {
                     })?;
                 let function = self
                     .compiler
-                    .compile(name, &request.body, limits)
+                    .compile(name, &request.body, limits, Origin::Deployed)
                     .map_err(reject)?;
                 drop(reservation);
                 // Kept first: a deploy that would not survive a reboot is not made at all.
