@@ -60,23 +60,13 @@ fn stages(args: &TestArgs, tally: &mut Tally) -> Result<()> {
     // Tests that need what this machine may lack are #[ignore]d; those it has run, the others
     // are named as not run, with the reason.
     let kvm = crate::qemu::kvm_status().err();
-    // With four vCPUs under TCG the guest intermittently stops answering (2 of about 7 runs
-    // of `machines::*_four_vcpus` on 2026-12-01: every client's read timed out after 30 s), a
-    // kernel SMP bug not found yet; run them alone with `cargo xtask test -- four_vcpus`.
-    let four_vcpus = (args.filter.is_empty()).then(|| {
-        "the guest intermittently stops answering with 4 vCPUs under TCG (open kernel bug; \
-         `cargo xtask test -- four_vcpus` runs them)"
-            .to_string()
-    });
-    let needs: [(&str, Option<String>); 5] = [
+    let needs: [(&str, Option<String>); 3] = [
         ("monitors::uhyve_boots_to_ready", kvm.clone()),
         ("monitors::qemu_kvm_http_front", kvm),
         (
             "deploy_forms::tap_device_in_a_network_namespace",
             crate::tap::unusable_reason(),
         ),
-        ("machines::pc_64_mib_four_vcpus", four_vcpus.clone()),
-        ("machines::q35_64_mib_four_vcpus", four_vcpus),
     ];
     for (test, reason) in &needs {
         match reason {

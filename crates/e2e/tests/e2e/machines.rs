@@ -103,7 +103,6 @@ fn pc_64_mib_one_vcpu() {
 }
 
 #[test]
-#[ignore = "intermittently stops answering under TCG (open kernel SMP bug); `cargo xtask test -- four_vcpus` runs it"]
 fn pc_64_mib_four_vcpus() {
     serves_on("pc", 4);
 }
@@ -114,7 +113,6 @@ fn q35_64_mib_one_vcpu() {
 }
 
 #[test]
-#[ignore = "intermittently stops answering under TCG (open kernel SMP bug); `cargo xtask test -- four_vcpus` runs it"]
 fn q35_64_mib_four_vcpus() {
     serves_on("q35", 4);
 }
