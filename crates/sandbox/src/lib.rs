@@ -66,8 +66,7 @@ pub const MAX_STACK_BYTES: usize = 1 << 20;
 pub const COMPILATION_MODE: wasmi::CompilationMode = wasmi::CompilationMode::LazyTranslation;
 
 /// How code built into the image is compiled: each function validated and translated on its
-/// first call. The image's build checked it already (`wasm-opt`, which refuses invalid modules,
-/// processed every compiled guest; the seed WAT modules run in tests), and
+/// first call. The image's build validated it already (`wasm-opt` refuses invalid modules), and
 /// under emulation validating every body at boot delays the first answer; a module an admin
 /// deploys is validated whole ([`COMPILATION_MODE`]) so that a bad one is refused at deploy.
 pub const IMAGE_COMPILATION_MODE: wasmi::CompilationMode = wasmi::CompilationMode::Lazy;
