@@ -9,7 +9,6 @@ use subtle::ConstantTimeEq;
 use crate::app::{Answer, App};
 use crate::error::PlatformError;
 use crate::function_store::{FUNCTION_STORE, encode_stored};
-use crate::functions::Origin;
 use crate::invoke::{RESERVE_WAIT, refusal_message};
 use crate::memory::{Refused, reservation_for};
 
@@ -120,7 +119,7 @@ impl App {
                     })?;
                 let function = self
                     .compiler
-                    .compile(name, &request.body, limits, Origin::Deployed)
+                    .compile(name, &request.body, limits)
                     .map_err(reject)?;
                 drop(reservation);
                 // Kept first: a deploy that would not survive a reboot is not made at all.

@@ -9,7 +9,6 @@ use keyvalue::Bounds;
 
 use crate::app::App;
 use crate::function_store::FUNCTION_STORE;
-use crate::functions::Origin;
 use crate::memory::reservation_for;
 
 /// Longest a request waits for a boot-time function that is still being compiled.
@@ -112,21 +111,15 @@ impl App {
         }
     }
 
-    /// Deploys `source` as `name` with the default limits (a boot-time function, built into the
-    /// image: [`Origin::Image`]), unless an admin owns that name (deployed, deleted or restored
-    /// it): the admin's version wins.
+    /// Deploys `source` as `name` with the default limits (a boot-time function), unless an
+    /// admin owns that name (deployed, deleted or restored it): the admin's version wins.
     pub fn deploy(&self, name: &str, source: &[u8]) -> Result<(), String> {
         if self.registry.is_admin_owned(name) {
             log::info!("boot function {name} not deployed: an admin deployed or deleted it");
             return Ok(());
         }
-        let function = self.compile_reserved(
-            name,
-            source,
-            self.default_limits,
-            BOOT_RESERVE_WAIT,
-            Origin::Image,
-        )?;
+        let function =
+            self.compile_reserved(name, source, self.default_limits, BOOT_RESERVE_WAIT)?;
         let (kind, size) = (function.program.kind(), function.size);
         if self.registry.insert_boot(function) {
             log::info!("deployed {name} ({kind}, {size} bytes)");
@@ -145,13 +138,12 @@ impl App {
         source: &[u8],
         limits: crate::limits::FunctionLimits,
         wait: Duration,
-        origin: Origin,
     ) -> Result<crate::functions::Deployed, String> {
         let _reservation = self
             .memory
             .reserve(reservation_for(limits.max_memory), wait)
             .map_err(|refused| crate::invoke::refusal_message(name, refused))?;
-        self.compiler.compile(name, source, limits, origin)
+        self.compiler.compile(name, source, limits)
     }
 
     /// Deploys `functions` on a background thread, in order; until each is deployed, requests

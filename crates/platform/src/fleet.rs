@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::function_store::{FUNCTION_STORE, decode_stored};
-use crate::functions::{Deployed, Origin};
+use crate::functions::Deployed;
 
 /// Store of the fleet's index: per function name, [`Entry`] as text.
 pub const FUNCTION_INDEX: &str = "_function-index";
@@ -219,8 +219,7 @@ impl App {
             return Ok(false);
         }
         let (limits, source) = decode_stored(&value, self.default_limits)?;
-        let function =
-            self.compile_reserved(name, source, limits, reserve_wait, Origin::Deployed)?;
+        let function = self.compile_reserved(name, source, limits, reserve_wait)?;
         log::info!(
             "restored {name} ({}, {} bytes, sha256 {}) from store {FUNCTION_STORE}",
             function.program.kind(),

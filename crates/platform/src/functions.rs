@@ -97,17 +97,6 @@ pub struct Compiler {
 /// The export that makes a module an HTTP guest.
 const HANDLE_HTTP: &str = "handle-http";
 
-/// Where a function's code comes from, which decides when it is validated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// Deployed through the admin API, or restored from the function store: validated whole,
-    /// so that a bad module is refused when it is deployed.
-    Deployed,
-    /// Built into the image, validated by its build: each function is validated and translated
-    /// on its first call ([`sandbox::IMAGE_COMPILATION_MODE`]), which answers sooner after boot.
-    Image,
-}
-
 impl Compiler {
     /// A compiler whose HTTP guests use `kv`, except the platform's own
     /// [`crate::function_store::FUNCTION_STORE`].
@@ -125,7 +114,6 @@ impl Compiler {
         name: &str,
         source: &[u8],
         limits: FunctionLimits,
-        origin: Origin,
     ) -> Result<Deployed, String> {
         if !is_valid_function_name(name) {
             return Err(format!(
@@ -147,11 +135,9 @@ impl Compiler {
                  nanoprocess either ({faas_reason})"
             ));
         }
-        let module = match origin {
-            Origin::Deployed => inspected.compile(),
-            Origin::Image => inspected.compile_in(sandbox::IMAGE_COMPILATION_MODE),
-        }
-        .map_err(|e| format!("invalid module: {e}"))?;
+        let module = inspected
+            .compile()
+            .map_err(|e| format!("invalid module: {e}"))?;
         let program = match kind {
             wasm_faas::Kind::WasiCommand => Program::Wasi(module),
             wasm_faas::Kind::Nanoprocess { .. } => Program::Nanoprocess(module),
@@ -197,7 +183,6 @@ mod tests {
                 "answer",
                 br#"(module (func (export "_start") (result i32) i32.const 42))"#,
                 FunctionLimits::default(),
-                Origin::Deployed,
             )
             .unwrap();
         assert_eq!(nano.program.kind(), "nanoprocess");
@@ -207,7 +192,6 @@ mod tests {
                 br#"(module (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
                     (memory (export "memory") 1) (func (export "_start")))"#,
                 FunctionLimits::default(),
-                Origin::Deployed,
             )
             .unwrap();
         assert_eq!(wasi.program.kind(), "wasi");
@@ -215,45 +199,10 @@ mod tests {
     }
 
     #[test]
-    fn image_code_is_validated_on_its_first_call_deployed_code_at_once() {
-        let c = compiler();
-        let bad_body = br#"(module (func (export "_start") (result i32) i64.const 1))"#;
-        let err = c
-            .compile("x", bad_body, FunctionLimits::default(), Origin::Deployed)
-            .err()
-            .unwrap();
-        assert!(err.starts_with("invalid module: "), "{err}");
-        let image = c
-            .compile("x", bad_body, FunctionLimits::default(), Origin::Image)
-            .expect("image code is not validated at deploy");
-        let good = c
-            .compile(
-                "y",
-                br#"(module (func (export "_start") (result i32) i32.const 7))"#,
-                FunctionLimits::default(),
-                Origin::Image,
-            )
-            .expect("good image code");
-        let run = |function: &Deployed| {
-            let Program::Nanoprocess(module) = &function.program else {
-                panic!("not a nanoprocess");
-            };
-            wasm_faas::run_nanoprocess_str(module, "", &function.limits.faas()).result
-        };
-        assert!(run(&image).is_err(), "the bad body ran");
-        assert_eq!(run(&good).expect("runs").results, ["7"]);
-    }
-
-    #[test]
     fn bad_code_and_names_are_rejected() {
         let c = compiler();
         let err = c
-            .compile(
-                "x",
-                b"not wasm at all",
-                FunctionLimits::default(),
-                Origin::Deployed,
-            )
+            .compile("x", b"not wasm at all", FunctionLimits::default())
             .err()
             .unwrap();
         assert!(
@@ -266,7 +215,6 @@ mod tests {
                 "x",
                 b"\x7fELF\x02\x01\x01\xff\xfe",
                 FunctionLimits::default(),
-                Origin::Deployed,
             )
             .err()
             .unwrap();
@@ -279,7 +227,6 @@ mod tests {
                 "x",
                 br#"(module (func (export "other")))"#,
                 FunctionLimits::default(),
-                Origin::Deployed,
             )
             .err()
             .unwrap();
@@ -290,7 +237,6 @@ mod tests {
                 "x",
                 br#"(module (func (export "other") (result i32)))"#,
                 FunctionLimits::default(),
-                Origin::Deployed,
             )
             .err()
             .unwrap();
@@ -301,28 +247,17 @@ mod tests {
                 "x",
                 br#"(module (func (export "_start") (result i32)))"#,
                 FunctionLimits::default(),
-                Origin::Deployed,
             )
             .err()
             .unwrap();
         assert!(err.starts_with("invalid module: "), "{err}");
         assert!(
-            c.compile(
-                "metrics",
-                b"(module)",
-                FunctionLimits::default(),
-                Origin::Deployed
-            )
-            .is_err()
+            c.compile("metrics", b"(module)", FunctionLimits::default())
+                .is_err()
         );
         assert!(
-            c.compile(
-                "a/b",
-                b"(module)",
-                FunctionLimits::default(),
-                Origin::Deployed
-            )
-            .is_err()
+            c.compile("a/b", b"(module)", FunctionLimits::default())
+                .is_err()
         );
     }
 }

@@ -127,7 +127,6 @@ mod tests {
                 "f",
                 br#"(module (func (export "_start") (result i32) i32.const 1))"#,
                 FunctionLimits::default(),
-                crate::functions::Origin::Deployed,
             )
             .unwrap();
         let v2 = c
@@ -135,7 +134,6 @@ mod tests {
                 "f",
                 br#"(module (func (export "_start") (result i32) i32.const 2))"#,
                 FunctionLimits::default(),
-                crate::functions::Origin::Deployed,
             )
             .unwrap();
         assert!(!reg.insert_admin(v1));
@@ -158,13 +156,8 @@ mod tests {
         let wat =
             |n: u32| format!(r#"(module (func (export "_start") (result i32) i32.const {n}))"#);
         let compile = |name: &str, n| {
-            c.compile(
-                name,
-                wat(n).as_bytes(),
-                FunctionLimits::default(),
-                crate::functions::Origin::Deployed,
-            )
-            .unwrap()
+            c.compile(name, wat(n).as_bytes(), FunctionLimits::default())
+                .unwrap()
         };
         assert!(reg.insert_boot(compile("fresh", 1)));
         reg.insert_admin(compile("deployed", 2));

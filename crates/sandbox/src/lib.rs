@@ -65,12 +65,6 @@ pub const MAX_STACK_BYTES: usize = 1 << 20;
 /// as fast as eagerly compiled code (`cargo bench -p wasm-host` measures both modes).
 pub const COMPILATION_MODE: wasmi::CompilationMode = wasmi::CompilationMode::LazyTranslation;
 
-/// How code built into the image is compiled: each function validated and translated on its
-/// first call. The image's build validated it already (`wasm-opt` refuses invalid modules), and
-/// under emulation validating every body at boot delays the first answer; a module an admin
-/// deploys is validated whole ([`COMPILATION_MODE`]) so that a bad one is refused at deploy.
-pub const IMAGE_COMPILATION_MODE: wasmi::CompilationMode = wasmi::CompilationMode::Lazy;
-
 /// An engine configured for guests, compiling in [`COMPILATION_MODE`]. wasmi keeps the code of
 /// every module compiled on an engine for as long as the engine lives: give each long-lived
 /// module its own (see [`compile`]).

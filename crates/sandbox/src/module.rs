@@ -292,12 +292,6 @@ impl Inspected<'_> {
         self.compile_on(&crate::engine())
     }
 
-    /// Compiles the module on an engine of its own that compiles in `mode` (see
-    /// [`crate::IMAGE_COMPILATION_MODE`]); otherwise as [`Inspected::compile`].
-    pub fn compile_in(self, mode: wasmi::CompilationMode) -> Result<Module, CompileError> {
-        self.compile_on(&crate::engine_with(mode))
-    }
-
     /// Validates and compiles the module on `engine`, which keeps its code until the engine is
     /// dropped.
     pub fn compile_on(self, engine: &wasmi::Engine) -> Result<Module, CompileError> {
