@@ -127,3 +127,14 @@ fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's options are well formed (clap checks names, ids and defaults only when
+    /// a command is built: a clash between a flattened and an own option failed at run time).
+    #[test]
+    fn command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -356,21 +356,12 @@ pub struct BootArgs {
     /// Machine, vCPUs, memory, accelerator and NIC (as for `cargo xtask run`).
     #[command(flatten)]
     pub vm: crate::vm::VmArgs,
-    /// TCP forward HOST:GUEST (host side on 127.0.0.1), repeatable.
-    #[arg(long = "forward", value_parser = parse_forward)]
-    pub forwards: Vec<(u16, u16)>,
     /// Boot without a network card.
     #[arg(long)]
     pub no_network: bool,
     /// Use the loader of a previous build instead of building it.
     #[arg(long)]
     pub no_build: bool,
-}
-
-fn parse_forward(text: &str) -> Result<(u16, u16), String> {
-    let (host, guest) = text.split_once(':').ok_or("expected HOST:GUEST")?;
-    let port = |p: &str| p.parse::<u16>().map_err(|e| format!("bad port {p:?}: {e}"));
-    Ok((port(host)?, port(guest)?))
 }
 
 /// `cargo xtask boot`: builds the loader, boots the app in QEMU in the foreground, reports the exit.
@@ -393,7 +384,7 @@ pub fn boot(args: &BootArgs) -> anyhow::Result<()> {
         smp: args.vm.smp,
         memory_mib: args.vm.memory,
         accel: args.vm.accel,
-        forwards: args.forwards.clone(),
+        forwards: args.vm.forwards.clone(),
         nic: args.vm.nic,
         network: !args.no_network,
         append: args.append.clone(),
