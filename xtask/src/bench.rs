@@ -193,15 +193,8 @@ pub(crate) fn free_port() -> Result<u16> {
         .port())
 }
 
-/// One `GET path` with `Connection: close`; the status code. The short timeout matters while
-/// a VM boots: QEMU's user network accepts at once and then waits for the guest, which drops
-/// SYNs until its stack is up, so a fresh attempt beats waiting for a retransmission.
-pub(crate) fn get_status(port: u16, path: &str) -> Option<u16> {
-    probe(port, path, Duration::from_millis(100)).ok()
-}
-
 /// Why a probe got no status.
-enum ProbeFailure {
+pub(crate) enum ProbeFailure {
     /// Refused, reset or closed without an answer: the guest is not serving yet.
     NotUp,
     /// Connected and sent, but no answer within the timeout: the guest is slow.
@@ -209,7 +202,7 @@ enum ProbeFailure {
 }
 
 /// `GET path` with `Connection: close` and a read timeout of `timeout`; the status code.
-fn probe(port: u16, path: &str, timeout: Duration) -> Result<u16, ProbeFailure> {
+pub(crate) fn probe(port: u16, path: &str, timeout: Duration) -> Result<u16, ProbeFailure> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|_| ProbeFailure::NotUp)?;
     stream
         .set_read_timeout(Some(timeout))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use harness::ProcessGroup;
 
-use crate::bench::{free_port, get_status};
+use crate::bench::{ProbeFailure, free_port, probe};
 use crate::image::Image;
 use crate::image_dir::{MICROVM_MIN_MEMORY_MIB, USER_NET_STATIC_OPTIONS, with_kernel_options};
 use crate::qemu::Machine;
@@ -116,10 +116,18 @@ fn spawn_vm(requested: &VmArgs, image: &Image, microvm: &Image, taken: &[Vm]) ->
 }
 
 /// Polls `route` of `vm` until 200; the time since `start`.
+///
+/// An attempt may take 1 s, each later one twice as long up to 4 s: N TCG guests share few host
+/// cores, so a first function call can take seconds of wall time, and a probe that gives up
+/// sooner leaves the guest working on requests nobody waits for (with 100 ms attempts, 64
+/// instances took twice as long to answer the function and one missed the final check).
 fn wait_answer(vm: &mut Vm, route: &str, start: Instant) -> Result<Duration> {
+    let mut attempt = Duration::from_secs(1);
     loop {
-        if get_status(vm.port, route) == Some(200) {
-            return Ok(start.elapsed());
+        match probe(vm.port, route, attempt) {
+            Ok(200) => return Ok(start.elapsed()),
+            Ok(_) | Err(ProbeFailure::NotUp) => std::thread::sleep(Duration::from_millis(20)),
+            Err(ProbeFailure::Slow) => attempt = (attempt * 2).min(Duration::from_secs(4)),
         }
         if vm.exited() {
             bail!("QEMU on port {} exited before {route} answered", vm.port);
@@ -130,15 +138,13 @@ fn wait_answer(vm: &mut Vm, route: &str, start: Instant) -> Result<Duration> {
                 vm.port
             );
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// Whether `route` on `port` answers 200 within a few attempts (the probe's read timeout is
-/// short, and N TCG guests share few host cores).
+/// Whether `route` on `port` answers 200 within three attempts of up to 5 s each.
 fn answers(port: u16, route: &str) -> bool {
-    (0..10).any(|_| {
-        let ok = get_status(port, route) == Some(200);
+    (0..3).any(|_| {
+        let ok = matches!(probe(port, route, Duration::from_secs(5)), Ok(200));
         if !ok {
             std::thread::sleep(Duration::from_millis(100));
         }
